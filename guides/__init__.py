@@ -1,0 +1,1 @@
+"""Guides (encoders, forward processes, enumeration) matching :mod:`probdiff.models`."""

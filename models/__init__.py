@@ -1,0 +1,3 @@
+"""Generative programs, one family per module; importing this package registers them."""
+
+from probdiff.models import gmm_family  # noqa: F401  (registers ``gmm``)

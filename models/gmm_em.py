@@ -1,0 +1,106 @@
+"""Closed forms of the isotropic Gaussian mixture in NumPy (MATH.md 1a), independent of any PPL.
+
+The tutorial's encoder and decoder: the responsibilities p(z = k | x), the hard assignment
+argmax_k p(z = k | x), and drawing x from N(mu_k, sigma_k^2 I); the exact log-likelihood
+log p(x) = logsumexp_k [log pi_k + log N(x | mu_k, sigma_k^2 I)]; k-means++ seeding; and EM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class MixtureParams:
+    """pi (K,), mu (K, D), sigma (K,) of an isotropic mixture."""
+
+    weights: np.ndarray
+    locs: np.ndarray
+    scales: np.ndarray
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights, "locs": self.locs, "scales": self.scales}
+
+
+def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
+    """log pi_k + log N(x_n | mu_k, sigma_k^2 I), shape (N, K).
+
+    log N(x | mu, s^2 I) = -D/2 log(2 pi) - D log s - ||x - mu||^2 / (2 s^2).
+    """
+    d = x.shape[-1]
+    sq = ((x[:, None, :] - p.locs[None]) ** 2).sum(-1)
+    return (np.log(p.weights) - 0.5 * d * LOG_2PI - d * np.log(p.scales)
+            - 0.5 * sq / p.scales ** 2)
+
+
+def log_likelihood(x: np.ndarray, p: MixtureParams) -> np.ndarray:
+    """log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)], shape (N,)."""
+    return logsumexp(component_log_joint(x, p), axis=1)
+
+
+def responsibilities(x: np.ndarray, p: MixtureParams) -> np.ndarray:
+    """The exact encoder p(z = k | x_n) = pi_k N(x_n | mu_k, .) / sum_j pi_j N(x_n | mu_j, .)."""
+    lj = component_log_joint(x, p)
+    return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+
+
+def hard_encode(x: np.ndarray, p: MixtureParams) -> np.ndarray:
+    """The tutorial's hard-assignment encoder: argmax_k p(z = k | x_n), shape (N,)."""
+    return component_log_joint(x, p).argmax(axis=1)
+
+
+def decode(z: np.ndarray, p: MixtureParams, rng: np.random.Generator) -> np.ndarray:
+    """The decoder: x ~ N(mu_z, sigma_z^2 I) for each assignment in ``z``."""
+    z = np.asarray(z)
+    return p.locs[z] + p.scales[z, None] * rng.standard_normal((len(z), p.locs.shape[1]))
+
+
+def sample(n: int, p: MixtureParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Ancestral sampling: z ~ Categorical(pi), then the decoder. Returns (x, z)."""
+    z = rng.choice(len(p.weights), size=n, p=p.weights)
+    return decode(z, p, rng), z
+
+
+def kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> MixtureParams:
+    """k-means++ seeding of the means; equal weights; every scale the data's RMS spread / k."""
+    n, d = x.shape
+    centres = [x[rng.integers(n)]]
+    for _ in range(1, k):
+        dist2 = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        prob = dist2 / dist2.sum() if dist2.sum() > 0 else np.full(n, 1.0 / n)
+        centres.append(x[rng.choice(n, p=prob)])
+    locs = np.array(centres, dtype=float)
+    nearest = ((x[:, None, :] - locs[None]) ** 2).sum(-1).min(axis=1)
+    scale = np.sqrt(max(nearest.mean() / d, 1e-6))
+    return MixtureParams(np.full(k, 1.0 / k), locs, np.full(k, scale))
+
+
+def em_step(x: np.ndarray, p: MixtureParams, reg: float = 1e-6) -> MixtureParams:
+    """One EM update for the isotropic mixture.
+
+    E: r_nk = p(z = k | x_n).  M: N_k = sum_n r_nk, pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k,
+    sigma_k^2 = sum_n r_nk ||x_n - mu_k||^2 / (D N_k) + reg.
+    """
+    r = responsibilities(x, p)
+    nk = r.sum(0) + 10 * np.finfo(float).eps
+    locs = (r.T @ x) / nk[:, None]
+    sq = ((x[:, None, :] - locs[None]) ** 2).sum(-1)
+    var = (r * sq).sum(0) / (x.shape[1] * nk) + reg
+    return MixtureParams(nk / nk.sum(), locs, np.sqrt(var))
+
+
+def em_fit(x: np.ndarray, init: MixtureParams, max_iter: int = 500,
+           tol: float = 1e-8) -> tuple[MixtureParams, np.ndarray]:
+    """Run EM until the mean log-likelihood improves by less than ``tol``; return (params, trace)."""
+    p, trace = init, [log_likelihood(x, init).mean()]
+    for _ in range(max_iter):
+        p = em_step(x, p)
+        trace.append(log_likelihood(x, p).mean())
+        if abs(trace[-1] - trace[-2]) < tol:
+            break
+    return p, np.asarray(trace)

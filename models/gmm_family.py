@@ -1,0 +1,202 @@
+"""``probdiff fit gmm``: the Gaussian mixture family (MATH.md 1a) on the engine.
+
+Inference: ``svi`` (Pyro or NumPyro; the assignment enumerated in the model or amortised by an
+encoder guide; globals by maximum likelihood, MAP or mean field), ``em`` (the closed-form EM of
+:mod:`probdiff.models.gmm_em`) and ``nuts`` (NumPyro NUTS on the collapsed Bayesian model).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from probdiff.data import Dataset
+from probdiff.errors import ProbdiffError
+from probdiff.family import Family, register
+from probdiff.models import gmm_em
+from probdiff.models.gmm_em import MixtureParams
+from probdiff.program import Program
+
+
+@register
+class GMMFamily(Family):
+    name = "gmm"
+    summary = "isotropic Gaussian mixture: enumerated or encoder guide, EM, NUTS"
+    inferences = ("svi", "em", "nuts")
+    default_lr = 0.05
+    default_steps = 1000
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("gmm")
+        g.add_argument("--components", "-K", type=int, default=3, help="number of components K")
+        g.add_argument("--prior", action="store_true",
+                       help="Bayesian variant: Dirichlet/Normal/LogNormal priors on the globals")
+        g.add_argument("--globals", dest="globals_guide", choices=("none", "map", "meanfield"),
+                       default=None, help="guide of the globals (default: none, or map with --prior)")
+        g.add_argument("--assignment", dest="local_guide", choices=("enum", "encoder"),
+                       default="enum", help="enumerate z in the model, or amortise q(z|x) by an encoder")
+        g.add_argument("--encoder-hidden", type=int, default=0,
+                       help="hidden tanh units of the encoder (0: affine in (x, |x|^2), exact)")
+        g.add_argument("--ordered", action="store_true",
+                       help="order the means by their first coordinate (removes label switching)")
+        g.add_argument("--num-chains", type=int, default=4, help="NUTS chains")
+        g.add_argument("--num-warmup", type=int, default=500, help="NUTS warm-up draws per chain")
+        g.add_argument("--num-samples", type=int, default=500, help="NUTS draws per chain")
+
+    def __init__(self, options: dict, data: Dataset):
+        super().__init__(options, data)
+        o = self.options
+        k, n = o["components"], data.n
+        if k < 1:
+            raise ProbdiffError(f"--components must be >= 1, got {k}")
+        if k > n:
+            raise ProbdiffError(f"--components {k} is larger than the data ({n} points)")
+        if o["encoder_hidden"] < 0:
+            raise ProbdiffError(f"--encoder-hidden must be >= 0, got {o['encoder_hidden']}")
+        if o["globals_guide"] is None:
+            o["globals_guide"] = "map" if o["prior"] else "none"
+        if o["globals_guide"] != "none" and not o["prior"]:
+            raise ProbdiffError(f"--globals {o['globals_guide']} needs --prior (maximum likelihood "
+                                "has no latent globals to guide)")
+        if o["prior"] and o["globals_guide"] == "none":
+            raise ProbdiffError("--prior needs --globals map or meanfield")
+        if o["ordered"] and o["globals_guide"] == "meanfield":
+            raise ProbdiffError("--ordered works with --globals map or --inference nuts, "
+                                "not with the mean-field guide")
+        x = data.flat()
+        self.dim = x.shape[1]
+        self.prior_loc = x.mean(0)
+        spread = float(np.sqrt(x.var(0).mean())) or 1.0
+        self.prior_scale, self.prior_sigma = 2.0 * spread, spread / 2.0
+
+    # -- programs -----------------------------------------------------------------------
+    def init_values(self, x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        from probdiff.guides.gmm import encoder_init
+        init = gmm_em.kmeans_pp_init(x, self.options["components"], np.random.default_rng(seed))
+        return {**init.as_dict(), **encoder_init(self.dim, self.options["components"],
+                                                 self.options["encoder_hidden"], seed)}
+
+    def program(self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32",
+                device: str = "cpu") -> Program:
+        o, init = self.options, self.init_values(x, seed)
+        if backend == "pyro":
+            import torch
+            from probdiff.guides.gmm import MixtureGuide
+            from probdiff.models.gmm import GaussianMixture, MixturePrior
+            kw = {"dtype": getattr(torch, dtype), "device": device}
+        else:
+            import jax.numpy as jnp
+            from probdiff.guides.gmm_numpyro import MixtureGuide
+            from probdiff.models.gmm_numpyro import GaussianMixture
+            from probdiff.models.gmm import MixturePrior
+            kw = {"dtype": getattr(jnp, dtype)}
+        prior = (MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
+                 if o["prior"] else None)
+        model = GaussianMixture(o["components"], self.dim, init, prior=prior,
+                                ordered=o["ordered"], **kw)
+        guide = MixtureGuide(o["components"], init, globals_guide=o["globals_guide"],
+                             local_guide=o["local_guide"], ordered=o["ordered"], **kw)
+        return Program(model, guide, elbo="enum", max_plate_nesting=1)
+
+    # -- results ------------------------------------------------------------------------
+    def point_estimate(self, params: dict[str, np.ndarray]) -> MixtureParams:
+        """pi, mu, sigma from fitted parameters: the MLE, the MAP point or the guide's mean."""
+        p = params
+        if "weights" in p:
+            return MixtureParams(p["weights"], p["locs"], p["scales"])
+        if "weights_map" in p:
+            if "locs_map" in p:
+                locs = p["locs_map"]
+            else:
+                first = p["locs_first_map"][:, None]
+                locs = np.concatenate([first, p["locs_rest_map"]], 1) if "locs_rest_map" in p else first
+            return MixtureParams(p["weights_map"], locs, p["scales_map"])
+        conc = p["weights_concentration"]
+        return MixtureParams(conc / conc.sum(), p["locs_loc"],
+                             np.exp(p["scales_loc"] + 0.5 * p["scales_scale"] ** 2))
+
+    def metrics(self, backend, program, params, train, test, seed):
+        out = super().metrics(backend, program, params, train, test, seed) if program else {}
+        point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
+        out["log_likelihood"] = float(gmm_em.log_likelihood(train, point).mean())
+        if test is not None and len(test):
+            out["test_log_likelihood"] = float(gmm_em.log_likelihood(test, point).mean())
+        if self.data.log_prob is not None:
+            out["true_log_likelihood"] = float(np.mean(self.data.log_prob(train)))
+        return out
+
+    def posterior(self, backend, program, params, x, num_samples, seed):
+        draws = super().posterior(backend, program, params, x, num_samples, seed)
+        if not self.options["prior"]:
+            # maximum likelihood: the fitted globals are a point mass
+            draws.update({k: np.broadcast_to(np.asarray(params[k]), (num_samples,) + np.shape(params[k]))
+                          for k in ("weights", "locs", "scales")})
+        if "assignment" in draws:  # the encoder's q(z | x)
+            return draws
+        # enumerated in the model: draws from the exact posterior p(z | x) at the point globals
+        point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
+        rng = np.random.default_rng(seed)
+        resp = gmm_em.responsibilities(np.asarray(x, float), point)
+        cum = resp.cumsum(1)
+        u = rng.random((num_samples, len(x), 1))
+        draws["assignment"] = (u > cum[None]).sum(-1).clip(max=resp.shape[1] - 1)
+        return draws
+
+    def sample(self, params, n, seed):
+        point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
+        x, _ = gmm_em.sample(n, point, np.random.default_rng(seed))
+        return x.reshape((n,) + self.data.event_shape)
+
+    def run_other(self, inference, x, settings, backend_name):
+        o = self.options
+        if inference == "em":
+            init = gmm_em.kmeans_pp_init(x, o["components"], np.random.default_rng(settings.seed))
+            best = None
+            for r in range(settings.restarts):
+                init = gmm_em.kmeans_pp_init(x, o["components"],
+                                             np.random.default_rng(settings.seed + 1000 * r))
+                p, trace = gmm_em.em_fit(x, init, max_iter=max(settings.steps, 1))
+                if best is None or trace[-1] > best[1][-1]:
+                    best = (p, trace)
+            return best[0].as_dict(), None, {"em_iterations": len(best[1]) - 1,
+                                             "trace": best[1]}
+        if inference == "nuts":
+            return self._nuts(x, settings, backend_name)
+        return super().run_other(inference, x, settings, backend_name)
+
+    def _nuts(self, x, settings, backend_name):
+        if backend_name != "numpyro":
+            raise ProbdiffError("--inference nuts runs on --backend numpyro")
+        from probdiff.backends.numpyro_mcmc import run_nuts
+        from probdiff.models.gmm import MixturePrior
+        from probdiff.models.gmm_numpyro import GaussianMixture
+        import jax.numpy as jnp
+        o = self.options
+        prior = MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
+        model = GaussianMixture(o["components"], self.dim, {}, prior=prior, ordered=o["ordered"],
+                                dtype=jnp.float32)
+        idata = run_nuts(model, jnp.asarray(x, jnp.float32), num_chains=o["num_chains"],
+                         num_warmup=o["num_warmup"], num_samples=o["num_samples"],
+                         seed=settings.seed, progress=settings.progress)
+        post = idata.posterior
+        params = {"weights": post["weights"].mean(("chain", "draw")).values,
+                  "locs": post["locs"].mean(("chain", "draw")).values,
+                  "scales": post["scales"].mean(("chain", "draw")).values}
+        return params, idata, {}
+
+    def figures(self, run, idata, params, data):
+        from probdiff.models import gmm_plots
+        point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
+        names = [gmm_plots.mixture_figure(run.file("mixture.png"), data, point)]
+        if idata is not None and "posterior" in idata.groups() and \
+                float(idata.posterior["locs"].std(("chain", "draw")).max()) > 0:
+            names.append(gmm_plots.means_posterior_figure(run.file("posterior_locs.png"), idata))
+        return names
+
+    def report_lines(self, idata, metrics):
+        from probdiff.diagnostics import label_switching
+        if idata is None or "posterior" not in idata.groups() or idata.posterior.sizes["chain"] < 2:
+            return []
+        return label_switching(idata.posterior, "locs", component_dim=0)

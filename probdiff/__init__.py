@@ -1,0 +1,20 @@
+"""probdiff: the tutorial's generative models as probabilistic programs.
+
+The engine is model-agnostic: data (:mod:`probdiff.data`), the fitting loop
+(:mod:`probdiff.svi`), backends (:mod:`probdiff.backends`), the run folder
+(:mod:`probdiff.runfolder`), ArviZ output and diagnostics, plots and the command line. Model
+families live in :mod:`probdiff.models` and their guides in :mod:`probdiff.guides`.
+"""
+
+__version__ = "0.1.0"
+
+from probdiff.data import Dataset, load_dataset, train_test_split  # noqa: E402
+from probdiff.errors import ProbdiffError  # noqa: E402
+from probdiff.family import Family, families, get_family, register  # noqa: E402
+from probdiff.program import Program  # noqa: E402
+from probdiff.svi import SVIResult, SVISettings, run_svi  # noqa: E402
+
+__all__ = [
+    "Dataset", "Family", "Program", "ProbdiffError", "SVIResult", "SVISettings", "__version__",
+    "families", "get_family", "load_dataset", "register", "run_svi", "train_test_split",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from probdiff.cli import main
+
+sys.exit(main())

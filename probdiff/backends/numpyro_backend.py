@@ -1,0 +1,202 @@
+"""NumPyro (JAX) backend: SVI with NumPyro's ELBO classes, the same contract as ``PyroBackend``.
+
+State is functional (an ``SVIState``: optimiser state plus an explicit rng key) and lives on the
+backend object instead of a global parameter store. The update is jit-compiled once per
+``n_total`` (closed over, since it sets the python-float plate scale that enumeration needs).
+
+float64: ``NumPyroBackend(dtype="float64")`` calls ``jax.config.update("jax_enable_x64", True)``
+before creating any array. That switch is process-wide (JAX has no per-object precision);
+float32 code keeps working under it because every array this backend and the NumPyro twins
+create has an explicit dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import random
+from numpyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from numpyro.optim import ClippedAdam
+
+from probdiff.errors import ProbdiffError
+from probdiff.program import Program
+
+_ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
+_DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+
+
+def jax_device(device: str) -> jax.Device:
+    """``cpu`` or ``cuda`` (``cuda:N``) as a JAX device; a clear error where no GPU is visible."""
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    if not device.startswith("cuda"):
+        raise ProbdiffError(f"unknown device {device!r}: use cpu or cuda")
+    try:
+        gpus = jax.devices("gpu")
+    except RuntimeError:
+        gpus = []
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= len(gpus):
+        raise ProbdiffError(f"--device {device} asked for, but JAX sees {len(gpus)} GPU device(s) "
+                            "here (is the CUDA build of jaxlib installed?)")
+    return gpus[index]
+
+
+def make_elbo(program: Program, num_particles: int | None = None):
+    """The NumPyro ELBO object that ``program.elbo`` names."""
+    particles = num_particles or program.num_particles
+    if program.elbo == "enum":
+        return TraceEnum_ELBO(num_particles=particles, max_plate_nesting=program.max_plate_nesting)
+    return _ELBOS[program.elbo](num_particles=particles)
+
+
+class NumPyroBackend:
+    """Holds one NumPyro SVI object and its state for the fit in progress."""
+
+    name = "numpyro"
+
+    def __init__(self, device: str = "cpu", dtype: str = "float32"):
+        if dtype not in _DTYPES:
+            raise ProbdiffError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+        self.dtype_name = dtype
+        self._ensure_x64()
+        self.device = jax_device(device)
+        self.dtype = _DTYPES[dtype]
+        self._program: Program | None = None
+        self._svi: SVI | None = None
+        self._state = None
+        self._lr = 1e-3
+        self._updates: dict = {}
+        self._evals: dict = {}
+
+    def _ensure_x64(self) -> None:
+        """float64 needs JAX's process-wide x64 switch (set again if someone turned it off)."""
+        if self.dtype_name == "float64" and not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)
+
+    # -- data ---------------------------------------------------------------------------
+    def array(self, x: np.ndarray) -> jax.Array:
+        self._ensure_x64()
+        return jax.device_put(np.asarray(x, dtype=self.dtype_name), self.device)
+
+    def take(self, x: jax.Array, idx: np.ndarray) -> jax.Array:
+        return x[jax.device_put(np.asarray(idx), self.device)]
+
+    # -- optimisation -------------------------------------------------------------------
+    def start(self, program: Program, x: jax.Array, lr: float, seed: int,
+              clip_norm: float = 10.0) -> None:
+        """Fresh SVI state: parameters from one traced call of the guide and model on ``x``.
+
+        Adam with each gradient entry clipped to [-clip_norm, clip_norm] (as Pyro's ClippedAdam).
+        """
+        self._ensure_x64()
+        self._program, self._lr = program, lr
+        self._svi = SVI(program.model, program.guide, ClippedAdam(step_size=lr, clip_norm=clip_norm),
+                        loss=make_elbo(program))
+        self._updates = {}
+        with jax.default_device(self.device):
+            self._state = self._svi.init(random.PRNGKey(seed), x, **program.kwargs(x.shape[0]))
+
+    def step(self, batch: jax.Array, n_total: int) -> float:
+        """One gradient step; returns the loss, an estimate of -ELBO of the whole data set."""
+        self._require_started()
+        update = self._updates.get(n_total)
+        if update is None:
+            svi, kwargs = self._svi, self._program.kwargs(n_total)
+            update = jax.jit(lambda state, b: svi.update(state, b, **kwargs))
+            self._updates[n_total] = update
+        with jax.default_device(self.device):
+            self._state, loss = update(self._state, batch)
+        return float(loss)
+
+    def params(self) -> dict[str, np.ndarray]:
+        """Constrained values of every parameter, as NumPy arrays."""
+        self._require_started()
+        return {k: np.array(v) for k, v in self._svi.get_params(self._state).items()}
+
+    def set_params(self, program: Program, x: jax.Array, params: dict[str, np.ndarray]) -> None:
+        """Re-initialise the program's parameters at the constrained values ``params``.
+
+        Names the program does not have are ignored, missing ones keep their current values.
+        The rng key is kept; Adam's moments restart (as in Pyro, where a new tensor in the
+        parameter store gets a fresh optimiser state). Starts SVI first if ``program`` is not the
+        one in progress.
+        """
+        if self._svi is None or program is not self._program:
+            self.start(program, x, lr=self._lr, seed=0)
+        self._ensure_x64()
+        current = self.params()
+        init = {k: jnp.asarray(np.asarray(params.get(k, v)), dtype=np.asarray(v).dtype)
+                for k, v in current.items()}
+        with jax.default_device(self.device):
+            state = self._svi.init(self._state.rng_key, x, init_params=init,
+                                   **program.kwargs(x.shape[0]))
+        self._state = state._replace(rng_key=self._state.rng_key)
+
+    def state_dict(self) -> dict:
+        """NumPy-only, picklable: unconstrained parameters, Adam's moments, step, rng key."""
+        self._require_started()
+        step, opt_state = self._state.optim_state
+        unconstrained = self._svi.optim.get_params(self._state.optim_state)
+        names = sorted(unconstrained)
+        leaves = [np.array(v) for v in jax.tree.leaves(opt_state)]
+        if len(leaves) != 3 * len(names):
+            raise ProbdiffError("unexpected optimiser state layout: expected Adam's (x, m, v) "
+                                f"per parameter, got {len(leaves)} arrays for {len(names)} parameters")
+        return {"params": dict(zip(names, leaves[0::3])),
+                "optim": {"step": np.array(step),
+                          "exp_avg": dict(zip(names, leaves[1::3])),
+                          "exp_avg_sq": dict(zip(names, leaves[2::3]))},
+                "mutable_state": jax.tree.map(np.array, self._state.mutable_state),
+                "rng": np.array(self._state.rng_key)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; call :meth:`start` with the same program first."""
+        self._require_started()
+        self._ensure_x64()
+        _, opt_state = self._state.optim_state
+        treedef = jax.tree.structure(opt_state)
+        names = sorted(state["params"])
+        optim = state["optim"]
+        leaves = [a for n in names
+                  for a in (state["params"][n], optim["exp_avg"][n], optim["exp_avg_sq"][n])]
+        if treedef.num_leaves != len(leaves):
+            raise ProbdiffError(f"checkpoint has parameters {names}, which do not match the "
+                                "program started here")
+        put = lambda a: jax.device_put(np.asarray(a), self.device)  # noqa: E731
+        self._state = self._state._replace(
+            optim_state=(put(optim["step"]), jax.tree.unflatten(treedef, [put(a) for a in leaves])),
+            mutable_state=jax.tree.map(put, state["mutable_state"]),
+            rng_key=put(state["rng"]))
+
+    # -- evaluation ---------------------------------------------------------------------
+    def elbo(self, program: Program, x: jax.Array, *, num_particles: int = 1,
+             repeats: int = 1, seed: int = 0) -> tuple[float, float]:
+        """ELBO of the whole data ``x`` at the current parameters: (mean, standard error).
+
+        ``repeats`` independent estimates of ``num_particles`` particles each (keys split from
+        ``PRNGKey(seed)``) give the standard error; an estimator with no randomness
+        (enumeration with point globals) has error 0, and one repeat gives NaN.
+        """
+        self._require_started()
+        self._ensure_x64()
+        params = self._svi.get_params(self._state)
+        key = (id(program), num_particles, x.shape[0])
+        cached = self._evals.get(key)
+        if cached is None or cached[0] is not program:
+            loss, kwargs = make_elbo(program, num_particles), program.kwargs(x.shape[0])
+            fn = jax.jit(lambda k, p, data: -loss.loss(k, p, program.model, program.guide,
+                                                       data, **kwargs))
+            cached = self._evals[key] = (program, fn)
+        with jax.default_device(self.device):
+            keys = random.split(random.PRNGKey(seed), repeats)
+            values = np.array([float(cached[1](k, params, x)) for k in keys])
+        err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
+        return float(values.mean()), float(err)
+
+    def _require_started(self) -> None:
+        if self._svi is None:
+            raise ProbdiffError("the NumPyro backend has no program yet: call start() or "
+                                "set_params() first")

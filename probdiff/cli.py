@@ -1,0 +1,166 @@
+"""The ``probdiff`` command line (DESIGN.md, "Command line contract")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+
+from probdiff.errors import ProbdiffError
+
+MAIN_HELP = """probdiff: the tutorial's generative models as probabilistic programs.
+
+  probdiff fit MODEL --data DATA --out DIR     fit a model (gmm, or path/to/file.py:model --guide ...)
+  probdiff report DIR                          ArviZ summary, diagnostics and figures of a run
+  probdiff sample DIR -n N                     draw from a fitted model (PNG + .npz)
+  probdiff evaluate DIR [--data DATA] [--json] metrics on held-out or other data
+  probdiff tutorial --out DIR [--quick]        the whole tutorial on embedded data
+"""
+
+
+def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
+    from probdiff.data import BUILTIN_DATASETS
+    p.add_argument("model", help="built-in model name, or path/to/file.py:function")
+    p.add_argument("--data", default=None,
+                   help="built-in data (" + ", ".join(BUILTIN_DATASETS) + "; options as "
+                   "name:key=value,...) or a .npz/.npy/.csv file or a folder of PNGs")
+    p.add_argument("--out", required=True, help="run folder to create (must be new or empty)")
+    p.add_argument("--steps", type=int, default=None, help="SVI steps (EM: max iterations)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch size (default: full data)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restarts", type=int, default=1, help="fits from different seeds; keep the best")
+    p.add_argument("--backend", default="pyro", help="pyro or numpyro")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", help="float32 or float64")
+    p.add_argument("--inference", default="svi", help="svi, or what the model offers (gmm: em, nuts)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
+    p.add_argument("--posterior-samples", type=int, default=200, help="guide draws kept for ArviZ")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (settings from its config; "
+                   "--steps may be raised)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def fit_main(argv: list[str]) -> int:
+    from probdiff.family import get_family
+    from probdiff.fitting import FitRequest, fit, request_from_config
+    from probdiff.runfolder import RunFolder
+    from probdiff.svi import SVISettings
+    from probdiff.usermodel import UserFamily, is_reference
+
+    head = argparse.ArgumentParser(add_help=False)
+    head.add_argument("model", nargs="?")
+    known, _ = head.parse_known_args(argv)
+    parser = argparse.ArgumentParser(prog="probdiff fit", description="Fit a model by SVI (or EM/NUTS).")
+    _common_fit_arguments(parser)
+    common = {a.dest for a in parser._actions}
+    family = None
+    if known.model and not known.model.startswith("-"):
+        family = UserFamily if is_reference(known.model) else get_family(known.model)
+        family.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.resume:
+        req = request_from_config(RunFolder.existing(args.out).config)
+        if args.steps is not None:
+            if args.steps < req.settings.steps:
+                raise ProbdiffError(f"--steps {args.steps} is below the run's {req.settings.steps}")
+            req.settings = replace(req.settings, steps=args.steps)
+        req.settings.progress = not args.quiet
+        run = fit(req, resume=True)
+        print(f"resumed and finished {run.path}")
+        return 0
+    if args.data is None:
+        raise ProbdiffError("--data is required (a built-in name such as blobs, or a file)")
+    options = {k: v for k, v in vars(args).items() if k not in common}
+    settings = SVISettings(steps=args.steps if args.steps is not None else family.default_steps,
+                           lr=args.lr if args.lr is not None else family.default_lr,
+                           batch_size=args.batch_size, seed=args.seed, restarts=args.restarts,
+                           checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    req = FitRequest(model=args.model, data=args.data, out=args.out, backend=args.backend,
+                     device=args.device, dtype=args.dtype, inference=args.inference,
+                     test_fraction=args.test_fraction, posterior_samples=args.posterior_samples,
+                     settings=settings, options=options)
+    run = fit(req)
+    metrics = run.metrics()
+    shown = {k: metrics[k] for k in ("elbo", "test_elbo", "log_likelihood", "seconds") if k in metrics}
+    print(f"wrote {run.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    return 0
+
+
+def report_main(argv: list[str]) -> int:
+    from probdiff.report import report
+    p = argparse.ArgumentParser(prog="probdiff report", description="Summarise a run folder.")
+    p.add_argument("dir")
+    print(report(p.parse_args(argv).dir))
+    return 0
+
+
+def sample_main(argv: list[str]) -> int:
+    from probdiff.sampling import sample
+    p = argparse.ArgumentParser(prog="probdiff sample", description="Draw from a fitted model.")
+    p.add_argument("dir")
+    p.add_argument("-n", type=int, default=16, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", default=None, help="sampler, where the model has several")
+    args = p.parse_args(argv)
+    print(sample(args.dir, args.n, args.seed, args.sampler))
+    return 0
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from probdiff.sampling import evaluate
+    p = argparse.ArgumentParser(prog="probdiff evaluate", description="Metrics of a fitted model.")
+    p.add_argument("dir")
+    p.add_argument("--data", default=None, help="data to evaluate on (default: the run's held-out split)")
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    args = p.parse_args(argv)
+    metrics = evaluate(args.dir, args.data)
+    if args.json:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        for k, v in sorted(metrics.items()):
+            print(f"{k:24s} {v}")
+    return 0
+
+
+def tutorial_main(argv: list[str]) -> int:
+    from probdiff.tutorial import tutorial
+    p = argparse.ArgumentParser(prog="probdiff tutorial",
+                                description="Run the whole tutorial on embedded data and write a report.")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(tutorial(args.out, quick=args.quick, seed=args.seed))
+    return 0
+
+
+COMMANDS = {"fit": fit_main, "report": report_main, "sample": sample_main,
+            "evaluate": evaluate_main, "tutorial": tutorial_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(MAIN_HELP)
+        return 0 if argv else 2
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"probdiff: error: unknown command {argv[0]!r} (choose {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    try:
+        return command(argv[1:])
+    except ProbdiffError as e:
+        print(f"probdiff: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("probdiff: interrupted; a fit continues with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

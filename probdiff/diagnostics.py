@@ -1,0 +1,70 @@
+"""Diagnostics on ArviZ posteriors: summaries, label switching, PSIS k-hat."""
+
+from __future__ import annotations
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+RHAT_OK = 1.01
+
+
+def summary(idata, var_names: list[str] | None = None, max_size: int = 64):
+    """``az.summary`` of the posterior's small variables (skipping per-datum ones like assignments).
+
+    R-hat and ESS are reported only where there are several chains of real (non-constant) draws.
+    """
+    post = idata.posterior
+    names = var_names or [k for k, v in post.data_vars.items()
+                          if np.prod(v.shape[2:], dtype=int) <= max_size]
+    if not names:
+        return None
+    chains = post.sizes["chain"]
+    kind = "all" if chains > 1 else "stats"
+    return az.summary(idata, var_names=names, kind=kind, round_to=4)
+
+
+def _sorted_by_first_coordinate(da: xr.DataArray, component_dim: int) -> xr.DataArray:
+    values = np.moveaxis(da.values, 2 + component_dim, 2)  # (chain, draw, K, ...)
+    keys = values.reshape(values.shape[:3] + (-1,))[..., 0]
+    order = np.argsort(keys, axis=2)
+    idx = order.reshape(order.shape + (1,) * (values.ndim - 3))
+    relabelled = np.take_along_axis(values, idx, axis=2)
+    return xr.DataArray(np.moveaxis(relabelled, 2, 2 + component_dim), dims=da.dims)
+
+
+def max_rhat(da: xr.DataArray) -> float:
+    return float(np.nanmax(az.rhat(xr.Dataset({"v": da}))["v"].values))
+
+
+def label_switching(posterior: xr.Dataset, var: str, component_dim: int = 0) -> list[str]:
+    """Report lines about label switching of mixture components across chains.
+
+    Compares the largest R-hat of ``var`` with that after relabelling every draw by sorting its
+    components on their first coordinate. Large R-hat that sorting removes is label switching:
+    the chains explore permuted copies of the same mode, so per-component summaries are
+    meaningless and the fit should be redone with ordered components.
+    """
+    if var not in posterior or posterior.sizes["chain"] < 2:
+        return []
+    raw = max_rhat(posterior[var])
+    relabelled = max_rhat(_sorted_by_first_coordinate(posterior[var], component_dim))
+    if raw <= RHAT_OK:
+        return [f"label switching: none seen (max R-hat of {var} {raw:.3f})"]
+    if relabelled <= RHAT_OK or relabelled < 1 + (raw - 1) / 4:
+        return [f"WARNING label switching: max R-hat of {var} is {raw:.3f} across chains but "
+                f"{relabelled:.3f} after sorting components by their first coordinate; the chains "
+                "visit permuted labels, so per-component summaries mix components. Refit with --ordered."]
+    return [f"WARNING poor mixing: max R-hat of {var} is {raw:.3f} ({relabelled:.3f} after "
+            "relabelling): not explained by label switching alone"]
+
+
+def psis_khat(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed importance sampling k-hat per datum.
+
+    ``log_weights`` (S, N): log p(x_n, z_s) - log q(z_s | x_n) for S guide draws per datum.
+    Returns (smoothed log weights, k-hat of each datum); k-hat > 0.7 means the guide is too
+    narrow for importance sampling to be reliable (Vehtari et al. 2015).
+    """
+    lw, k = az.psislw(np.asarray(log_weights).T)
+    return lw.T, np.asarray(k)

@@ -1,0 +1,105 @@
+"""The contract between the engine and a model family, and the registry of built-in families.
+
+A family turns command-line options and a data set into :class:`~probdiff.program.Program`s
+for each backend, and knows its own metrics and figures. The engine (fitting loop, run folder,
+ArviZ output, report) calls only the methods below, so a new family is one file in
+``models/`` that subclasses :class:`Family` and decorates itself with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any, ClassVar
+
+import numpy as np
+
+from probdiff.data import Dataset
+from probdiff.errors import ProbdiffError
+from probdiff.program import Program
+
+_FAMILIES: dict[str, type["Family"]] = {}
+
+
+def register(cls: type["Family"]) -> type["Family"]:
+    """Class decorator: make ``cls`` available as ``probdiff fit <cls.name>``."""
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def families() -> dict[str, type["Family"]]:
+    """Every registered family by name (importing the built-in ones first)."""
+    importlib.import_module("probdiff.models")
+    return dict(_FAMILIES)
+
+
+def get_family(name: str) -> type["Family"]:
+    known = families()
+    if name not in known:
+        raise ProbdiffError(f"unknown model {name!r}: built-ins are {', '.join(sorted(known))}, "
+                            "or give path/to/file.py:function with --guide")
+    return known[name]
+
+
+class Family:
+    """Base class of a model family. Subclasses set ``name`` and override what they need."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    backends: ClassVar[tuple[str, ...]] = ("pyro", "numpyro")
+    inferences: ClassVar[tuple[str, ...]] = ("svi",)
+    default_lr: ClassVar[float] = 0.01
+    default_steps: ClassVar[int] = 1000
+
+    def __init__(self, options: dict[str, Any], data: Dataset):
+        self.options = options
+        self.data = data
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the family's own options to ``probdiff fit``."""
+
+    def prepare(self, data: Dataset) -> np.ndarray:
+        """The array the model sees; by default each datum flattened to a vector."""
+        return data.flat()
+
+    def program(self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32",
+                device: str = "cpu") -> Program:
+        """The model and guide for ``backend``, initialised from the training data and seed."""
+        raise NotImplementedError
+
+    def metrics(self, backend, program: Program, params: dict[str, np.ndarray],
+                train: np.ndarray, test: np.ndarray | None, seed: int) -> dict[str, float]:
+        """Per-datum metrics in nats. The default is the ELBO on each split (Monte Carlo)."""
+        out = {}
+        for key, x in (("elbo", train), ("test_elbo", test)):
+            if x is None or len(x) == 0:
+                continue
+            data = backend.array(x)
+            backend.set_params(program, data, params)
+            value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed)
+            out[key], out[key + "_stderr"] = value / len(x), err / len(x)
+        return out
+
+    def posterior(self, backend, program: Program, params: dict[str, np.ndarray], x: np.ndarray,
+                  num_samples: int, seed: int) -> dict[str, np.ndarray]:
+        """Draws from the fitted guide, each shaped (num_samples, ...)."""
+        data = backend.array(x)
+        backend.set_params(program, data, params)
+        return backend.guide_draws(program, data, num_samples=num_samples, seed=seed)
+
+    def sample(self, params: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
+        """``n`` draws from the fitted model, shaped like the data."""
+        raise ProbdiffError(f"model {self.name} has no sampler")
+
+    def run_other(self, inference: str, x: np.ndarray, settings, backend_name: str):
+        """Inference other than SVI (e.g. EM, NUTS): returns (params, idata or None, extra)."""
+        raise ProbdiffError(f"model {self.name} has no inference {inference!r}")
+
+    def figures(self, run, idata, params: dict[str, np.ndarray], data: Dataset) -> list[str]:
+        """Write the family's own figures into the run folder; return their file names."""
+        return []
+
+    def report_lines(self, idata, metrics: dict) -> list[str]:
+        """Extra lines (warnings, diagnostics) for ``probdiff report``."""
+        return []

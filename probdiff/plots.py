@@ -1,0 +1,78 @@
+"""Figures every fit gets: the ELBO trace, and trace/rank plots of MCMC posteriors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save(fig, path: Path) -> str:
+    """Save through a temporary name so a figure is never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] | None = None) -> str:
+    """ELBO per datum against step, one line per restart (chain), with reference levels."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    elbo = np.atleast_2d(elbo)
+    for i, row in enumerate(elbo):
+        row = row[np.isfinite(row)]
+        window = max(1, len(row) // 50)
+        smooth = np.convolve(row, np.ones(window) / window, mode="valid") if len(row) else row
+        ax.plot(np.arange(len(smooth)) + window - 1, smooth, lw=1.2, label=f"restart {i + 1}"
+                if len(elbo) > 1 else "ELBO")
+    finite = elbo[np.isfinite(elbo)]
+    if finite.size:
+        lo = np.percentile(finite, 5)
+        ax.set_ylim(lo, None)
+    for (name, value), ls in zip((reference or {}).items(), ("--", ":", "-.")):
+        ax.axhline(value, ls=ls, lw=1, color="k", alpha=0.7, label=f"{name} {value:.4f}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("ELBO per datum (nats)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def mcmc_figures(folder: Path, idata, var_names: list[str]) -> list[str]:
+    """ArviZ trace and rank plots of the named posterior variables."""
+    import arviz as az
+    names = []
+    axes = az.plot_trace(idata, var_names=var_names, compact=True, figsize=(9, 2.2 * len(var_names)))
+    names.append(save(np.ravel(axes)[0].figure, folder / "trace.png"))
+    axes = az.plot_rank(idata, var_names=var_names, figsize=(9, 2.2 * len(var_names)))
+    names.append(save(np.ravel(axes)[0].figure, folder / "rank.png"))
+    return names
+
+
+def samples_figure(path: Path, x: np.ndarray, data) -> str:
+    """Samples over the data: a scatter for 2-D vectors, an image grid for images."""
+    if x.ndim == 4:
+        n = len(x)
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
+        for ax in axes.ravel():
+            ax.axis("off")
+        for ax, img in zip(axes.ravel(), x):
+            ax.imshow(np.moveaxis(img, 0, -1).squeeze(), cmap="gray")
+        return save(fig, path)
+    flat = x.reshape(len(x), -1)
+    ref = data.flat()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.scatter(ref[:, 0], ref[:, 1] if ref.shape[1] > 1 else np.zeros(len(ref)), s=4, c="0.7",
+               label="data")
+    ax.scatter(flat[:, 0], flat[:, 1] if flat.shape[1] > 1 else np.zeros(len(flat)), s=6,
+               c="C3", label="samples")
+    ax.legend(fontsize=8)
+    return save(fig, path)

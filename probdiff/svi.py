@@ -1,0 +1,121 @@
+"""The fitting loop: minibatch SVI with restarts, a progress bar, checkpoints and resumption.
+
+Backend-neutral: it talks to a backend (:mod:`probdiff.backends`) through ``array``, ``take``,
+``start``, ``step``, ``params``, ``set_params``, ``state_dict``, ``load_state_dict`` and
+``elbo``, and to a model family only through a ``make_program(seed)`` factory.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from probdiff.data import Minibatches
+from probdiff.errors import ProbdiffError
+from probdiff.program import Program
+
+
+@dataclass
+class SVISettings:
+    """Settings of one fit; ``restarts`` fits from different seeds keep the best final ELBO."""
+
+    steps: int = 1000
+    lr: float = 0.05
+    batch_size: int | None = None
+    seed: int = 0
+    restarts: int = 1
+    checkpoint_every: int = 250
+    eval_particles: int = 16
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise ProbdiffError(f"--steps must be >= 0, got {self.steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ProbdiffError(f"--lr must be a positive number, got {self.lr}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ProbdiffError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.restarts < 1:
+            raise ProbdiffError(f"--restarts must be >= 1, got {self.restarts}")
+
+
+@dataclass
+class SVIResult:
+    """The chosen restart's parameters and every restart's per-datum ELBO trace."""
+
+    params: dict[str, np.ndarray]
+    traces: list[np.ndarray]
+    final_elbos: list[float]
+    best: int
+    seconds: float
+    steps: int
+    extra: dict = field(default_factory=dict)
+
+
+def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
+            save: Callable[[dict], None] | None = None, resume: dict | None = None) -> SVIResult:
+    """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
+
+    The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
+    (an unbiased minibatch estimate when batching). ``save`` receives a picklable state every
+    ``checkpoint_every`` steps and at the end of each restart; passing that state back as
+    ``resume`` continues exactly where it stopped.
+    """
+    settings.validate()
+    n = x.shape[0]
+    data = backend.array(x)
+    state = resume or {"restart": 0, "done": [], "seconds": 0.0}
+    for r in range(state["restart"], settings.restarts):
+        seed = settings.seed + 1000 * r
+        program = make_program(seed)
+        inner = state.pop("inner", None) if state["restart"] == r else None
+        t0 = time.perf_counter()
+        trace, params = _one_restart(backend, program, data, n, settings, seed, r, inner,
+                                     lambda inner_state: save and save({**state, "restart": r,
+                                                                        "inner": inner_state}))
+        state["seconds"] += time.perf_counter() - t0
+        backend.set_params(program, data, params)
+        final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
+        state["done"].append({"params": params, "trace": trace, "final": final / n})
+        state["restart"] = r + 1
+        if save:
+            save(state)
+    finals = [d["final"] for d in state["done"]]
+    best = int(np.nanargmax(finals)) if np.isfinite(finals).any() else 0
+    return SVIResult(params=state["done"][best]["params"], traces=[d["trace"] for d in state["done"]],
+                     final_elbos=finals, best=best, seconds=state["seconds"], steps=settings.steps)
+
+
+def _one_restart(backend, program, data, n, settings, seed, restart, inner, save):
+    batches = Minibatches(n, settings.batch_size, seed)
+    backend.start(program, data, settings.lr, seed)
+    trace: list[float] = []
+    if inner is not None:
+        backend.set_params(program, data, inner["params"])
+        backend.load_state_dict(inner["backend"])
+        batches.load_state_dict(inner["batches"])
+        trace = list(inner["trace"])
+    bar = tqdm(total=settings.steps, initial=len(trace), disable=not settings.progress,
+               desc=f"svi {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "svi",
+               unit="step", dynamic_ncols=True, leave=False)
+    for step in range(len(trace), settings.steps):
+        idx = batches.next_batch()
+        loss = backend.step(backend.take(data, idx), n)
+        if not math.isfinite(loss):
+            bar.close()
+            raise ProbdiffError(f"the ELBO became {loss} at step {step} (restart {restart + 1}); "
+                                "lower --lr or check the data scale")
+        trace.append(-loss / n)
+        if step % 10 == 0 or step == settings.steps - 1:
+            bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]):.4f}", refresh=False)
+        bar.update(1)
+        if save and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
+            save({"params": backend.params(), "backend": backend.state_dict(),
+                  "batches": batches.state_dict(), "trace": np.asarray(trace)})
+    bar.close()
+    return np.asarray(trace, dtype=float), backend.params()
