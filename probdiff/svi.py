@@ -64,42 +64,53 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
     (an unbiased minibatch estimate when batching). ``save`` receives a picklable state every
     ``checkpoint_every`` steps and at the end of each restart; passing that state back as
-    ``resume`` continues exactly where it stopped.
+    ``resume`` continues exactly where it stopped, also with more ``steps`` than before.
     """
     settings.validate()
     n = x.shape[0]
     data = backend.array(x)
-    state = resume or {"restart": 0, "done": [], "seconds": 0.0}
-    for r in range(state["restart"], settings.restarts):
+    state = resume or {"restarts": [], "seconds": 0.0}
+    entries: list = state["restarts"]
+    for r in range(settings.restarts):
+        entry = entries[r] if r < len(entries) else None
+        if entry is not None and entry["finished"] and len(entry["trace"]) >= settings.steps:
+            continue
         seed = settings.seed + 1000 * r
         program = make_program(seed)
-        inner = state.pop("inner", None) if state["restart"] == r else None
+
+        def checkpoint(inner: dict, r=r) -> None:
+            if save:
+                entries[r:] = [{**inner, "finished": False}]
+                save(state)
+
         t0 = time.perf_counter()
-        trace, params = _one_restart(backend, program, data, n, settings, seed, r, inner,
-                                     lambda inner_state: save and save({**state, "restart": r,
-                                                                        "inner": inner_state}))
+        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint)
         state["seconds"] += time.perf_counter() - t0
-        backend.set_params(program, data, params)
+        backend.set_params(program, data, inner["params"])
         final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
-        state["done"].append({"params": params, "trace": trace, "final": final / n})
-        state["restart"] = r + 1
+        entries[r:] = [{**inner, "finished": True, "final": final / n}]
         if save:
             save(state)
-    finals = [d["final"] for d in state["done"]]
+    finals = [e["final"] for e in entries[:settings.restarts]]
     best = int(np.nanargmax(finals)) if np.isfinite(finals).any() else 0
-    return SVIResult(params=state["done"][best]["params"], traces=[d["trace"] for d in state["done"]],
+    return SVIResult(params=entries[best]["params"], traces=[e["trace"] for e in entries],
                      final_elbos=finals, best=best, seconds=state["seconds"], steps=settings.steps)
 
 
-def _one_restart(backend, program, data, n, settings, seed, restart, inner, save):
+def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
     backend.start(program, data, settings.lr, seed)
     trace: list[float] = []
-    if inner is not None:
-        backend.set_params(program, data, inner["params"])
-        backend.load_state_dict(inner["backend"])
-        batches.load_state_dict(inner["batches"])
-        trace = list(inner["trace"])
+    if entry is not None:
+        backend.set_params(program, data, entry["params"])
+        backend.load_state_dict(entry["backend"])
+        batches.load_state_dict(entry["batches"])
+        trace = list(entry["trace"])
+
+    def snapshot() -> dict:
+        return {"params": backend.params(), "backend": backend.state_dict(),
+                "batches": batches.state_dict(), "trace": np.asarray(trace, dtype=float)}
+
     bar = tqdm(total=settings.steps, initial=len(trace), disable=not settings.progress,
                desc=f"svi {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "svi",
                unit="step", dynamic_ncols=True, leave=False)
@@ -114,8 +125,7 @@ def _one_restart(backend, program, data, n, settings, seed, restart, inner, save
         if step % 10 == 0 or step == settings.steps - 1:
             bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]):.4f}", refresh=False)
         bar.update(1)
-        if save and settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
-            save({"params": backend.params(), "backend": backend.state_dict(),
-                  "batches": batches.state_dict(), "trace": np.asarray(trace)})
+        if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
+            checkpoint(snapshot())
     bar.close()
-    return np.asarray(trace, dtype=float), backend.params()
+    return snapshot()

@@ -97,7 +97,8 @@ class NumPyroBackend:
                         loss=make_elbo(program))
         self._updates = {}
         with jax.default_device(self.device):
-            self._state = self._svi.init(random.PRNGKey(seed), x, **program.kwargs(x.shape[0]))
+            state = self._svi.init(random.PRNGKey(seed), x, **program.kwargs(x.shape[0]))
+        self._state = jax.device_put(state, self.device)  # committed, as step's outputs: one compile
 
     def step(self, batch: jax.Array, n_total: int) -> float:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set."""
@@ -133,7 +134,7 @@ class NumPyroBackend:
         with jax.default_device(self.device):
             state = self._svi.init(self._state.rng_key, x, init_params=init,
                                    **program.kwargs(x.shape[0]))
-        self._state = state._replace(rng_key=self._state.rng_key)
+        self._state = jax.device_put(state._replace(rng_key=self._state.rng_key), self.device)
 
     def state_dict(self) -> dict:
         """NumPy-only, picklable: unconstrained parameters, Adam's moments, step, rng key."""
@@ -167,7 +168,9 @@ class NumPyroBackend:
                                 "program started here")
         put = lambda a: jax.device_put(np.asarray(a), self.device)  # noqa: E731
         self._state = self._state._replace(
-            optim_state=(put(optim["step"]), jax.tree.unflatten(treedef, [put(a) for a in leaves])),
+            # a python int gives the weakly typed counter SVI.init makes, so no recompilation
+            optim_state=(put(jnp.array(int(optim["step"]))),
+                         jax.tree.unflatten(treedef, [put(a) for a in leaves])),
             mutable_state=jax.tree.map(put, state["mutable_state"]),
             rng_key=put(state["rng"]))
 

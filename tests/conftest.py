@@ -1,0 +1,22 @@
+"""Test harness: CPU only, seeded, Pyro validation on, a clean parameter store per test."""
+
+import os
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(True)
+    np.random.seed(0)
+    torch.set_default_dtype(torch.float32)
+    yield
+    pyro.clear_param_store()
