@@ -62,7 +62,8 @@ def decode(z: np.ndarray, p: MixtureParams, rng: np.random.Generator) -> np.ndar
 
 def sample(n: int, p: MixtureParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Ancestral sampling: z ~ Categorical(pi), then the decoder. Returns (x, z)."""
-    z = rng.choice(len(p.weights), size=n, p=p.weights)
+    w = np.asarray(p.weights, float)
+    z = rng.choice(len(w), size=n, p=w / w.sum())
     return decode(z, p, rng), z
 
 

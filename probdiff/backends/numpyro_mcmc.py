@@ -32,7 +32,7 @@ def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
              num_samples: int = 500, seed: int = 0, progress: bool = True,
              model_kwargs: dict | None = None, init_strategy: Callable | None = None,
              init_radius: float = 2.0, target_accept_prob: float = 0.8,
-             chain_method: ChainMethod | None = None) -> az.InferenceData:
+             dense_mass: bool = False, chain_method: ChainMethod | None = None) -> az.InferenceData:
     """Run ``num_chains`` NUTS chains on ``model(x, **model_kwargs)``.
 
     Returns InferenceData with ``posterior`` (dims chain, draw, ...; deterministic sites
@@ -49,7 +49,7 @@ def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
     if chain_method not in ("parallel", "sequential", "vectorized"):
         raise ProbdiffError(f"unknown chain_method {chain_method!r}: use parallel, sequential "
                             "or vectorized")
-    kernel = NUTS(model, target_accept_prob=target_accept_prob,
+    kernel = NUTS(model, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
                   init_strategy=init_strategy or init_to_uniform(radius=init_radius))
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=chain_method, progress_bar=progress)

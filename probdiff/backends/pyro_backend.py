@@ -87,7 +87,8 @@ class PyroBackend:
 
     def load_state_dict(self, state: dict) -> None:
         pyro.get_param_store().set_state({
-            "params": {k: v.to(self.device, self.dtype) for k, v in state["params"].items()},
+            "params": {k: v.to(self.device, self.dtype).detach().clone().requires_grad_()
+                       for k, v in state["params"].items()},
             "constraints": state["constraints"]})
         self._optim.set_state(_to_device(state["optim"], self.device))
         pyro.util.set_rng_state(state["rng"])

@@ -1,0 +1,167 @@
+"""The command line and run-folder contracts of DESIGN.md."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probdiff.cli import main
+
+FAST = ["--steps", "30", "--quiet", "--posterior-samples", "10"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gmm"
+    assert main(["fit", "gmm", "--data", "mixture2d:n=300", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_metrics_json_has_the_contract_keys(finished_run):
+    m = json.loads((finished_run / "metrics.json").read_text())
+    for key in ("elbo", "log_likelihood", "steps", "seconds", "backend", "device", "test_elbo"):
+        assert key in m, key
+    assert m["steps"] == 30 and m["backend"] == "pyro" and m["device"] == "cpu"
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["status"] == "complete" and config["request"]["settings"]["seed"] == 0
+    assert {"torch", "pyro", "numpyro", "jax", "arviz"} <= set(config["versions"])
+    for name in ("checkpoint", "inference_data.nc", "params.npz", "elbo_trace.png", "mixture.png"):
+        assert (finished_run / name).is_file(), name
+
+
+def test_inference_data_holds_guide_draws_elbo_trace_and_data(finished_run):
+    import arviz as az
+    idata = az.from_netcdf(finished_run / "inference_data.nc")
+    assert idata.sample_stats["elbo"].shape == (1, 30)
+    assert idata.posterior["locs"].shape == (1, 10, 3, 2)
+    assert idata.posterior["assignment"].shape == (1, 10, 240)
+    assert idata.observed_data["obs"].shape == (240, 2)
+
+
+def test_report_sample_and_evaluate(finished_run, capsys):
+    code, out, _ = run_cli(capsys, "report", str(finished_run))
+    assert code == 0 and "posterior summary" in out and "elbo_trace.png" in out
+    code, out, _ = run_cli(capsys, "sample", str(finished_run), "-n", "50")
+    assert code == 0
+    assert np.load(finished_run / "samples.npz")["x"].shape == (50, 2)
+    code, out, _ = run_cli(capsys, "evaluate", str(finished_run), "--json")
+    metrics = json.loads(out)
+    assert code == 0 and set(metrics) >= {"test_elbo", "test_log_likelihood"}
+
+
+def bad_inputs(tmp_path):
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, x=np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]))
+    one_d = tmp_path / "oned.npy"
+    np.save(one_d, np.arange(5.0))
+    tiny = tmp_path / "tiny.npy"
+    np.save(tiny, np.zeros((2, 2)))
+    return [
+        (["--data", str(tmp_path / "missing.npz")], "no such data file"),
+        (["--data", str(nan)], "NaN"),
+        (["--data", str(one_d)], "2-D"),
+        (["--data", str(tiny), "--components", "3", "--test-fraction", "0"], "larger than the data"),
+        (["--data", "mixture2d", "--steps", "-5"], "--steps must be >= 0"),
+        (["--data", "mixture2d", "--backend", "stan"], "unknown --backend"),
+        (["--data", "mixture2d", "--inference", "hmc"], "--inference"),
+        (["--data", "mixture2d", "--globals", "map"], "needs --prior"),
+    ]
+
+
+def test_bad_input_one_line_error_and_existing_run_untouched(finished_run, tmp_path, capsys):
+    before = snapshot(finished_run)
+    for extra, message in bad_inputs(tmp_path):
+        for out in (tmp_path / "fresh", finished_run):
+            code, _, err = run_cli(capsys, "fit", "gmm", "--out", str(out), *FAST, *extra)
+            assert code == 2, extra
+            assert err.startswith("probdiff: error:") and err.count("\n") == 1, err
+            # into a new folder the message names the problem; into a finished run, either the
+            # problem or the refusal to reuse the folder
+            assert message in err or (out == finished_run and "already holds files" in err), err
+            assert not (tmp_path / "fresh").exists()
+    assert snapshot(finished_run) == before
+
+
+def test_existing_run_is_never_overwritten(finished_run, capsys):
+    before = snapshot(finished_run)
+    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d", "--out", str(finished_run), *FAST)
+    assert code == 2 and "already holds files" in err
+    assert snapshot(finished_run) == before
+
+
+def test_evaluate_rejects_data_of_another_dimension(finished_run, tmp_path, capsys):
+    other = tmp_path / "three.npy"
+    np.save(other, np.zeros((10, 3)))
+    before = snapshot(finished_run)
+    code, _, err = run_cli(capsys, "evaluate", str(finished_run), "--data", str(other))
+    assert code == 2 and "shape (3,)" in err and "(2,)" in err
+    assert snapshot(finished_run) == before
+
+
+def test_no_traceback_from_the_real_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "probdiff", "fit", "gmm", "--data",
+                           str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("probdiff: error: no such data file")
+    assert "Traceback" not in proc.stderr
+
+
+def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
+    """A fit stopped after a checkpoint and resumed gives the uninterrupted fit's ELBO trace."""
+    from probdiff.backends import get_backend
+    from probdiff.data import load_dataset
+    from probdiff.fitting import make_family
+    from probdiff.svi import SVISettings, run_svi
+    from probdiff.tutorial import GMM_OPTIONS
+
+    data = load_dataset("mixture2d:n=200")
+    family = make_family("gmm", dict(GMM_OPTIONS), data)
+    x = data.flat()
+    settings = SVISettings(steps=60, lr=0.05, batch_size=64, restarts=2, checkpoint_every=20,
+                           progress=False)
+    make = lambda s: family.program("pyro", x, s)  # noqa: E731
+    full = run_svi(get_backend("pyro"), make, x, settings)
+
+    saved = []
+
+    class Stop(Exception):
+        pass
+
+    def save(state):
+        import pickle
+        saved.append(pickle.loads(pickle.dumps(state)))
+        if len(saved) == 5:  # restart 2, after 20 steps
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_svi(get_backend("pyro"), make, x, settings, save=save)
+    resumed = run_svi(get_backend("pyro"), make, x, settings, resume=saved[-1])
+    for a, b in zip(full.traces, resumed.traces):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert resumed.best == full.best
+
+
+def test_resume_with_more_steps_extends_the_trace(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out), "--steps", "20",
+                 "--quiet", "--posterior-samples", "5"]) == 0
+    code, _, _ = run_cli(capsys, "fit", "gmm", "--out", str(out), "--resume", "--steps", "40", "--quiet")
+    assert code == 0
+    import arviz as az
+    assert az.from_netcdf(out / "inference_data.nc").sample_stats["elbo"].shape == (1, 40)
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 40
