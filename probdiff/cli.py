@@ -34,6 +34,8 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="pyro", help="pyro or numpyro")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", help="float32 or float64")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (1 is fastest for small models; more for images)")
     p.add_argument("--inference", default="svi", help="svi, or what the model offers (gmm: em, nuts)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     p.add_argument("--posterior-samples", type=int, default=200, help="guide draws kept for ArviZ")
@@ -82,6 +84,7 @@ def fit_main(argv: list[str]) -> int:
     req = FitRequest(model=args.model, data=args.data, out=args.out, backend=args.backend,
                      device=args.device, dtype=args.dtype, inference=args.inference,
                      test_fraction=args.test_fraction, posterior_samples=args.posterior_samples,
+                     threads=args.threads,
                      settings=settings, options=options)
     run = fit(req)
     metrics = run.metrics()

@@ -40,6 +40,7 @@ class FitRequest:
     inference: str = "svi"
     test_fraction: float = 0.2
     posterior_samples: int = 200
+    threads: int | None = 1
     settings: SVISettings = field(default_factory=SVISettings)
     options: dict = field(default_factory=dict)
 
@@ -51,6 +52,8 @@ class FitRequest:
             raise ProbdiffError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ProbdiffError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.threads is not None and self.threads < 1:
+            raise ProbdiffError(f"--threads must be >= 1, got {self.threads}")
         if self.posterior_samples < 1:
             raise ProbdiffError(f"--posterior-samples must be >= 1, got {self.posterior_samples}")
 
@@ -79,7 +82,7 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
     if req.inference not in family.inferences:
         raise ProbdiffError(f"model {req.model} supports --inference {', '.join(family.inferences)}, "
                             f"not {req.inference!r}")
-    backend = get_backend(req.backend, req.device, req.dtype)
+    backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
     run.create()
     run.write_json("config.json", _config(req, dataset))

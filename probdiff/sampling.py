@@ -51,7 +51,7 @@ def evaluate(path: str, data_spec: str | None = None) -> dict:
             raise ProbdiffError(f"--data {data_spec} has data of shape {other.event_shape}, the run "
                                 f"was fitted on {data.event_shape}")
         x, prefix = family.prepare(other), "eval_"
-    backend = get_backend(req.backend, req.device, req.dtype)
+    backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     program = (family.program(req.backend, x, req.settings.seed, req.dtype, req.device)
                if req.inference != "nuts" else None)
     values = family.metrics(backend, program, params, x, None, req.settings.seed)

@@ -10,6 +10,10 @@ import pyro  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# the test problems are small: one intra-op thread avoids OpenMP spin-waiting, which on a
+# loaded 2-core machine makes each tiny op cost milliseconds
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _clean_state():

@@ -12,11 +12,11 @@ from probdiff.errors import ProbdiffError
 BACKENDS = ("pyro", "numpyro")
 
 
-def get_backend(name: str, device: str = "cpu", dtype: str = "float32"):
+def get_backend(name: str, device: str = "cpu", dtype: str = "float32", threads: int | None = None):
     """Return the backend object for ``name`` (imported lazily: JAX starts only when asked)."""
     if name == "pyro":
         from probdiff.backends.pyro_backend import PyroBackend
-        return PyroBackend(device=device, dtype=dtype)
+        return PyroBackend(device=device, dtype=dtype, threads=threads)
     if name == "numpyro":
         from probdiff.backends.numpyro_backend import NumPyroBackend
         return NumPyroBackend(device=device, dtype=dtype)

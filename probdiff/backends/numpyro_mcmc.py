@@ -14,12 +14,15 @@ started apart, which is what makes it a diagnostic.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 from jax import random
+from numpyro.handlers import seed as seed_handler
 from numpyro.infer import MCMC, NUTS, init_to_uniform
+from numpyro.infer.util import unconstrain_fn
 
 from probdiff.errors import ProbdiffError
 
@@ -30,10 +33,15 @@ EXTRA_FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy", "en
 
 def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
              num_samples: int = 500, seed: int = 0, progress: bool = True,
-             model_kwargs: dict | None = None, init_strategy: Callable | None = None,
+             model_kwargs: dict | None = None, init_values: Sequence[dict] | None = None,
+             init_strategy: Callable | None = None,
              init_radius: float = 2.0, target_accept_prob: float = 0.8,
              dense_mass: bool = False, chain_method: ChainMethod | None = None) -> az.InferenceData:
     """Run ``num_chains`` NUTS chains on ``model(x, **model_kwargs)``.
+
+    Each chain starts at its entry of ``init_values`` (constrained values of the latent sites,
+    e.g. :meth:`probdiff.models.gmm_numpyro.GaussianMixture.init_values`) if given, else at a
+    point drawn by ``init_strategy`` from the chain's own key.
 
     Returns InferenceData with ``posterior`` (dims chain, draw, ...; deterministic sites
     included, enumerated discrete sites excluded), ``sample_stats`` (``diverging``,
@@ -53,5 +61,24 @@ def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
                   init_strategy=init_strategy or init_to_uniform(radius=init_radius))
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=chain_method, progress_bar=progress)
-    mcmc.run(random.PRNGKey(seed), x, extra_fields=EXTRA_FIELDS, **(model_kwargs or {}))
+    kwargs = dict(model_kwargs or {})
+    init_params = None
+    if init_values is not None:
+        init_params = _unconstrained_inits(model, x, kwargs, init_values, num_chains)
+    mcmc.run(random.PRNGKey(seed), x, extra_fields=EXTRA_FIELDS, init_params=init_params, **kwargs)
     return az.from_numpyro(mcmc, log_likelihood=False)
+
+
+def _unconstrained_inits(model: Callable, x, kwargs: dict, init_values: Sequence[dict],
+                         num_chains: int) -> dict:
+    """Per-chain constrained starting values -> NUTS's unconstrained ``init_params``."""
+    if len(init_values) != num_chains:
+        raise ProbdiffError(f"init_values has {len(init_values)} entries for {num_chains} chains")
+    dtype = jnp.asarray(x).dtype if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else None
+    seeded = seed_handler(model, rng_seed=0)
+    chains = [unconstrain_fn(seeded, (x,), kwargs,
+                             {k: jnp.asarray(v, dtype=dtype) for k, v in values.items()})
+              for values in init_values]
+    if num_chains == 1:
+        return chains[0]
+    return {k: jnp.stack([c[k] for c in chains]) for k in chains[0]}
