@@ -106,8 +106,7 @@ class MixtureGuide:
         w = self._param("weights_map", self.init[SITE_WEIGHTS], constraints.simplex)
         pyro.sample(SITE_WEIGHTS, dist.Delta(w, event_dim=1))
         s = self._param("scales_map", self.init[SITE_SCALES], constraints.positive)
-        with pyro.plate("components", self.num_components):
-            pyro.sample(SITE_SCALES, dist.Delta(s))
+        pyro.sample(SITE_SCALES, dist.Delta(s, event_dim=1))
         locs = np.asarray(self.init[SITE_LOCS])
         if not self.ordered:
             m = self._param("locs_map", locs)
@@ -128,8 +127,7 @@ class MixtureGuide:
         scales = np.asarray(self.init[SITE_SCALES])
         s_loc = self._param("scales_loc", np.log(scales))
         s_scale = self._param("scales_scale", np.full(K, 0.1), constraints.positive)
-        with pyro.plate("components", K):
-            pyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale))
+        pyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale).to_event(1))
         locs = np.asarray(self.init[SITE_LOCS])
         if self.ordered:
             raise ValueError("the mean-field guide has no ordered form; use globals_guide='map' "

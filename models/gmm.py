@@ -31,6 +31,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
+from pyro.ops.indexing import Vindex
 
 SITE_WEIGHTS, SITE_LOCS, SITE_SCALES = "weights", "locs", "scales"
 SITE_ASSIGNMENT, SITE_OBS = "assignment", "obs"
@@ -80,9 +81,8 @@ class GaussianMixture:
             return weights, locs, scales
         p = self.prior
         weights = pyro.sample(SITE_WEIGHTS, dist.Dirichlet(self._t(np.full(K, p.concentration))))
-        with pyro.plate("components", K):
-            scales = pyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
-                                                             self._t(1.0)))
+        scales = pyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
+                                                         self._t(1.0)).expand([K]).to_event(1))
         locs = self._locs(self._t(p.prior_loc), self._t(p.prior_scale))
         return weights, locs, scales
 
@@ -113,6 +113,8 @@ class GaussianMixture:
         with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
             z = pyro.sample(SITE_ASSIGNMENT, dist.Categorical(weights),
                             infer={"enumerate": "parallel"})
-            pyro.sample(SITE_OBS, dist.Normal(locs[z], scales[z].unsqueeze(-1)).to_event(1), obs=x)
+            # Vindex: globals may carry batch dims (vectorised particles) left of (K,) / (K, D)
+            loc, scale = Vindex(locs)[..., z, :], Vindex(scales)[..., z]
+            pyro.sample(SITE_OBS, dist.Normal(loc, scale.unsqueeze(-1)).to_event(1), obs=x)
 
 

@@ -118,11 +118,21 @@ class GMMFamily(Family):
                              np.exp(p["scales_loc"] + 0.5 * p["scales_scale"] ** 2))
 
     def metrics(self, backend, program, params, train, test, seed):
-        out = super().metrics(backend, program, params, train, test, seed) if program else {}
+        # Bayesian fits: the ELBO of held-out data alone would count KL(q(globals) || prior)
+        # a second time, so the held-out split is scored by the predictive log-likelihood only
+        elbo_test = None if self.options["prior"] else test
+        out = super().metrics(backend, program, params, train, elbo_test, seed) if program else {}
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         out["log_likelihood"] = float(gmm_em.log_likelihood(train, point).mean())
         if test is not None and len(test):
             out["test_log_likelihood"] = float(gmm_em.log_likelihood(test, point).mean())
+        if program is not None and self.options["globals_guide"] == "meanfield" and \
+                hasattr(backend, "log_weights"):
+            from probdiff.diagnostics import psis_khat
+            data = backend.array(train)
+            backend.set_params(program, data, params)
+            lw = backend.log_weights(program, data, num_samples=200, seed=seed)
+            out["psis_khat"] = float(psis_khat(lw[:, None])[1][0])
         if self.data.log_prob is not None:
             out["true_log_likelihood"] = float(np.mean(self.data.log_prob(train)))
         return out

@@ -96,9 +96,26 @@ class NumPyroBackend:
         self._svi = SVI(program.model, program.guide, ClippedAdam(step_size=lr, clip_norm=clip_norm),
                         loss=make_elbo(program))
         self._updates = {}
+        self._state = self._init(random.PRNGKey(seed), x)
+
+    def _init(self, rng_key: jax.Array, x: jax.Array, init_params: dict | None = None):
+        """``SVI.init`` on this device, with parameters kept in the backend's dtype.
+
+        Under x64 some NumPyro transforms (the simplex's stick-breaking, both ways) return
+        float64 for float32 input; casting the state and the constrained values keeps a float32
+        program in float32 whatever the process-wide switch says.
+        """
         with jax.default_device(self.device):
-            state = self._svi.init(random.PRNGKey(seed), x, **program.kwargs(x.shape[0]))
-        self._state = jax.device_put(state, self.device)  # committed, as step's outputs: one compile
+            state = self._svi.init(rng_key, x, init_params=init_params,
+                                   **self._program.kwargs(x.shape[0]))
+        constrain = self._svi.constrain_fn
+        self._svi.constrain_fn = lambda params: self._cast(constrain(params))
+        return jax.device_put(self._cast(state), self.device)  # committed like step's outputs
+
+    def _cast(self, tree):
+        def cast(a):
+            return a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+        return jax.tree.map(cast, tree)
 
     def step(self, batch: jax.Array, n_total: int) -> float:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set."""
@@ -128,13 +145,10 @@ class NumPyroBackend:
         if self._svi is None or program is not self._program:
             self.start(program, x, lr=self._lr, seed=0)
         self._ensure_x64()
-        current = self.params()
-        init = {k: jnp.asarray(np.asarray(params.get(k, v)), dtype=np.asarray(v).dtype)
-                for k, v in current.items()}
-        with jax.default_device(self.device):
-            state = self._svi.init(self._state.rng_key, x, init_params=init,
-                                   **program.kwargs(x.shape[0]))
-        self._state = jax.device_put(state._replace(rng_key=self._state.rng_key), self.device)
+        init = self._cast({k: jnp.asarray(np.asarray(params.get(k, v)))
+                           for k, v in self.params().items()})
+        rng_key = self._state.rng_key
+        self._state = self._init(rng_key, x, init_params=init)._replace(rng_key=rng_key)
 
     def state_dict(self) -> dict:
         """NumPy-only, picklable: unconstrained parameters, Adam's moments, step, rng key."""

@@ -128,6 +128,26 @@ class PyroBackend:
         return {k: np.stack(v) for k, v in draws.items()}
 
 
+    def log_weights(self, program: Program, x: torch.Tensor, *, num_samples: int,
+                    seed: int = 0) -> np.ndarray:
+        """log p(x, z_s) - log q(z_s | x) for ``num_samples`` draws z_s of the guide, shape (S,).
+
+        Each term is the program's ELBO estimator evaluated at one fixed guide draw (the guide
+        replayed), so sites the ELBO enumerates are summed out exactly. These are the
+        importance weights whose Pareto tail gives the PSIS k-hat of the guide.
+        """
+        pyro.set_rng_seed(seed)
+        loss = make_elbo(program, 1)
+        kw = program.kwargs(x.shape[0])
+        out = []
+        with torch.no_grad():
+            for _ in range(num_samples):
+                tr = pyro.poutine.trace(program.guide).get_trace(x, **kw)
+                out.append(-loss.loss(program.model, pyro.poutine.replay(program.guide, trace=tr),
+                                      x, **kw))
+        return np.asarray(out)
+
+
 def _to_cpu(state):
     if isinstance(state, torch.Tensor):
         return state.detach().cpu()
