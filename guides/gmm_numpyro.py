@@ -96,8 +96,7 @@ class MixtureGuide:
         w = self._param("weights_map", self.init[SITE_WEIGHTS], constraints.simplex)
         numpyro.sample(SITE_WEIGHTS, dist.Delta(w, event_dim=1))
         s = self._param("scales_map", self.init[SITE_SCALES], constraints.positive)
-        with numpyro.plate("components", self.num_components):
-            numpyro.sample(SITE_SCALES, dist.Delta(s))
+        numpyro.sample(SITE_SCALES, dist.Delta(s, event_dim=1))
         locs = np.asarray(self.init[SITE_LOCS])
         if not self.ordered:
             m = self._param("locs_map", locs)
@@ -118,8 +117,7 @@ class MixtureGuide:
         scales = np.asarray(self.init[SITE_SCALES])
         s_loc = self._param("scales_loc", np.log(scales))
         s_scale = self._param("scales_scale", np.full(K, 0.1), constraints.positive)
-        with numpyro.plate("components", K):
-            numpyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale))
+        numpyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale).to_event(1))
         locs = np.asarray(self.init[SITE_LOCS])
         if self.ordered:
             raise ValueError("the mean-field guide has no ordered form; use globals_guide='map' "

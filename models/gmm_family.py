@@ -187,9 +187,12 @@ class GMMFamily(Family):
         prior = MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
         model = GaussianMixture(o["components"], self.dim, {}, prior=prior, ordered=o["ordered"],
                                 dtype=jnp.float32)
+        # data-informed starts (best of several k-means++ seedings per chain): random starts
+        # leave chains in local modes where one component covers two clusters
+        inits = model.init_values(x, o["num_chains"], seed=settings.seed)
         idata = run_nuts(model, jnp.asarray(x, jnp.float32), num_chains=o["num_chains"],
                          num_warmup=o["num_warmup"], num_samples=o["num_samples"],
-                         seed=settings.seed, progress=settings.progress)
+                         seed=settings.seed, progress=settings.progress, init_values=inits)
         post = idata.posterior
         params = {"weights": post["weights"].mean(("chain", "draw")).values,
                   "locs": post["locs"].mean(("chain", "draw")).values,

@@ -18,11 +18,13 @@ The Bayesian variant has the priors
 
 and with ``ordered=True`` the first coordinate of the means is constrained increasing
 (sites ``locs_first`` (K,) ordered, ``locs_rest`` (K, D-1), ``locs`` deterministic), which removes
-the K! label-switching modes of the posterior.
+the K! label-switching modes of the posterior. :meth:`GaussianMixture.init_values` gives NUTS
+dispersed, data-informed starting points (k-means++), one per chain.
 
 >>> import numpy as np, jax.numpy as jnp, numpyro
 >>> init = {"weights": np.full(2, 0.5), "locs": np.array([[-1.0], [1.0]]), "scales": np.ones(2)}
->>> tr = numpyro.handlers.trace(GaussianMixture(2, 1, init)).get_trace(jnp.zeros((3, 1)))
+>>> model = numpyro.handlers.seed(GaussianMixture(2, 1, init), rng_seed=0)
+>>> tr = numpyro.handlers.trace(model).get_trace(jnp.zeros((3, 1)))
 >>> tr["assignment"]["infer"]["enumerate"], tr["locs"]["value"].shape
 ('parallel', (2, 1))
 """
@@ -38,6 +40,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
+from numpyro.ops.indexing import Vindex
 
 from probdiff.models import gmm_em
 from probdiff.models.gmm import (
@@ -81,9 +84,8 @@ class GaussianMixture:
         p = self.prior
         weights = numpyro.sample(SITE_WEIGHTS,
                                  dist.Dirichlet(self._t(np.full(K, p.concentration))))
-        with numpyro.plate("components", K):
-            scales = numpyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
-                                                                self._t(1.0)))
+        scales = numpyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
+                                                            self._t(1.0)).expand([K]).to_event(1))
         locs = self._locs(self._t(p.prior_loc), self._t(p.prior_scale))
         return weights, locs, scales
 
@@ -128,14 +130,13 @@ class GaussianMixture:
             cands = [gmm_em.kmeans_pp_init(x, self.num_components, rng) for _ in range(tries)]
             best = max(cands, key=lambda p: gmm_em.log_likelihood(x, p).sum())
             values = {SITE_WEIGHTS: best.weights, SITE_SCALES: best.scales}
-            locs = best.locs[np.argsort(best.locs[:, 0], kind="stable")]
             if not self.ordered:
-                values[SITE_LOCS] = best.locs
+                values[SITE_LOCS] = best.locs  # in k-means++'s (random) label order
             else:
+                locs = best.locs[np.argsort(best.locs[:, 0], kind="stable")]
                 # strictly increasing even where two seeds share a first coordinate
-                gap = 1e-3 * (np.ptp(x[:, 0]) or 1.0)
-                first = locs[0, 0] + np.concatenate([[0.0], np.cumsum(np.maximum(np.diff(locs[:, 0]), gap))])
-                values[SITE_LOCS_FIRST] = first
+                gaps = np.maximum(np.diff(locs[:, 0]), 1e-3 * (np.ptp(x[:, 0]) or 1.0))
+                values[SITE_LOCS_FIRST] = locs[0, 0] + np.concatenate([[0.0], np.cumsum(gaps)])
                 if self.dim > 1:
                     values[SITE_LOCS_REST] = locs[:, 1:]
             inits.append(values)
@@ -147,5 +148,6 @@ class GaussianMixture:
         with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
             z = numpyro.sample(SITE_ASSIGNMENT, dist.Categorical(probs=weights),
                                infer={"enumerate": "parallel"})
-            numpyro.sample(SITE_OBS, dist.Normal(locs[z], scales[z][..., None]).to_event(1),
-                           obs=x)
+            # Vindex: globals may carry batch dims (vectorised draws) left of (K,) / (K, D)
+            loc, scale = Vindex(locs)[..., z, :], Vindex(scales)[..., z]
+            numpyro.sample(SITE_OBS, dist.Normal(loc, scale[..., None]).to_event(1), obs=x)

@@ -5,19 +5,27 @@ backend object instead of a global parameter store. The update is jit-compiled o
 ``n_total`` (closed over, since it sets the python-float plate scale that enumeration needs).
 
 float64: ``NumPyroBackend(dtype="float64")`` calls ``jax.config.update("jax_enable_x64", True)``
-before creating any array. That switch is process-wide (JAX has no per-object precision);
-float32 code keeps working under it because every array this backend and the NumPyro twins
-create has an explicit dtype.
+before creating any array. That switch is process-wide (JAX has no per-object precision) and is
+never switched off here; a float32 backend stays float32 under it, because its data, the twins'
+constants and its parameter state all carry explicit dtypes (see ``_init``).
+
+Differences from ``PyroBackend``: ``start`` creates the parameters at once (one traced call on
+``x``), where Pyro creates them at the first step; ``set_params`` restarts Adam's moments and
+keeps the rng key; the random stream is JAX's, so Monte Carlo estimates agree with Pyro's in
+distribution, not draw for draw.
 """
 
 from __future__ import annotations
 
 import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import random
+from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
 from probdiff.errors import ProbdiffError
@@ -37,7 +45,10 @@ def jax_device(device: str) -> jax.Device:
         gpus = jax.devices("gpu")
     except RuntimeError:
         gpus = []
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    suffix = device[len("cuda"):]
+    if suffix and not (suffix[0] == ":" and suffix[1:].isdigit()):
+        raise ProbdiffError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    index = int(suffix[1:]) if suffix else 0
     if index >= len(gpus):
         raise ProbdiffError(f"--device {device} asked for, but JAX sees {len(gpus)} GPU device(s) "
                             "here (is the CUDA build of jaxlib installed?)")
@@ -93,8 +104,8 @@ class NumPyroBackend:
         """
         self._ensure_x64()
         self._program, self._lr = program, lr
-        self._svi = SVI(program.model, program.guide, ClippedAdam(step_size=lr, clip_norm=clip_norm),
-                        loss=make_elbo(program))
+        optim = ClippedAdam(step_size=lr, clip_norm=clip_norm)
+        self._svi = SVI(program.model, program.guide, optim, loss=make_elbo(program))
         self._updates = {}
         self._state = self._init(random.PRNGKey(seed), x)
 
@@ -157,9 +168,10 @@ class NumPyroBackend:
         unconstrained = self._svi.optim.get_params(self._state.optim_state)
         names = sorted(unconstrained)
         leaves = [np.array(v) for v in jax.tree.leaves(opt_state)]
-        if len(leaves) != 3 * len(names):
+        if len(leaves) != 3 * len(names) or not all(
+                np.array_equal(leaves[3 * i], unconstrained[n]) for i, n in enumerate(names)):
             raise ProbdiffError("unexpected optimiser state layout: expected Adam's (x, m, v) "
-                                f"per parameter, got {len(leaves)} arrays for {len(names)} parameters")
+                                f"per parameter for {names}, got {len(leaves)} arrays")
         return {"params": dict(zip(names, leaves[0::3])),
                 "optim": {"step": np.array(step),
                           "exp_avg": dict(zip(names, leaves[1::3])),
@@ -171,7 +183,7 @@ class NumPyroBackend:
         """Restore :meth:`state_dict` output; call :meth:`start` with the same program first."""
         self._require_started()
         self._ensure_x64()
-        _, opt_state = self._state.optim_state
+        old_step, opt_state = self._state.optim_state
         treedef = jax.tree.structure(opt_state)
         names = sorted(state["params"])
         optim = state["optim"]
@@ -182,8 +194,8 @@ class NumPyroBackend:
                                 "program started here")
         put = lambda a: jax.device_put(np.asarray(a), self.device)  # noqa: E731
         self._state = self._state._replace(
-            # a python int gives the weakly typed counter SVI.init makes, so no recompilation
-            optim_state=(put(jnp.array(int(optim["step"]))),
+            # keeps the counter weakly typed, as SVI makes it (device_put would not): no recompile
+            optim_state=(old_step * 0 + int(optim["step"]),
                          jax.tree.unflatten(treedef, [put(a) for a in leaves])),
             mutable_state=jax.tree.map(put, state["mutable_state"]),
             rng_key=put(state["rng"]))
@@ -213,7 +225,64 @@ class NumPyroBackend:
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)
 
+    def guide_draws(self, program: Program, x: jax.Array, *, num_samples: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+        """``num_samples`` draws of every sample site of the guide at the current parameters."""
+        self._require_started()
+        kwargs = program.kwargs(x.shape[0])
+
+        def draw(key, params, data):
+            tr = _guide_trace(program.guide, key, params, data, kwargs)
+            return {name: site["value"] for name, site in tr.items()
+                    if site["type"] == "sample" and not site["is_observed"]}
+
+        with jax.default_device(self.device):
+            keys = random.split(random.PRNGKey(seed), num_samples)
+            draws = jax.jit(jax.vmap(draw, in_axes=(0, None, None)))(
+                keys, self._svi.get_params(self._state), x)
+        return {k: np.asarray(v) for k, v in draws.items()}
+
+    def log_weights(self, program: Program, x: jax.Array, *, num_samples: int,
+                    seed: int = 0) -> np.ndarray:
+        """log p(x, z_s) - log q(z_s | x) for ``num_samples`` draws z_s of the guide, shape (S,).
+
+        Every sample site of the guide is drawn (sites it marks for enumeration too) and held
+        fixed in the model; discrete sites that only the model has, and marks ``enumerate``,
+        are summed out exactly (funsor), as the ELBO sums them. The mean of these weights is
+        the program's ELBO; their Pareto tail gives the PSIS k-hat of the guide.
+        """
+        from numpyro.contrib.funsor import enum, log_density as enum_log_density  # funsor: lazily
+
+        self._require_started()
+        kwargs = program.kwargs(x.shape[0])
+        first_dim = -program.max_plate_nesting - 1
+
+        def weight(key, params, data):
+            tr = _guide_trace(program.guide, key, params, data, kwargs)
+            drawn = {name: site["value"] for name, site in tr.items()
+                     if site["type"] == "sample" and not site["is_observed"]}
+            values = {**params, **drawn}
+            log_q, _ = log_density(program.guide, (data,), kwargs, values)
+            # the guide's draws are values, not variables to sum over
+            model = handlers.infer_config(
+                program.model, lambda msg: {"enumerate": None} if msg["name"] in drawn else {})
+            log_p, _ = enum_log_density(enum(model, first_available_dim=first_dim),
+                                        (data,), kwargs, values)
+            return log_p - log_q
+
+        with jax.default_device(self.device):
+            keys = random.split(random.PRNGKey(seed), num_samples)
+            values = jax.jit(jax.vmap(weight, in_axes=(0, None, None)))(
+                keys, self._svi.get_params(self._state), x)
+        return np.asarray(values)
+
     def _require_started(self) -> None:
         if self._svi is None:
             raise ProbdiffError("the NumPyro backend has no program yet: call start() or "
                                 "set_params() first")
+
+
+def _guide_trace(guide, key, params, x, kwargs) -> dict:
+    """One draw of the guide at ``params``: its trace (no enumeration is active here)."""
+    seeded = handlers.seed(handlers.substitute(guide, data=params), key)
+    return handlers.trace(seeded).get_trace(x, **kwargs)

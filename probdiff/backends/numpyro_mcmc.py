@@ -6,10 +6,17 @@ funsor-based enumeration, so NUTS samples the *collapsed* model (for the Gaussia
 MATH.md 1a: p(x | pi, mu, sigma) = prod_n sum_k pi_k N(x_n | mu_k, sigma_k^2 I) times the prior).
 
 Chains run in parallel only where JAX sees at least ``num_chains`` devices; otherwise
-sequentially (this module never changes the host device count, which is process-wide). Each
-chain gets its own key and so its own initial point, drawn by ``init_strategy`` (by default
-uniform in (-init_radius, init_radius) in the unconstrained space); R-hat compares chains
-started apart, which is what makes it a diagnostic.
+sequentially (this module never changes the host device count, which is process-wide).
+Sequential chains each compile their own sampling loop; ``chain_method="vectorized"`` compiles
+once but steps all chains in lockstep (each iteration costs the longest tree), so it is the
+cheaper choice for short runs and the dearer one for long runs on CPU.
+
+Each chain starts at its own point: ``init_values`` (one dict of constrained site values per
+chain) where given, else a draw of ``init_strategy`` from the chain's key (by default uniform in
+(-init_radius, init_radius) in the unconstrained space). R-hat is a diagnostic only because the
+starts are dispersed. For mixtures, starts drawn without looking at the data often leave some
+chain in a local mode (one component over two clusters): give data-informed starts such as
+:meth:`probdiff.models.gmm_numpyro.GaussianMixture.init_values`.
 """
 
 from __future__ import annotations
@@ -74,7 +81,8 @@ def _unconstrained_inits(model: Callable, x, kwargs: dict, init_values: Sequence
     """Per-chain constrained starting values -> NUTS's unconstrained ``init_params``."""
     if len(init_values) != num_chains:
         raise ProbdiffError(f"init_values has {len(init_values)} entries for {num_chains} chains")
-    dtype = jnp.asarray(x).dtype if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else None
+    x_dtype = jnp.asarray(x).dtype
+    dtype = x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else None
     seeded = seed_handler(model, rng_seed=0)
     chains = [unconstrain_fn(seeded, (x,), kwargs,
                              {k: jnp.asarray(v, dtype=dtype) for k, v in values.items()})

@@ -49,7 +49,8 @@ class PyroBackend:
 
     # -- data ---------------------------------------------------------------------------
     def array(self, x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+        """A copy of ``x`` as a tensor (never aliasing the caller's array, which steps would move)."""
+        return torch.tensor(np.asarray(x), dtype=self.dtype, device=self.device)
 
     def take(self, x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
         return x[torch.as_tensor(idx, device=x.device)]
@@ -75,9 +76,10 @@ class PyroBackend:
     def set_params(self, program: Program, x: torch.Tensor, params: dict[str, np.ndarray]) -> None:
         """Create the program's parameters (one traced call) and overwrite them with ``params``."""
         store = pyro.get_param_store()
-        with pyro.poutine.trace(param_only=True):
-            program.guide(x[:1], **program.kwargs(x.shape[0]))
-            program.model(x[:1], **program.kwargs(x.shape[0]))
+        kw = program.kwargs(x.shape[0])
+        guide_trace = pyro.poutine.trace(program.guide).get_trace(x[:1], **kw)
+        # the model runs against the guide's draws: improper sites (ordered means) cannot sample
+        pyro.poutine.replay(program.model, trace=guide_trace)(x[:1], **kw)
         for name, value in params.items():
             if name in store:
                 store[name] = self.array(value)
@@ -139,12 +141,13 @@ class PyroBackend:
         pyro.set_rng_seed(seed)
         loss = make_elbo(program, 1)
         kw = program.kwargs(x.shape[0])
+        # guide sites are draws here, not enumerated: drop their enumerate marks
+        guide = pyro.poutine.infer_config(program.guide, lambda site: {"enumerate": None})
         out = []
         with torch.no_grad():
             for _ in range(num_samples):
-                tr = pyro.poutine.trace(program.guide).get_trace(x, **kw)
-                out.append(-loss.loss(program.model, pyro.poutine.replay(program.guide, trace=tr),
-                                      x, **kw))
+                tr = pyro.poutine.trace(guide).get_trace(x, **kw)
+                out.append(-loss.loss(program.model, pyro.poutine.replay(guide, trace=tr), x, **kw))
         return np.asarray(out)
 
 
