@@ -71,6 +71,15 @@ class GMMFamily(Family):
         spread = float(np.sqrt(x.var(0).mean())) or 1.0
         self.prior_scale, self.prior_sigma = 2.0 * spread, spread / 2.0
 
+    _mcmc_draws: list[MixtureParams] | None = None
+
+    def _predictive(self, x: np.ndarray) -> float:
+        """Posterior predictive log density per datum, mean_n log (1/S) sum_s p(x_n | theta_s):
+        invariant to the labelling of each draw, unlike the likelihood at the posterior mean."""
+        from scipy.special import logsumexp
+        lp = np.stack([gmm_em.log_likelihood(x, p) for p in self._mcmc_draws])
+        return float((logsumexp(lp, axis=0) - np.log(len(lp))).mean())
+
     # -- programs -----------------------------------------------------------------------
     def init_values(self, x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         from probdiff.guides.gmm import encoder_init
@@ -123,9 +132,11 @@ class GMMFamily(Family):
         elbo_test = None if self.options["prior"] else test
         out = super().metrics(backend, program, params, train, elbo_test, seed) if program else {}
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
-        out["log_likelihood"] = float(gmm_em.log_likelihood(train, point).mean())
+        score = (self._predictive if self._mcmc_draws is not None
+                 else lambda x: gmm_em.log_likelihood(x, point).mean())
+        out["log_likelihood"] = float(score(train))
         if test is not None and len(test):
-            out["test_log_likelihood"] = float(gmm_em.log_likelihood(test, point).mean())
+            out["test_log_likelihood"] = float(score(test))
         if program is not None and self.options["globals_guide"] == "meanfield" and \
                 hasattr(backend, "log_weights"):
             from probdiff.diagnostics import psis_khat
@@ -170,8 +181,7 @@ class GMMFamily(Family):
                 p, trace = gmm_em.em_fit(x, init, max_iter=max(settings.steps, 1))
                 if best is None or trace[-1] > best[1][-1]:
                     best = (p, trace)
-            return best[0].as_dict(), None, {"em_iterations": len(best[1]) - 1,
-                                             "trace": best[1]}
+            return best[0].as_dict(), None, {"steps": len(best[1]) - 1, "trace": best[1]}
         if inference == "nuts":
             return self._nuts(x, settings, backend_name)
         return super().run_other(inference, x, settings, backend_name)
@@ -194,10 +204,15 @@ class GMMFamily(Family):
                          num_warmup=o["num_warmup"], num_samples=o["num_samples"],
                          seed=settings.seed, progress=settings.progress, init_values=inits)
         post = idata.posterior
+        flat = {k: post[k].values.reshape((-1,) + post[k].shape[2:]).astype(float)
+                for k in ("weights", "locs", "scales")}
+        self._mcmc_draws = [MixtureParams(w, m, s) for w, m, s in
+                            zip(flat["weights"], flat["locs"], flat["scales"])]
         params = {"weights": post["weights"].mean(("chain", "draw")).values,
                   "locs": post["locs"].mean(("chain", "draw")).values,
                   "scales": post["scales"].mean(("chain", "draw")).values}
-        return params, idata, {}
+        return params, idata, {"steps": o["num_samples"], "num_chains": o["num_chains"],
+                               "num_warmup": o["num_warmup"]}
 
     def figures(self, run, idata, params, data):
         from probdiff.models import gmm_plots

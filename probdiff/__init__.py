@@ -8,6 +8,12 @@ families live in :mod:`probdiff.models` and their guides in :mod:`probdiff.guide
 
 __version__ = "0.1.0"
 
+import warnings  # noqa: E402
+
+# ArviZ 0.2x announces its 1.x refactor on import; probdiff pins <1, so the notice is noise
+warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor",
+                        category=FutureWarning)
+
 from probdiff.data import Dataset, load_dataset, train_test_split  # noqa: E402
 from probdiff.errors import ProbdiffError  # noqa: E402
 from probdiff.family import Family, families, get_family, register  # noqa: E402

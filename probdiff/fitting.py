@@ -110,8 +110,9 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
         idata = svi_inference_data(draws, traces, x_train,
                                    attrs={"model": req.model, "backend": req.backend,
                                           "inference": req.inference})
-    metrics.update(steps=req.settings.steps, seconds=seconds, backend=req.backend,
-                   device=req.device, inference=req.inference, **extra)
+    metrics.update({"steps": req.settings.steps, "seconds": seconds, "backend": req.backend,
+                    "device": req.device, "inference": req.inference, **extra,
+                    **mcmc_metrics(idata)})
     _save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.report import write_figures
@@ -119,6 +120,20 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
     run.update_metrics(metrics)
     run.set_status("complete")
     return run
+
+
+def mcmc_metrics(idata) -> dict:
+    """max R-hat, min bulk ESS and the divergence count of a posterior with several chains."""
+    import arviz as az
+    if "posterior" not in idata.groups() or idata.posterior.sizes["chain"] < 2:
+        return {}
+    post = idata.posterior
+    small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 64]
+    out = {"max_rhat": float(max(np.nanmax(az.rhat(post[small])[k].values) for k in small)),
+           "min_ess_bulk": float(min(np.nanmin(az.ess(post[small])[k].values) for k in small))}
+    if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
+        out["divergences"] = int(idata.sample_stats["diverging"].sum())
+    return out
 
 
 def _save_params(run: RunFolder, params: dict[str, np.ndarray]) -> None:
