@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# runs/tutorial is regenerated from scratch each time (probdiff itself never overwrites a run)
 tutorial: $(STAMP)
+	rm -rf runs/tutorial
 	$(BIN)/probdiff tutorial --out runs/tutorial --quick
 
 test: $(STAMP)

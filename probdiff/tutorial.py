@@ -75,7 +75,7 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
         rows.append(f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
                     f"{_fmt(m.get('elbo'))} | {_fmt(m.get('log_likelihood'))} | "
                     f"{_fmt(m.get('test_log_likelihood'))} | {_fmt(m.get('true_log_likelihood'))} | "
-                    f"{m.get('seconds', 0):.1f} |")
+                    f"{m.get('seconds', 0):.2f} |")
         sections.append(f"## {step.title}\n\n```\n{text}\n```\n")
     header = ("# probdiff tutorial report\n\n"
               "Per datum, in nats. true = the data's own log density (known for mixture2d).\n\n"
