@@ -63,12 +63,12 @@ def main(argv=None) -> int:
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
     from probdiff.models import gmm_em
-    from probdiff.tutorial import GMM_OPTIONS
+    from probdiff.models.gmm_family import GMMFamily
 
     spec = f"blobs:n={args.n},dim={args.dim},centers={args.components}"
     data = load_dataset(spec, seed=0)
     x = data.flat()
-    family = make_family("gmm", {**GMM_OPTIONS, "components": args.components}, data)
+    family = make_family("gmm", GMMFamily.default_options(components=args.components), data)
     sk_best = GaussianMixture(args.components, covariance_type="spherical", n_init=3,
                               random_state=0, tol=1e-8, max_iter=1000).fit(x).score(x)
     target = sk_best - args.tolerance * abs(sk_best)

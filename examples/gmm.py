@@ -1,4 +1,4 @@
-"""Chapter 1a: the Gaussian mixture as a Pyro program, fitted by SVI, EM and NUTS.
+"""Chapter 1a: the Gaussian mixture as a Pyro program, fitted by SVI and checked against EM.
 
     python examples/gmm.py --out runs/gmm_example            # full settings
     python examples/gmm.py --out /tmp/gmm --steps 50 --quick  # smoke test
@@ -20,7 +20,7 @@ from probdiff.fitting import FitRequest, fit
 from probdiff.models import gmm_em
 from probdiff.report import report
 from probdiff.svi import SVISettings
-from probdiff.tutorial import GMM_OPTIONS
+from probdiff.models.gmm_family import GMMFamily
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = SVISettings(steps=args.steps, lr=0.05, seed=args.seed,
                            restarts=1 if args.quick else 3, progress=not args.quick)
     run = fit(FitRequest(model="gmm", data=args.data, out=str(Path(args.out) / "svi"),
-                         backend=args.backend, settings=settings, options=dict(GMM_OPTIONS)))
+                         backend=args.backend, settings=settings, options=GMMFamily.default_options()))
     print(report(str(run.path)))
 
     from sklearn.mixture import GaussianMixture

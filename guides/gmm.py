@@ -7,11 +7,11 @@ Two halves, combined by :class:`MixtureGuide`:
   LogNormal with learnable parameters);
 * the assignment: ``enum`` (no guide site: the model sums z out exactly, so the ELBO is
   log p(x) under point globals) or ``encoder`` (an amortised q(z | x) = Categorical(softmax(
-  W phi(x) + b)) with phi(x) = (x, ||x||^2), enumerated in the guide).
+  W phi(x) + b)) with phi(x) = (x, ||x||^2 / 2), enumerated in the guide).
 
 The encoder's features make the exact posterior representable: for isotropic components
 log p(z=k | x) = log pi_k - D log sigma_k - ||x - mu_k||^2 / (2 sigma_k^2) + c(x), which is
-affine in (x, ||x||^2). With ``hidden > 0`` a tanh layer is inserted before the output layer.
+affine in (x, ||x||^2 / 2). With ``hidden > 0`` a tanh layer is inserted before the output layer.
 
 Parameter names match :mod:`probdiff.guides.gmm_numpyro`.
 """
@@ -27,7 +27,9 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
+from probdiff.models import gmm_em
 from probdiff.models.gmm import (
+    GLOBAL_SITES,
     SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
 )
 
@@ -72,6 +74,11 @@ class MixtureGuide:
             raise ValueError(f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}")
         if self.local_guide not in LOCAL_GUIDES:
             raise ValueError(f"local_guide must be one of {LOCAL_GUIDES}, got {self.local_guide!r}")
+        if self.ordered and SITE_LOCS in self.init:
+            # relabel so the starting means are strictly increasing in coordinate 0
+            p = gmm_em.ordered_by_first_coordinate(gmm_em.MixtureParams(
+                *(np.asarray(self.init[k], float) for k in GLOBAL_SITES)), min_gap=1e-3)
+            self.init = {**self.init, **p.as_dict()}
 
     def _param(self, name, init, constraint=constraints.real):
         return pyro.param(name, lambda: torch.as_tensor(np.asarray(init), dtype=self.dtype,
@@ -103,20 +110,20 @@ class MixtureGuide:
         return h
 
     def _map(self) -> None:
-        w = self._param("weights_map", self.init[SITE_WEIGHTS], constraints.simplex)
+        init = self.init
+        w = self._param("weights_map", init[SITE_WEIGHTS], constraints.simplex)
         pyro.sample(SITE_WEIGHTS, dist.Delta(w, event_dim=1))
-        s = self._param("scales_map", self.init[SITE_SCALES], constraints.positive)
+        s = self._param("scales_map", init[SITE_SCALES], constraints.positive)
         pyro.sample(SITE_SCALES, dist.Delta(s, event_dim=1))
-        locs = np.asarray(self.init[SITE_LOCS])
+        locs = np.asarray(init[SITE_LOCS])
         if not self.ordered:
             m = self._param("locs_map", locs)
             pyro.sample(SITE_LOCS, dist.Delta(m, event_dim=2))
             return
-        order = np.argsort(locs[:, 0])
-        first = self._param("locs_first_map", locs[order, 0], constraints.ordered_vector)
+        first = self._param("locs_first_map", locs[:, 0], constraints.ordered_vector)
         pyro.sample(SITE_LOCS_FIRST, dist.Delta(first, event_dim=1))
         if locs.shape[1] > 1:
-            rest = self._param("locs_rest_map", locs[order, 1:])
+            rest = self._param("locs_rest_map", locs[:, 1:])
             pyro.sample(SITE_LOCS_REST, dist.Delta(rest, event_dim=2))
 
     def _meanfield(self) -> None:

@@ -26,7 +26,9 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from probdiff.guides.gmm import GLOBAL_GUIDES, LOCAL_GUIDES, encoder_init
+from probdiff.models import gmm_em
 from probdiff.models.gmm import (
+    GLOBAL_SITES,
     SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
 )
 
@@ -63,6 +65,11 @@ class MixtureGuide:
             raise ValueError(f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}")
         if self.local_guide not in LOCAL_GUIDES:
             raise ValueError(f"local_guide must be one of {LOCAL_GUIDES}, got {self.local_guide!r}")
+        if self.ordered and SITE_LOCS in self.init:
+            # relabel so the starting means are strictly increasing in coordinate 0
+            p = gmm_em.ordered_by_first_coordinate(gmm_em.MixtureParams(
+                *(np.asarray(self.init[k], float) for k in GLOBAL_SITES)), min_gap=1e-3)
+            self.init = {**self.init, **p.as_dict()}
 
     def _param(self, name, init, constraint=constraints.real):
         return numpyro.param(name, jnp.asarray(np.asarray(init), dtype=self.dtype),
@@ -93,20 +100,20 @@ class MixtureGuide:
         return h
 
     def _map(self) -> None:
-        w = self._param("weights_map", self.init[SITE_WEIGHTS], constraints.simplex)
+        init = self.init
+        w = self._param("weights_map", init[SITE_WEIGHTS], constraints.simplex)
         numpyro.sample(SITE_WEIGHTS, dist.Delta(w, event_dim=1))
-        s = self._param("scales_map", self.init[SITE_SCALES], constraints.positive)
+        s = self._param("scales_map", init[SITE_SCALES], constraints.positive)
         numpyro.sample(SITE_SCALES, dist.Delta(s, event_dim=1))
-        locs = np.asarray(self.init[SITE_LOCS])
+        locs = np.asarray(init[SITE_LOCS])
         if not self.ordered:
             m = self._param("locs_map", locs)
             numpyro.sample(SITE_LOCS, dist.Delta(m, event_dim=2))
             return
-        order = np.argsort(locs[:, 0])
-        first = self._param("locs_first_map", locs[order, 0], constraints.ordered_vector)
+        first = self._param("locs_first_map", locs[:, 0], constraints.ordered_vector)
         numpyro.sample(SITE_LOCS_FIRST, dist.Delta(first, event_dim=1))
         if locs.shape[1] > 1:
-            rest = self._param("locs_rest_map", locs[order, 1:])
+            rest = self._param("locs_rest_map", locs[:, 1:])
             numpyro.sample(SITE_LOCS_REST, dist.Delta(rest, event_dim=2))
 
     def _meanfield(self) -> None:

@@ -68,7 +68,8 @@ def sample(n: int, p: MixtureParams, rng: np.random.Generator) -> tuple[np.ndarr
 
 
 def kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> MixtureParams:
-    """k-means++ seeding of the means; equal weights; every scale the data's RMS spread / k."""
+    """k-means++ seeding of the means; equal weights; every scale the root mean square, per
+    coordinate, of each point's distance to its nearest seed."""
     n, d = x.shape
     centres = [x[rng.integers(n)]]
     for _ in range(1, k):
@@ -79,6 +80,16 @@ def kmeans_pp_init(x: np.ndarray, k: int, rng: np.random.Generator) -> MixturePa
     nearest = ((x[:, None, :] - locs[None]) ** 2).sum(-1).min(axis=1)
     scale = np.sqrt(max(nearest.mean() / d, 1e-6))
     return MixtureParams(np.full(k, 1.0 / k), locs, np.full(k, scale))
+
+
+def ordered_by_first_coordinate(p: MixtureParams, min_gap: float) -> MixtureParams:
+    """Relabel the components so that mu_{k,0} increases, strictly: ties (e.g. a pixel that is
+    0 in every image) are pulled apart to ``min_gap``. Weights and scales follow their means."""
+    order = np.argsort(p.locs[:, 0], kind="stable")
+    locs = np.array(p.locs[order], dtype=float)
+    gaps = np.maximum(np.diff(locs[:, 0]), min_gap)
+    locs[:, 0] = locs[0, 0] + np.concatenate([[0.0], np.cumsum(gaps)])
+    return MixtureParams(np.asarray(p.weights)[order], locs, np.asarray(p.scales)[order])
 
 
 def em_step(x: np.ndarray, p: MixtureParams, reg: float = 1e-6) -> MixtureParams:

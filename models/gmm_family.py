@@ -71,7 +71,44 @@ class GMMFamily(Family):
         spread = float(np.sqrt(x.var(0).mean())) or 1.0
         self.prior_scale, self.prior_sigma = 2.0 * spread, spread / 2.0
 
+    def validate_request(self, inference, backend, settings, n_train, dtype):
+        o = self.options
+        if o["components"] > n_train:
+            raise ProbdiffError(f"--components {o['components']} is larger than the training split "
+                                f"({n_train} points)")
+        if inference in ("em", "nuts"):
+            if o["local_guide"] != "enum":
+                raise ProbdiffError(f"--assignment {o['local_guide']} is an SVI guide; "
+                                    f"--inference {inference} sums z out exactly")
+            if settings.batch_size is not None:
+                raise ProbdiffError(f"--batch-size is for SVI, not --inference {inference}")
+        if inference == "em" and (o["prior"] or o["ordered"]):
+            raise ProbdiffError("--inference em is maximum likelihood: drop --prior/--ordered")
+        if inference == "nuts":
+            if backend != "numpyro":
+                raise ProbdiffError("--inference nuts runs on --backend numpyro")
+            if dtype != "float32":
+                raise ProbdiffError("--inference nuts runs in float32")
+            if o["num_chains"] < 1 or o["num_warmup"] < 0 or o["num_samples"] < 1:
+                raise ProbdiffError("NUTS needs --num-chains >= 1, --num-warmup >= 0, "
+                                    f"--num-samples >= 1; got {o['num_chains']}, "
+                                    f"{o['num_warmup']}, {o['num_samples']}")
+        elif o["ordered"] and not o["prior"]:
+            raise ProbdiffError("--ordered orders the means under a prior: add --prior "
+                                "(or use --inference nuts)")
+
     _mcmc_draws: list[MixtureParams] | None = None
+
+    def restore(self, idata) -> None:
+        """Keep the MCMC draws of a NUTS fit: its metrics and samples use all of them."""
+        if idata is None or "posterior" not in idata.groups() or \
+                idata.posterior.attrs.get("inference_library") == "probdiff":
+            return
+        post = idata.posterior
+        flat = {k: post[k].values.reshape((-1,) + post[k].shape[2:]).astype(float)
+                for k in ("weights", "locs", "scales")}
+        self._mcmc_draws = [MixtureParams(w, m, s) for w, m, s in
+                            zip(flat["weights"], flat["locs"], flat["scales"])]
 
     def _predictive(self, x: np.ndarray) -> float:
         """Posterior predictive log density per datum, mean_n log (1/S) sum_s p(x_n | theta_s):
@@ -134,18 +171,18 @@ class GMMFamily(Family):
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         score = (self._predictive if self._mcmc_draws is not None
                  else lambda x: gmm_em.log_likelihood(x, point).mean())
-        out["log_likelihood"] = float(score(train))
-        if test is not None and len(test):
-            out["test_log_likelihood"] = float(score(test))
-        if program is not None and self.options["globals_guide"] == "meanfield" and \
-                hasattr(backend, "log_weights"):
+        for prefix, x in (("", train), ("test_", test)):
+            if x is not None and len(x):
+                out[prefix + "log_likelihood"] = float(score(x))
+                if self.data.log_prob is not None:
+                    out[prefix + "true_log_likelihood"] = float(np.mean(self.data.log_prob(x)))
+        if train is not None and program is not None and \
+                self.options["globals_guide"] == "meanfield" and hasattr(backend, "log_weights"):
             from probdiff.diagnostics import psis_khat
             data = backend.array(train)
             backend.set_params(program, data, params)
             lw = backend.log_weights(program, data, num_samples=200, seed=seed)
             out["psis_khat"] = float(psis_khat(lw[:, None])[1][0])
-        if self.data.log_prob is not None:
-            out["true_log_likelihood"] = float(np.mean(self.data.log_prob(train)))
         return out
 
     def posterior(self, backend, program, params, x, num_samples, seed):
@@ -154,6 +191,10 @@ class GMMFamily(Family):
             # maximum likelihood: the fitted globals are a point mass
             draws.update({k: np.broadcast_to(np.asarray(params[k]), (num_samples,) + np.shape(params[k]))
                           for k in ("weights", "locs", "scales")})
+        if "locs_first" in draws:  # ordered: the means are (locs_first, locs_rest)
+            first = draws.pop("locs_first")[..., None]
+            rest = draws.pop("locs_rest", first[..., :0])
+            draws["locs"] = np.concatenate([first, rest], -1)
         if "assignment" in draws:  # the encoder's q(z | x)
             return draws
         # enumerated in the model: draws from the exact posterior p(z | x) at the point globals
@@ -166,14 +207,20 @@ class GMMFamily(Family):
         return draws
 
     def sample(self, params, n, seed):
-        point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
-        x, _ = gmm_em.sample(n, point, np.random.default_rng(seed))
+        """Decoder draws at the fitted point, or from the posterior predictive of a NUTS fit
+        (each sample under its own posterior draw, so label switching cannot blur them)."""
+        rng = np.random.default_rng(seed)
+        if self._mcmc_draws is not None:
+            which = rng.integers(len(self._mcmc_draws), size=n)
+            x = np.concatenate([gmm_em.sample(1, self._mcmc_draws[i], rng)[0] for i in which])
+        else:
+            point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
+            x, _ = gmm_em.sample(n, point, rng)
         return x.reshape((n,) + self.data.event_shape)
 
     def run_other(self, inference, x, settings, backend_name):
         o = self.options
         if inference == "em":
-            init = gmm_em.kmeans_pp_init(x, o["components"], np.random.default_rng(settings.seed))
             best = None
             for r in range(settings.restarts):
                 init = gmm_em.kmeans_pp_init(x, o["components"],
@@ -187,8 +234,6 @@ class GMMFamily(Family):
         return super().run_other(inference, x, settings, backend_name)
 
     def _nuts(self, x, settings, backend_name):
-        if backend_name != "numpyro":
-            raise ProbdiffError("--inference nuts runs on --backend numpyro")
         from probdiff.backends.numpyro_mcmc import run_nuts
         from probdiff.models.gmm import MixturePrior
         from probdiff.models.gmm_numpyro import GaussianMixture
@@ -203,11 +248,8 @@ class GMMFamily(Family):
         idata = run_nuts(model, jnp.asarray(x, jnp.float32), num_chains=o["num_chains"],
                          num_warmup=o["num_warmup"], num_samples=o["num_samples"],
                          seed=settings.seed, progress=settings.progress, init_values=inits)
+        self.restore(idata)
         post = idata.posterior
-        flat = {k: post[k].values.reshape((-1,) + post[k].shape[2:]).astype(float)
-                for k in ("weights", "locs", "scales")}
-        self._mcmc_draws = [MixtureParams(w, m, s) for w, m, s in
-                            zip(flat["weights"], flat["locs"], flat["scales"])]
         params = {"weights": post["weights"].mean(("chain", "draw")).values,
                   "locs": post["locs"].mean(("chain", "draw")).values,
                   "scales": post["scales"].mean(("chain", "draw")).values}
@@ -218,8 +260,8 @@ class GMMFamily(Family):
         from probdiff.models import gmm_plots
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         names = [gmm_plots.mixture_figure(run.file("mixture.png"), data, point)]
-        if idata is not None and "posterior" in idata.groups() and \
-                float(idata.posterior["locs"].std(("chain", "draw")).max()) > 0:
+        if (self.options["prior"] and idata is not None and "posterior" in idata.groups()
+                and "locs" in idata.posterior):
             names.append(gmm_plots.means_posterior_figure(run.file("posterior_locs.png"), idata))
         return names
 

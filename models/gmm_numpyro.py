@@ -129,16 +129,15 @@ class GaussianMixture:
         for rng in np.random.default_rng(seed).spawn(num_chains):
             cands = [gmm_em.kmeans_pp_init(x, self.num_components, rng) for _ in range(tries)]
             best = max(cands, key=lambda p: gmm_em.log_likelihood(x, p).sum())
+            if self.ordered:
+                best = gmm_em.ordered_by_first_coordinate(best, 1e-3 * (np.ptp(x[:, 0]) or 1.0))
             values = {SITE_WEIGHTS: best.weights, SITE_SCALES: best.scales}
             if not self.ordered:
                 values[SITE_LOCS] = best.locs  # in k-means++'s (random) label order
             else:
-                locs = best.locs[np.argsort(best.locs[:, 0], kind="stable")]
-                # strictly increasing even where two seeds share a first coordinate
-                gaps = np.maximum(np.diff(locs[:, 0]), 1e-3 * (np.ptp(x[:, 0]) or 1.0))
-                values[SITE_LOCS_FIRST] = locs[0, 0] + np.concatenate([[0.0], np.cumsum(gaps)])
+                values[SITE_LOCS_FIRST] = best.locs[:, 0]
                 if self.dim > 1:
-                    values[SITE_LOCS_REST] = locs[:, 1:]
+                    values[SITE_LOCS_REST] = best.locs[:, 1:]
             inits.append(values)
         return inits
 

@@ -52,12 +52,27 @@ class Family:
     default_steps: ClassVar[int] = 1000
 
     def __init__(self, options: dict[str, Any], data: Dataset):
-        self.options = options
+        self.options = dict(options)
         self.data = data
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add the family's own options to ``probdiff fit``."""
+
+    @classmethod
+    def default_options(cls, **overrides: Any) -> dict[str, Any]:
+        """The family's options as ``probdiff fit`` would parse them with no flags, then ``overrides``."""
+        parser = argparse.ArgumentParser(add_help=False)
+        cls.add_arguments(parser)
+        options = vars(parser.parse_args([]))
+        unknown = set(overrides) - set(options)
+        if unknown:
+            raise ProbdiffError(f"unknown {cls.name} options: {', '.join(sorted(unknown))}")
+        return {**options, **overrides}
+
+    def validate_request(self, inference: str, backend: str, settings, n_train: int,
+                         dtype: str) -> None:
+        """Reject option combinations this family cannot honour, before any folder is made."""
 
     def prepare(self, data: Dataset) -> np.ndarray:
         """The array the model sees; by default each datum flattened to a vector."""
@@ -72,7 +87,7 @@ class Family:
                 train: np.ndarray, test: np.ndarray | None, seed: int) -> dict[str, float]:
         """Per-datum metrics in nats. The default is the ELBO on each split (Monte Carlo)."""
         out = {}
-        for key, x in (("elbo", train), ("test_elbo", test)):
+        for key, x in (("elbo", train), ("test_elbo", test)):  # either may be None
             if x is None or len(x) == 0:
                 continue
             data = backend.array(x)
@@ -87,6 +102,10 @@ class Family:
         data = backend.array(x)
         backend.set_params(program, data, params)
         return backend.guide_draws(program, data, num_samples=num_samples, seed=seed)
+
+    def restore(self, idata) -> None:
+        """Take back what a finished run's InferenceData holds (e.g. MCMC draws) before
+        ``metrics`` or ``sample`` is called on it again."""
 
     def sample(self, params: dict[str, np.ndarray], n: int, seed: int) -> np.ndarray:
         """``n`` draws from the fitted model, shaped like the data."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -20,7 +21,7 @@ from probdiff.data import Dataset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, get_family
 from probdiff.inference_data import svi_inference_data
-from probdiff.runfolder import RunFolder, atomic_write
+from probdiff.runfolder import METRICS, RunFolder, atomic_write
 from probdiff.svi import SVISettings, run_svi
 from probdiff.usermodel import UserFamily, is_reference
 
@@ -84,8 +85,19 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
                             f"not {req.inference!r}")
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
+    family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
     run.create()
     run.write_json("config.json", _config(req, dataset))
+    try:
+        return _fit(req, run, family, backend, dataset, train, test, resume)
+    except ProbdiffError:
+        if not resume:  # the folder was new or empty: leave nothing half-made behind
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Dataset,
+         train: Dataset, test: Dataset, resume: bool) -> RunFolder:
     checkpoint = run.load_checkpoint() if resume else None
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
@@ -117,7 +129,7 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
     run.save_inference_data(idata)
     from probdiff.report import write_figures
     write_figures(run, family, idata, params, dataset)
-    run.update_metrics(metrics)
+    run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
     return run
 

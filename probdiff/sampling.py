@@ -18,7 +18,10 @@ def _open(path: str):
         raise ProbdiffError(f"{run.path} is not a finished run (status {run.config.get('status')!r})")
     req = request_from_config(run.config)
     data = load_dataset(req.data, seed=req.settings.seed)
-    return run, req, data, make_family(req.model, dict(req.options), data), load_params(run)
+    family = make_family(req.model, dict(req.options), data)
+    if req.inference != "svi":
+        family.restore(run.load_inference_data())
+    return run, req, data, family, load_params(run)
 
 
 def sample(path: str, n: int, seed: int = 0, sampler: str | None = None) -> str:
@@ -53,9 +56,10 @@ def evaluate(path: str, data_spec: str | None = None) -> dict:
         x, prefix = family.prepare(other), "eval_"
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     program = (family.program(req.backend, x, req.settings.seed, req.dtype, req.device)
-               if req.inference != "nuts" else None)
-    values = family.metrics(backend, program, params, x, None, req.settings.seed)
-    named = {(prefix + k if not k.startswith(("test_", "true_")) else k): v for k, v in values.items()
-             if not k.startswith("test_")}
+               if req.inference == "svi" or req.inference == "em" else None)
+    values = family.metrics(backend, program, params, None, x, req.settings.seed)
+    # the data's own density describes the run's data set, not a file given with --data
+    named = {prefix + k[len("test_"):]: v for k, v in values.items()
+             if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)}
     run.update_metrics(named)
     return named

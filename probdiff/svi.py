@@ -116,7 +116,12 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
                unit="step", dynamic_ncols=True, leave=False)
     for step in range(len(trace), settings.steps):
         idx = batches.next_batch()
-        loss = backend.step(backend.take(data, idx), n)
+        try:
+            loss = backend.step(backend.take(data, idx), n)
+        except ValueError:  # a distribution refusing NaN parameters (Pyro's validation)
+            if all(np.isfinite(v).all() for v in backend.params().values()):
+                raise
+            loss = math.nan
         if not math.isfinite(loss):
             bar.close()
             raise ProbdiffError(f"the ELBO became {loss} at step {step} (restart {restart + 1}); "

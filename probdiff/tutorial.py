@@ -6,7 +6,6 @@ report; ``report.md`` collects the metrics side by side.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from probdiff.errors import ProbdiffError
@@ -16,39 +15,10 @@ from probdiff.runfolder import RunFolder
 from probdiff.svi import SVISettings
 
 
-@dataclass
-class Step:
-    """One fit of the tutorial: a sub-folder name, a title and the request's settings."""
-
-    folder: str
-    title: str
-    model: str
-    data: str
-    settings: dict
-    quick: dict
-    fit: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-
-
-GMM_OPTIONS = {"components": 3, "prior": False, "globals_guide": None, "local_guide": "enum",
-               "encoder_hidden": 0, "ordered": False, "num_chains": 4, "num_warmup": 500,
-               "num_samples": 500}
-
-STEPS = [
-    Step("gmm_em", "1a. Gaussian mixture by EM (the tutorial's encoder/decoder)", "gmm", "mixture2d",
-         {"steps": 500, "restarts": 3}, {}, {"inference": "em"}, GMM_OPTIONS),
-    Step("gmm_svi_pyro", "1a. Gaussian mixture by SVI, z enumerated (Pyro)", "gmm", "mixture2d",
-         {"steps": 1000, "lr": 0.05, "restarts": 3}, {"steps": 400, "restarts": 2}, {}, GMM_OPTIONS),
-    Step("gmm_svi_numpyro", "1a. Gaussian mixture by SVI, z enumerated (NumPyro)", "gmm",
-         "mixture2d", {"steps": 1000, "lr": 0.05, "restarts": 3}, {"steps": 400, "restarts": 2},
-         {"backend": "numpyro"}, GMM_OPTIONS),
-    Step("gmm_encoder", "1a. Gaussian mixture, amortised encoder q(z|x) as the guide (Pyro)", "gmm",
-         "mixture2d", {"steps": 2000, "lr": 0.05, "restarts": 2}, {"steps": 600, "restarts": 1}, {},
-         {**GMM_OPTIONS, "local_guide": "encoder"}),
-    Step("gmm_nuts", "1a. Bayesian mixture, NUTS on the collapsed ordered model (NumPyro)", "gmm",
-         "mixture2d:n=400", {}, {}, {"backend": "numpyro", "inference": "nuts"},
-         {**GMM_OPTIONS, "prior": True, "globals_guide": "map", "ordered": True}),
-]
+def _steps() -> list:
+    """The tutorial's chapters, declared next to the models they run."""
+    from probdiff.models.tutorial_steps import STEPS
+    return STEPS
 
 
 def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
@@ -57,7 +27,7 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
     RunFolder.check_new(root)
     root.mkdir(parents=True, exist_ok=True)
     sections, rows = [], []
-    for step in STEPS:
+    for step in _steps():
         settings = {**step.settings, **(step.quick if quick else {}), "seed": seed,
                     "progress": True}
         options = dict(step.options)

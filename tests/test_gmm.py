@@ -143,11 +143,11 @@ def test_svi_fit_matches_sklearn_and_enumerated_elbo_is_exact(tmp_path, backend)
     enumerated ELBO at the optimum equals the exact log-likelihood."""
     from probdiff.fitting import FitRequest, fit
     from probdiff.svi import SVISettings
-    from probdiff.tutorial import GMM_OPTIONS
+    from probdiff.models.gmm_family import GMMFamily
     req = FitRequest(model="gmm", data="mixture2d", out=str(tmp_path / "run"), backend=backend,
                      test_fraction=0.0, settings=SVISettings(steps=400, lr=0.05, restarts=3,
                                                              progress=False),
-                     options=dict(GMM_OPTIONS))
+                     options=GMMFamily.default_options())
     metrics = fit(req).metrics()
     x = load_dataset("mixture2d", seed=0).flat()
     assert metrics["log_likelihood"] == pytest.approx(sklearn_best(x, 3), rel=0.005)

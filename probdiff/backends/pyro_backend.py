@@ -64,6 +64,16 @@ class PyroBackend:
         self._program = program
         self._optim = ClippedAdam({"lr": lr, "clip_norm": clip_norm})
         self._svi = SVI(program.model, program.guide, self._optim, loss=make_elbo(program))
+        self._create_params(program, x)
+
+    def _create_params(self, program: Program, x: torch.Tensor) -> None:
+        """Create every parameter now (Pyro would at the first step) by one traced call on the
+        data (initialisers may look at it, e.g. ``x.var(0)``)."""
+        kw = program.kwargs(x.shape[0])
+        with torch.no_grad():
+            guide_trace = pyro.poutine.trace(program.guide).get_trace(x, **kw)
+            # the model runs against the guide's draws: improper sites (ordered means) cannot sample
+            pyro.poutine.replay(program.model, trace=guide_trace)(x, **kw)
 
     def step(self, batch: torch.Tensor, n_total: int) -> float:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set."""
@@ -76,10 +86,7 @@ class PyroBackend:
     def set_params(self, program: Program, x: torch.Tensor, params: dict[str, np.ndarray]) -> None:
         """Create the program's parameters (one traced call) and overwrite them with ``params``."""
         store = pyro.get_param_store()
-        kw = program.kwargs(x.shape[0])
-        guide_trace = pyro.poutine.trace(program.guide).get_trace(x[:1], **kw)
-        # the model runs against the guide's draws: improper sites (ordered means) cannot sample
-        pyro.poutine.replay(program.model, trace=guide_trace)(x[:1], **kw)
+        self._create_params(program, x)
         for name, value in params.items():
             if name in store:
                 store[name] = self.array(value)

@@ -1,0 +1,44 @@
+"""The steps of ``probdiff tutorial``: one fit per chapter section, on embedded data.
+
+Each step is an ordinary ``probdiff fit`` request; ``quick`` overrides the settings for
+``probdiff tutorial --quick`` (the README's first command).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from probdiff.models.gmm_family import GMMFamily
+
+
+@dataclass
+class Step:
+    """One fit of the tutorial: a sub-folder name, a title and the request's settings."""
+
+    folder: str
+    title: str
+    model: str
+    data: str
+    settings: dict
+    quick: dict
+    fit: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+
+
+GMM_OPTIONS = GMMFamily.default_options()
+
+STEPS = [
+    Step("gmm_em", "1a. Gaussian mixture by EM (the tutorial's encoder/decoder)", "gmm", "mixture2d",
+         {"steps": 500, "restarts": 3}, {}, {"inference": "em"}, GMM_OPTIONS),
+    Step("gmm_svi_pyro", "1a. Gaussian mixture by SVI, z enumerated (Pyro)", "gmm", "mixture2d",
+         {"steps": 1000, "lr": 0.05, "restarts": 3}, {"steps": 400, "restarts": 2}, {}, GMM_OPTIONS),
+    Step("gmm_svi_numpyro", "1a. Gaussian mixture by SVI, z enumerated (NumPyro)", "gmm",
+         "mixture2d", {"steps": 1000, "lr": 0.05, "restarts": 3}, {"steps": 400, "restarts": 2},
+         {"backend": "numpyro"}, GMM_OPTIONS),
+    Step("gmm_encoder", "1a. Gaussian mixture, amortised encoder q(z|x) as the guide (Pyro)", "gmm",
+         "mixture2d", {"steps": 2000, "lr": 0.05, "restarts": 2}, {"steps": 600, "restarts": 1}, {},
+         {**GMM_OPTIONS, "local_guide": "encoder"}),
+    Step("gmm_nuts", "1a. Bayesian mixture, NUTS on the collapsed ordered model (NumPyro)", "gmm",
+         "mixture2d:n=400", {}, {}, {"backend": "numpyro", "inference": "nuts"},
+         {**GMM_OPTIONS, "prior": True, "globals_guide": "map", "ordered": True}),
+]
