@@ -65,6 +65,11 @@ def fit_main(argv: list[str]) -> int:
         family.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.resume:
+        fixed = [f"--{k.replace('_', '-')}" for k in ("data", "lr", "batch_size")
+                 if getattr(args, k) is not None]
+        if fixed:
+            raise ProbdiffError(f"--resume takes the run's settings from its config.json; only "
+                                f"--steps may change, not {', '.join(fixed)}")
         req = request_from_config(RunFolder.existing(args.out).config)
         if args.steps is not None:
             if args.steps < req.settings.steps:

@@ -111,9 +111,15 @@ def test_infer_discrete_draws_follow_the_responsibilities():
 def test_decoder_draws_have_the_mixture_mean_and_variance():
     rng = np.random.default_rng(6)
     p = random_params(rng)
-    x, z = gmm_em.sample(20000, p, rng)
+    n = 20000
+    x, z = gmm_em.sample(n, p, rng)
     mean = p.weights @ p.locs
-    assert np.all(np.abs(x.mean(0) - mean) < 4 * x.std(0) / np.sqrt(len(x)))
+    # per coordinate: Var = sum_k pi_k (sigma_k^2 + mu_k^2) - mean^2
+    var = p.weights @ (p.scales[:, None] ** 2 + p.locs ** 2) - mean ** 2
+    assert np.all(np.abs(x.mean(0) - mean) < 4 * np.sqrt(var / n))
+    # the sample variance has standard error ~ sqrt((m4 - var^2) / n); m4 from the draws
+    m4 = ((x - x.mean(0)) ** 4).mean(0)
+    assert np.all(np.abs(x.var(0) - var) < 4 * np.sqrt((m4 - var ** 2) / n))
     np.testing.assert_allclose(np.bincount(z, minlength=3) / len(z), p.weights, atol=0.015)
 
 
