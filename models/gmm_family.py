@@ -26,6 +26,7 @@ class GMMFamily(Family):
     inferences = ("svi", "em", "nuts")
     default_lr = 0.05
     default_steps = 1000
+    auxiliary_sites = ("locs_first", "locs_rest")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

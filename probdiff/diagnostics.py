@@ -15,8 +15,8 @@ def summary(idata, var_names: list[str] | None = None, max_size: int = 64):
     R-hat and ESS are reported only where there are several chains of real (non-constant) draws.
     """
     post = idata.posterior
-    names = var_names or [k for k, v in post.data_vars.items()
-                          if np.prod(v.shape[2:], dtype=int) <= max_size]
+    names = [k for k in (var_names or post.data_vars)
+             if np.prod(post[k].shape[2:], dtype=int) <= max_size]
     if not names:
         return None
     chains = post.sizes["chain"]

@@ -50,6 +50,8 @@ class Family:
     inferences: ClassVar[tuple[str, ...]] = ("svi",)
     default_lr: ClassVar[float] = 0.01
     default_steps: ClassVar[int] = 1000
+    # reparameterisation sites that repeat another variable (left out of summaries and plots)
+    auxiliary_sites: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any], data: Dataset):
         self.options = dict(options)

@@ -49,8 +49,12 @@ def mcmc_figures(folder: Path, idata, var_names: list[str]) -> list[str]:
     import arviz as az
     names = []
     axes = az.plot_trace(idata, var_names=var_names, compact=True, figsize=(9, 2.2 * len(var_names)))
+    np.ravel(axes)[0].figure.tight_layout()
     names.append(save(np.ravel(axes)[0].figure, folder / "trace.png"))
-    axes = az.plot_rank(idata, var_names=var_names, figsize=(9, 2.2 * len(var_names)))
+    panels = sum(int(np.prod(idata.posterior[v].shape[2:])) for v in var_names)
+    axes = az.plot_rank(idata, var_names=var_names, figsize=(11, 2.6 * int(np.ceil(panels / 3))),
+                        labeller=None)
+    np.ravel(axes)[0].figure.tight_layout()
     names.append(save(np.ravel(axes)[0].figure, folder / "rank.png"))
     return names
 

@@ -22,7 +22,8 @@ def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dat
                                        ref))
     post = idata.posterior if "posterior" in idata.groups() else None
     if post is not None and post.sizes["chain"] > 1:
-        small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 16]
+        small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 16
+                 and k not in family.auxiliary_sites]
         if small:
             names += mcmc_figures(run.path, idata, small)
     names += family.figures(run, idata, params, data)
@@ -50,7 +51,8 @@ def report(path: str) -> str:
     data = load_dataset(req.data, seed=req.settings.seed)
     family = make_family(req.model, dict(req.options), data)
     if "posterior" in idata.groups():
-        table = summary(idata)
+        names = [k for k in idata.posterior.data_vars if k not in family.auxiliary_sites]
+        table = summary(idata, names)
         if table is not None:
             lines += ["posterior summary (ArviZ):", table.to_string()]
     lines += family.report_lines(idata, metrics)
