@@ -1,3 +1,4 @@
 """Generative programs, one family per module; importing this package registers them."""
 
 from probdiff.models import gmm_family  # noqa: F401  (registers ``gmm``)
+from probdiff.models import vae_family  # noqa: F401  (registers ``vae``)

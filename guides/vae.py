@@ -1,0 +1,44 @@
+"""The VAE's encoder as a Pyro guide (MATH.md 1b): q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2),
+sampled by reparameterisation z = mu + sigma * eps."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+
+from probdiff.models.vae import SITE_Z, mlp
+
+
+class GaussianEncoder(nn.Module):
+    """x -> (mu, sigma); sigma = softplus of the second half of the output (positive)."""
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int]):
+        super().__init__()
+        self.net = mlp([data_dim, *hidden, 2 * latent_dim])
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(x)
+        loc, raw = out[..., :self.latent_dim], out[..., self.latent_dim:]
+        return loc, nn.functional.softplus(raw) + 1e-5
+
+
+class VAEGuide:
+    """Pyro guide q(z | x); call as ``guide(x, n_total=None)``."""
+
+    def __init__(self, encoder: GaussianEncoder):
+        self.encoder = encoder
+
+    def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
+        pyro.module("encoder", self.encoder, update_module_params=True)
+        n = x.shape[0]
+        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+            loc, scale = self.encoder(x)
+            pyro.sample(SITE_Z, dist.Normal(loc, scale).to_event(1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mu_phi(x), sigma_phi(x) without a sample site."""
+        return self.encoder(x)

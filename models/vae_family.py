@@ -1,0 +1,79 @@
+"""``probdiff fit vae``: the variational autoencoder family (MATH.md 1b) on the engine.
+
+Pyro backend for now; the NumPyro twin (Flax networks) and the importance-weighted bound
+follow (issue 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from probdiff.data import Dataset
+from probdiff.errors import ProbdiffError
+from probdiff.family import Family, register
+from probdiff.program import Program
+
+
+def parse_hidden(text: str) -> list[int]:
+    """'128,64' -> [128, 64]; '' or 'linear' -> [] (an affine encoder and decoder)."""
+    if text.strip().lower() in ("", "linear", "none"):
+        return []
+    try:
+        sizes = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ProbdiffError(f"--hidden must be comma-separated widths like 128,64, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise ProbdiffError(f"--hidden widths must be >= 1, got {text!r}")
+    return sizes
+
+
+@register
+class VAEFamily(Family):
+    name = "vae"
+    summary = "variational autoencoder: Gaussian decoder (model), Gaussian encoder (guide)"
+    backends = ("pyro",)
+    default_lr = 0.005
+    default_steps = 3000
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("vae")
+        g.add_argument("--latent-dim", type=int, default=2, help="size L of z")
+        g.add_argument("--hidden", default="128", help="hidden widths, e.g. 256,128; 'linear' for none")
+        g.add_argument("--sigma-dec", default="learn",
+                       help="decoder standard deviation: a number, or 'learn'")
+        g.add_argument("--kl", choices=("closed", "mc"), default="closed",
+                       help="prior-matching term: closed-form Gaussian KL, or Monte Carlo")
+
+    def __init__(self, options: dict, data: Dataset):
+        super().__init__(options, data)
+        o = self.options
+        if o["latent_dim"] < 1:
+            raise ProbdiffError(f"--latent-dim must be >= 1, got {o['latent_dim']}")
+        self.hidden = parse_hidden(o["hidden"])
+        if str(o["sigma_dec"]).lower() == "learn":
+            self.sigma_dec = None
+        else:
+            try:
+                self.sigma_dec = float(o["sigma_dec"])
+            except ValueError:
+                raise ProbdiffError(f"--sigma-dec must be a number or 'learn', got {o['sigma_dec']!r}") from None
+            if not self.sigma_dec > 0:
+                raise ProbdiffError(f"--sigma-dec must be positive, got {self.sigma_dec}")
+        self.dim = data.dim
+
+    def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        import torch
+
+        from probdiff.guides.vae import GaussianEncoder, VAEGuide
+        from probdiff.models.vae import GaussianDecoder, VAEModel
+        torch.manual_seed(seed)
+        L = self.options["latent_dim"]
+        decoder = GaussianDecoder(L, self.dim, self.hidden, self.sigma_dec)
+        encoder = GaussianEncoder(self.dim, L, self.hidden)
+        decoder.to(device=device, dtype=getattr(torch, dtype))
+        encoder.to(device=device, dtype=getattr(torch, dtype))
+        return Program(VAEModel(decoder, L), VAEGuide(encoder),
+                       elbo="meanfield" if self.options["kl"] == "closed" else "trace")
