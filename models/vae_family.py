@@ -46,6 +46,8 @@ class VAEFamily(Family):
                        help="decoder standard deviation: a number, or 'learn'")
         g.add_argument("--kl", choices=("closed", "mc"), default="closed",
                        help="prior-matching term: closed-form Gaussian KL, or Monte Carlo")
+        g.add_argument("--iwae-k", type=int, default=100,
+                       help="K of the importance-weighted bound IWAE_K reported as iwae")
 
     def __init__(self, options: dict, data: Dataset):
         super().__init__(options, data)
@@ -62,7 +64,31 @@ class VAEFamily(Family):
                 raise ProbdiffError(f"--sigma-dec must be a number or 'learn', got {o['sigma_dec']!r}") from None
             if not self.sigma_dec > 0:
                 raise ProbdiffError(f"--sigma-dec must be positive, got {self.sigma_dec}")
+        if o["iwae_k"] < 1:
+            raise ProbdiffError(f"--iwae-k must be >= 1, got {o['iwae_k']}")
         self.dim = data.dim
+        self.khat: np.ndarray | None = None
+
+    IWAE_GROUPS = 4  # independent IWAE_K estimates per datum, for a standard error
+
+    def metrics(self, backend, program, params, train, test, seed):
+        """ELBO (train, held-out), and on the held-out split (else the training data) IWAE_K
+        and the per-datum PSIS k-hat of the encoder, from S = 4 K importance weights."""
+        from probdiff.diagnostics import iwae_bound, psis_khat
+        out = super().metrics(backend, program, params, train, test, seed)
+        prefix, x = ("test_", test) if test is not None and len(test) else ("", train)
+        k = self.options["iwae_k"]
+        data = backend.array(x)
+        backend.set_params(program, data, params)
+        lw = backend.local_log_weights(program, data, num_samples=k * self.IWAE_GROUPS, seed=seed)
+        bound, err = iwae_bound(lw, k)
+        self.khat = psis_khat(lw)[1]
+        out.update({prefix + "iwae": float(bound.mean()),
+                    prefix + "iwae_stderr": float(np.sqrt((err ** 2).sum()) / len(x)),
+                    "iwae": float(bound.mean()),  # DESIGN's key: held-out where there is a split
+                    "iwae_k": k, prefix + "psis_khat_median": float(np.median(self.khat)),
+                    prefix + "psis_khat_above_0.7": float((self.khat > 0.7).mean())})
+        return out
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
         import torch

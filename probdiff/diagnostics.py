@@ -68,3 +68,20 @@ def psis_khat(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     lw, k = az.psislw(np.asarray(log_weights).T)
     return lw.T, np.asarray(k)
+
+
+def iwae_bound(log_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """IWAE_K per datum (Burda et al. 2016): log (1/K) sum_k w_k over disjoint groups of K draws.
+
+    ``log_weights`` (S, N) with S a multiple of K. Returns (mean over groups, standard error
+    over groups) per datum; K = 1 is the ordinary ELBO estimator.
+    """
+    from scipy.special import logsumexp
+    s, n = log_weights.shape
+    groups = s // k
+    if groups < 1:
+        raise ValueError(f"need at least K = {k} draws per datum, got {s}")
+    lw = log_weights[:groups * k].reshape(groups, k, n)
+    per_group = logsumexp(lw, axis=1) - np.log(k)
+    err = per_group.std(0, ddof=1) / np.sqrt(groups) if groups > 1 else np.full(n, np.nan)
+    return per_group.mean(0), err

@@ -67,3 +67,47 @@ def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     (a, ea), (b, eb) = values["closed"], values["mc"]
     assert abs(a - b) < 4 * np.hypot(ea, eb), (values, "means differ beyond 4 s.e.")
     assert ea < eb  # the closed-form KL removes that term's Monte Carlo noise
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of b - a over data points."""
+    d = b - a
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
+    """On a trained digits VAE: IWAE_1 is the ELBO (same expectation), and IWAE_1 < IWAE_10 <
+    IWAE_100, each step beyond 3 standard errors of the paired per-datum differences."""
+    from probdiff.backends import get_backend
+    from probdiff.diagnostics import iwae_bound
+    from probdiff.fitting import load_params, make_family, request_from_config
+    from probdiff.runfolder import RunFolder
+    from probdiff.data import load_dataset, train_test_split
+
+    out = tmp_path / "vae"
+    assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--steps", "800",
+                 "--quiet", "--iwae-k", "10", "--posterior-samples", "5"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"elbo", "test_elbo", "iwae", "iwae_k"} <= set(m) and m["iwae_k"] == 10
+    assert m["test_elbo"] <= m["iwae"] + 3 * np.hypot(m["test_elbo_stderr"], m["test_iwae_stderr"])
+
+    run = RunFolder.existing(out)
+    req = request_from_config(run.config)
+    data = load_dataset(req.data)
+    _, test = train_test_split(data, req.test_fraction, req.settings.seed)
+    family = make_family("vae", req.options, data)
+    x = family.prepare(test)[:120]
+    backend = get_backend("pyro")
+    program = family.program("pyro", x, req.settings.seed)
+    arr = backend.array(x)
+    backend.start(program, arr, lr=1e-3, seed=0)
+    backend.set_params(program, arr, load_params(run))
+    lw = backend.local_log_weights(program, arr, num_samples=2000, seed=3)
+    elbo_mean, elbo_err = backend.elbo(program, arr, num_particles=100, repeats=10, seed=4)
+    bounds = {k: iwae_bound(lw[i * 600:(i + 1) * 600] if k > 1 else lw[1800:], k)[0]
+              for i, k in enumerate((1, 10, 100))}
+    d, se = paired(np.zeros(len(x)), bounds[1])
+    assert abs(d - elbo_mean / len(x)) < 4 * np.hypot(se, elbo_err / len(x))
+    for lo, hi in ((1, 10), (10, 100)):
+        d, se = paired(bounds[lo], bounds[hi])
+        assert d > 3 * se, (lo, hi, d, se)

@@ -9,6 +9,7 @@ import pyro
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
+from pyro.poutine.util import site_is_subsample
 
 from probdiff.errors import ProbdiffError
 from probdiff.program import Program
@@ -156,6 +157,34 @@ class PyroBackend:
                 tr = pyro.poutine.trace(guide).get_trace(x, **kw)
                 out.append(-loss.loss(program.model, pyro.poutine.replay(guide, trace=tr), x, **kw))
         return np.asarray(out)
+
+
+    def local_log_weights(self, program: Program, x: torch.Tensor, *, num_samples: int,
+                          seed: int = 0) -> np.ndarray:
+        """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
+        site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat."""
+        pyro.set_rng_seed(seed)
+        kw = program.kwargs(x.shape[0])
+        n = x.shape[0]
+        out = np.empty((num_samples, n))
+        with torch.no_grad():
+            for s in range(num_samples):
+                guide_trace = pyro.poutine.trace(program.guide).get_trace(x, **kw)
+                model_trace = pyro.poutine.trace(
+                    pyro.poutine.replay(program.model, trace=guide_trace)).get_trace(x, **kw)
+                total = torch.zeros(n, dtype=x.dtype, device=x.device)
+                for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+                    trace.compute_log_prob()
+                    for name, site in trace.nodes.items():
+                        if site["type"] != "sample" or site_is_subsample(site):
+                            continue
+                        lp = site["log_prob"]
+                        if lp.shape != (n,):
+                            raise ProbdiffError(f"per-datum weights need site {name!r} inside the "
+                                                f"data plate; its log-density has shape {tuple(lp.shape)}")
+                        total = total + sign * lp
+                out[s] = total.cpu().numpy()
+        return out
 
 
 def _to_cpu(state):
