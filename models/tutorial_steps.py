@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from probdiff.models.gmm_family import GMMFamily
+from probdiff.models.vae_family import VAEFamily
 
 
 @dataclass
@@ -41,4 +42,7 @@ STEPS = [
     Step("gmm_nuts", "1a. Bayesian mixture, NUTS on the collapsed ordered model (NumPyro)", "gmm",
          "mixture2d:n=400", {}, {}, {"backend": "numpyro", "inference": "nuts"},
          {**GMM_OPTIONS, "prior": True, "globals_guide": "map", "ordered": True}),
+    Step("vae_digits", "1b. VAE on 8x8 digits: decoder = model, encoder = guide (Pyro)", "vae",
+         "digits", {"steps": 4000, "lr": 0.005}, {"steps": 1500},
+         {"posterior_samples": 20}, VAEFamily.default_options()),
 ]

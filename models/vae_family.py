@@ -103,3 +103,53 @@ class VAEFamily(Family):
         encoder.to(device=device, dtype=getattr(torch, dtype))
         return Program(VAEModel(decoder, L), VAEGuide(encoder),
                        elbo="meanfield" if self.options["kl"] == "closed" else "trace")
+
+    # -- fitted networks ------------------------------------------------------------------
+    def networks(self, params: dict[str, np.ndarray], x: np.ndarray):
+        """(encoder, decoder) torch modules carrying the fitted ``params``."""
+        from probdiff.backends import get_backend
+        backend = get_backend("pyro")
+        program = self.program("pyro", x, seed=0)
+        data = backend.array(x)
+        backend.start(program, data, lr=1e-3, seed=0)
+        backend.set_params(program, data, params)
+        program.guide(data[:1])  # pyro.module copies the store's values into the modules
+        program.model(data[:1])
+        return program.guide.encoder, program.model.decoder
+
+    def sample(self, params, n, seed, sampler: str | None = None):
+        """x = decode(z), z ~ N(0, I): the decoder mean (``mean``, default) or with its noise
+        (``noisy``)."""
+        import torch
+        sampler = sampler or "mean"
+        if sampler not in ("mean", "noisy"):
+            raise ProbdiffError(f"--sampler for vae is mean or noisy, got {sampler!r}")
+        _, decoder = self.networks(params, self.data.flat()[:2])
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            z = torch.randn(n, self.options["latent_dim"], generator=gen)
+            loc, scale = decoder(z)
+            x = loc + scale * torch.randn(loc.shape, generator=gen) if sampler == "noisy" else loc
+        return x.numpy().astype(float).reshape((n,) + self.data.event_shape)
+
+    def figures(self, run, idata, params, data):
+        import torch
+        from probdiff.models import vae_plots
+        x = data.flat()
+        encoder, decoder = self.networks(params, x[:2])
+        with torch.no_grad():
+            mu, _ = encoder(torch.as_tensor(x, dtype=torch.float32))
+            recon, _ = decoder(mu[:12])
+        names = [vae_plots.latent_figure(run.file("latent.png"), mu.numpy(), data.y)]
+        grid = vae_plots.image_rows_figure(run.file("reconstructions.png"),
+                                           [("data", x[:12]), ("decode(mu(x))", recon.numpy())],
+                                           data.event_shape)
+        samples = self.sample(params, 24, seed=0).reshape(24, -1)
+        grid2 = vae_plots.image_rows_figure(run.file("samples.png"),
+                                            [("decode(z), z ~ N(0, I)", samples[:12]),
+                                             ("", samples[12:])], data.event_shape)
+        names += [g for g in (grid, grid2) if g]
+        if self.khat is not None:
+            names.append(vae_plots.khat_figure(run.file("psis_khat.png"), self.khat))
+        return names
+

@@ -69,6 +69,19 @@ def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     assert ea < eb  # the closed-form KL removes that term's Monte Carlo noise
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--latent-dim", "0"], "--latent-dim must be >= 1"),
+    (["--hidden", "12,x"], "--hidden must be"),
+    (["--sigma-dec", "-1"], "--sigma-dec must be positive"),
+    (["--backend", "numpyro"], "no numpyro backend"),
+])
+def test_vae_bad_options(tmp_path, capsys, extra, message):
+    code = main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "r"), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of b - a over data points."""
     d = b - a
