@@ -43,14 +43,15 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
         text = report(str(run.path))
         m = run.metrics()
         rows.append(f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
-                    f"{_fmt(m.get('elbo'))} | {_fmt(m.get('log_likelihood'))} | "
+                    f"{_fmt(m.get('elbo'))} | {_fmt(m.get('test_elbo'))} | {_fmt(m.get('iwae'))} | "
+                    f"{_fmt(m.get('log_likelihood'))} | "
                     f"{_fmt(m.get('test_log_likelihood'))} | {_fmt(m.get('true_log_likelihood'))} | "
                     f"{m.get('seconds', 0):.2f} |")
         sections.append(f"## {step.title}\n\n```\n{text}\n```\n")
     header = ("# probdiff tutorial report\n\n"
               "Per datum, in nats. true = the data's own log density (known for mixture2d).\n\n"
-              "| run | backend | inference | ELBO | log-lik | test log-lik | true | seconds |\n"
-              "|---|---|---|---|---|---|---|---|\n")
+              "| run | backend | inference | ELBO | test ELBO | IWAE | log-lik | test log-lik | true "
+              "| seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
     body = header + "\n".join(rows) + "\n\n" + "\n".join(sections)
     (root / "report.md").write_text(body)
     return header + "\n".join(rows) + f"\n\nfull report: {root / 'report.md'}"
