@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gmm_bench.py
+	$(BIN)/python benchmarks/vae_bench.py
 
 clean:
 	rm -rf runs .pytest_cache
