@@ -39,10 +39,10 @@ class GaussianDecoder(nn.Module):
         super().__init__()
         self.net = mlp([latent_dim, *hidden, data_dim])
         self.learn_scale = sigma_dec is None
-        self.log_scale = nn.Parameter(torch.zeros(()), requires_grad=self.learn_scale)
-        if not self.learn_scale:
-            with torch.no_grad():
-                self.log_scale.fill_(math.log(sigma_dec))
+        if self.learn_scale:
+            self.log_scale = nn.Parameter(torch.zeros(()))
+        else:  # a constant: a buffer, so Pyro's param store never sees it
+            self.register_buffer("log_scale", torch.tensor(math.log(sigma_dec)))
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.net(z), self.log_scale.exp()

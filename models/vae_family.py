@@ -1,7 +1,8 @@
 """``probdiff fit vae``: the variational autoencoder family (MATH.md 1b) on the engine.
 
-Pyro backend for now; the NumPyro twin (Flax networks) and the importance-weighted bound
-follow (issue 3).
+Both backends: Pyro (torch networks) and NumPyro (Flax networks, :mod:`probdiff.models.vae_numpyro`,
+:mod:`probdiff.guides.vae_numpyro`). A NumPyro run's parameters are converted to the torch
+modules' names (:func:`numpyro_to_pyro_params`) for sampling and figures.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_hidden(text: str) -> list[int]:
 class VAEFamily(Family):
     name = "vae"
     summary = "variational autoencoder: Gaussian decoder (model), Gaussian encoder (guide)"
-    backends = ("pyro",)
+    backends = ("pyro", "numpyro")
     default_lr = 0.005
     default_steps = 3000
 
@@ -91,23 +92,35 @@ class VAEFamily(Family):
         return out
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        elbo = "meanfield" if self.options["kl"] == "closed" else "trace"
+        L = self.options["latent_dim"]
+        if backend == "numpyro":
+            import jax.numpy as jnp
+
+            from probdiff.guides.vae_numpyro import VAEGuide as NumPyroGuide
+            from probdiff.models.vae_numpyro import VAEModel as NumPyroModel
+            jdtype = getattr(jnp, dtype)
+            # the networks' initial weights come from the backend's key (start(..., seed))
+            return Program(NumPyroModel(L, self.dim, self.hidden, self.sigma_dec, dtype=jdtype),
+                           NumPyroGuide(self.dim, L, self.hidden, dtype=jdtype), elbo=elbo)
+        if backend != "pyro":
+            raise ProbdiffError(f"model vae has no {backend} backend")
         import torch
 
         from probdiff.guides.vae import GaussianEncoder, VAEGuide
         from probdiff.models.vae import GaussianDecoder, VAEModel
         torch.manual_seed(seed)
-        L = self.options["latent_dim"]
         decoder = GaussianDecoder(L, self.dim, self.hidden, self.sigma_dec)
         encoder = GaussianEncoder(self.dim, L, self.hidden)
         decoder.to(device=device, dtype=getattr(torch, dtype))
         encoder.to(device=device, dtype=getattr(torch, dtype))
-        return Program(VAEModel(decoder, L), VAEGuide(encoder),
-                       elbo="meanfield" if self.options["kl"] == "closed" else "trace")
+        return Program(VAEModel(decoder, L), VAEGuide(encoder), elbo=elbo)
 
     # -- fitted networks ------------------------------------------------------------------
     def networks(self, params: dict[str, np.ndarray], x: np.ndarray):
-        """(encoder, decoder) torch modules carrying the fitted ``params``."""
+        """(encoder, decoder) torch modules carrying the fitted ``params`` (of either backend)."""
         from probdiff.backends import get_backend
+        params = numpyro_to_pyro_params(params)
         backend = get_backend("pyro")
         program = self.program("pyro", x, seed=0)
         data = backend.array(x)
@@ -149,7 +162,30 @@ class VAEFamily(Family):
                                             [("decode(z), z ~ N(0, I)", samples[:12]),
                                              ("", samples[12:])], data.event_shape)
         names += [g for g in (grid, grid2) if g]
-        if self.khat is not None:
+        if self.khat is not None and np.isfinite(self.khat).any():  # inf: too few draws (small K)
             names.append(vae_plots.khat_figure(run.file("psis_khat.png"), self.khat))
         return names
 
+
+
+def numpyro_to_pyro_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A NumPyro VAE's parameters under the Pyro program's names; other dicts unchanged.
+
+    Flax ``{encoder,decoder}$params.Dense_i.kernel`` (in, out) is the transpose of torch's
+    ``{encoder,decoder}$$$net.{2i}.weight`` (the tanh layers sit at the odd indices);
+    ``decoder_log_scale`` is ``decoder$$$log_scale``.
+    """
+    if not any(k.startswith(("encoder$params.", "decoder$params.")) for k in params):
+        return params
+    out = {}
+    for name, value in params.items():
+        value = np.asarray(value)
+        if name == "decoder_log_scale":
+            out["decoder$$$log_scale"] = value
+            continue
+        module, layer, leaf = name.split(".")
+        i = int(layer.split("_")[1])
+        prefix = f"{module.split('$')[0]}$$$net.{2 * i}"
+        out[prefix + (".weight" if leaf == "kernel" else ".bias")] = (
+            value.T if leaf == "kernel" else value)
+    return out

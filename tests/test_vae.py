@@ -73,7 +73,6 @@ def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     (["--latent-dim", "0"], "--latent-dim must be >= 1"),
     (["--hidden", "12,x"], "--hidden must be"),
     (["--sigma-dec", "-1"], "--sigma-dec must be positive"),
-    (["--backend", "numpyro"], "no numpyro backend"),
 ])
 def test_vae_bad_options(tmp_path, capsys, extra, message):
     code = main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "r"), "--quiet", *extra])

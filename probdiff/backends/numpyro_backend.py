@@ -141,9 +141,13 @@ class NumPyroBackend:
         return float(loss)
 
     def params(self) -> dict[str, np.ndarray]:
-        """Constrained values of every parameter, as NumPy arrays."""
+        """Constrained values of every parameter, as NumPy arrays.
+
+        A parameter holding a tree of arrays (a Flax module's ``name$params``) is flattened to
+        one entry per leaf, named by its path joined with ``.``: ``encoder$params.Dense_0.kernel``.
+        """
         self._require_started()
-        return {k: np.array(v) for k, v in self._svi.get_params(self._state).items()}
+        return {k: np.array(v) for k, v in _flatten(self._svi.get_params(self._state)).items()}
 
     def set_params(self, program: Program, x: jax.Array, params: dict[str, np.ndarray]) -> None:
         """Re-initialise the program's parameters at the constrained values ``params``.
@@ -156,8 +160,9 @@ class NumPyroBackend:
         if self._svi is None or program is not self._program:
             self.start(program, x, lr=self._lr, seed=0)
         self._ensure_x64()
-        init = self._cast({k: jnp.asarray(np.asarray(params.get(k, v)))
-                           for k, v in self.params().items()})
+        current = self._svi.get_params(self._state)
+        flat = {k: jnp.asarray(np.asarray(params.get(k, v))) for k, v in _flatten(current).items()}
+        init = self._cast(_unflatten(flat, current))
         rng_key = self._state.rng_key
         self._state = self._init(rng_key, x, init_params=init)._replace(rng_key=rng_key)
 
@@ -165,8 +170,8 @@ class NumPyroBackend:
         """NumPy-only, picklable: unconstrained parameters, Adam's moments, step, rng key."""
         self._require_started()
         step, opt_state = self._state.optim_state
-        unconstrained = self._svi.optim.get_params(self._state.optim_state)
-        names = sorted(unconstrained)
+        unconstrained = _flatten(self._svi.optim.get_params(self._state.optim_state))
+        names = list(unconstrained)  # in the tree's leaf order, as the optimiser state
         leaves = [np.array(v) for v in jax.tree.leaves(opt_state)]
         if len(leaves) != 3 * len(names) or not all(
                 np.array_equal(leaves[3 * i], unconstrained[n]) for i, n in enumerate(names)):
@@ -185,7 +190,10 @@ class NumPyroBackend:
         self._ensure_x64()
         old_step, opt_state = self._state.optim_state
         treedef = jax.tree.structure(opt_state)
-        names = sorted(state["params"])
+        names = list(_flatten(self._svi.optim.get_params(self._state.optim_state)))
+        if sorted(names) != sorted(state["params"]):
+            raise ProbdiffError(f"checkpoint has parameters {sorted(state['params'])}, which do "
+                                "not match the program started here")
         optim = state["optim"]
         leaves = [a for n in names
                   for a in (state["params"][n], optim["exp_avg"][n], optim["exp_avg_sq"][n])]
@@ -276,6 +284,48 @@ class NumPyroBackend:
                 keys, self._svi.get_params(self._state), x)
         return np.asarray(values)
 
+    def local_log_weights(self, program: Program, x: jax.Array, *, num_samples: int,
+                          seed: int = 0) -> np.ndarray:
+        """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
+        sample site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat.
+
+        Each of the ``num_samples`` draws runs the guide once (keys split from
+        ``PRNGKey(seed)``); its sample sites (observed ones too, so a guide conditioned on z
+        works) are substituted into the model, and the unscaled per-site log densities (the
+        plate's ``n_total`` scale is not applied, as in ``PyroBackend``) are summed per datum.
+        """
+        self._require_started()
+        self._ensure_x64()
+        kwargs = program.kwargs(x.shape[0])
+        n = x.shape[0]
+
+        def per_datum(tr) -> jax.Array:
+            total = jnp.zeros(n, dtype=x.dtype)
+            for name, site in tr.items():
+                if site["type"] != "sample":
+                    continue
+                lp = site["fn"].log_prob(site["value"])
+                if lp.shape != (n,):
+                    raise ProbdiffError(f"per-datum weights need site {name!r} inside the data "
+                                        f"plate; its log-density has shape {tuple(lp.shape)}")
+                total = total + lp
+            return total
+
+        def weight(key, params, data):
+            guide_tr = _guide_trace(program.guide, key, params, data, kwargs)
+            drawn = {name: site["value"] for name, site in guide_tr.items()
+                     if site["type"] == "sample"}
+            model = handlers.substitute(handlers.substitute(program.model, data=params),
+                                        data=drawn)
+            model_tr = handlers.trace(handlers.seed(model, key)).get_trace(data, **kwargs)
+            return per_datum(model_tr) - per_datum(guide_tr)
+
+        with jax.default_device(self.device):
+            keys = random.split(random.PRNGKey(seed), num_samples)
+            values = jax.jit(jax.vmap(weight, in_axes=(0, None, None)))(
+                keys, self._svi.get_params(self._state), x)
+        return np.asarray(values, dtype=float)
+
     def _require_started(self) -> None:
         if self._svi is None:
             raise ProbdiffError("the NumPyro backend has no program yet: call start() or "
@@ -286,3 +336,19 @@ def _guide_trace(guide, key, params, x, kwargs) -> dict:
     """One draw of the guide at ``params``: its trace (no enumeration is active here)."""
     seeded = handlers.seed(handlers.substitute(guide, data=params), key)
     return handlers.trace(seeded).get_trace(x, **kwargs)
+
+
+def _flatten(params: dict) -> dict:
+    """Name -> array, a tree-valued parameter split into its leaves (``name.key.key``), in the
+    leaf order of ``jax.tree`` (the order of the optimiser's state)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        out[".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)] = leaf
+    return out
+
+
+def _unflatten(flat: dict, like: dict) -> dict:
+    """Inverse of :func:`_flatten` into the structure of ``like``."""
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in p) for p, _ in paths]
+    return jax.tree_util.tree_unflatten(treedef, [flat[n] for n in names])

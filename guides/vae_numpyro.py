@@ -1,0 +1,46 @@
+"""NumPyro twin of :mod:`probdiff.guides.vae`: the encoder q(z | x) = N(mu_phi(x),
+diag sigma_phi(x)^2) as a guide (MATH.md 1b), sampled by reparameterisation.
+
+The network (a Flax :class:`probdiff.models.vae_numpyro.MLP` with output 2L: loc, then the raw
+scale, sigma = softplus(raw) + 1e-5) is registered with ``flax_module`` as ``encoder``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.contrib.module import flax_module
+
+from probdiff.models.vae_numpyro import MLP, SITE_Z
+
+__all__ = ["VAEGuide"]
+
+
+class VAEGuide:
+    """NumPyro guide q(z | x); call as ``guide(x, n_total=None)``."""
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int],
+                 dtype: Any = jnp.float32):
+        self.data_dim, self.latent_dim, self.dtype = data_dim, latent_dim, dtype
+        self.net = MLP([*hidden, 2 * latent_dim], dtype=dtype)
+
+    def encoder(self):
+        """x -> (mu, sigma), with the registered parameters."""
+        net = flax_module("encoder", self.net, input_shape=(1, self.data_dim))
+        L = self.latent_dim
+
+        def encode(x):
+            out = net(x)
+            return out[..., :L], jax.nn.softplus(out[..., L:]) + 1e-5
+        return encode
+
+    def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
+        encode = self.encoder()
+        n = x.shape[0]
+        with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
+            loc, scale = encode(x)
+            numpyro.sample(SITE_Z, dist.Normal(loc, scale).to_event(1))
