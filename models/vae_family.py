@@ -74,15 +74,17 @@ class VAEFamily(Family):
 
     def metrics(self, backend, program, params, train, test, seed):
         """ELBO (train, held-out), and on the held-out split (else the training data) IWAE_K
-        and the per-datum PSIS k-hat of the encoder, from S = 4 K importance weights."""
+        and the per-datum PSIS k-hat of the encoder, from S = max(4 K, 200) importance weights
+        (IWAE_K from the first 4 K; k-hat from all, as Pareto fits need a tail of draws)."""
         from probdiff.diagnostics import iwae_bound, psis_khat
         out = super().metrics(backend, program, params, train, test, seed)
         prefix, x = ("test_", test) if test is not None and len(test) else ("", train)
         k = self.options["iwae_k"]
         data = backend.array(x)
         backend.set_params(program, data, params)
-        lw = backend.local_log_weights(program, data, num_samples=k * self.IWAE_GROUPS, seed=seed)
-        bound, err = iwae_bound(lw, k)
+        lw = backend.local_log_weights(program, data, num_samples=max(k * self.IWAE_GROUPS, 200),
+                                       seed=seed)
+        bound, err = iwae_bound(lw[:k * self.IWAE_GROUPS], k)
         self.khat = psis_khat(lw)[1]
         out.update({prefix + "iwae": float(bound.mean()),
                     prefix + "iwae_stderr": float(np.sqrt((err ** 2).sum()) / len(x)),
