@@ -71,7 +71,7 @@ class GaussianMixture:
 
     def globals(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (weights, locs, scales): parameters or prior draws."""
-        K, D = self.num_components, self.dim
+        K = self.num_components
         if self.prior is None:
             weights = pyro.param(SITE_WEIGHTS, lambda: self._t(self.init[SITE_WEIGHTS]),
                                  constraint=constraints.simplex)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 ElboName = Literal["trace", "enum", "meanfield"]
@@ -27,7 +27,6 @@ class Program:
     max_plate_nesting: int = 1
     num_particles: int = 1
     minibatch: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.elbo not in ELBO_NAMES:

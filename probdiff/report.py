@@ -6,7 +6,6 @@ import numpy as np
 
 from probdiff.data import Dataset, load_dataset
 from probdiff.diagnostics import summary
-from probdiff.errors import ProbdiffError
 from probdiff.family import Family
 from probdiff.plots import elbo_trace_figure, mcmc_figures
 from probdiff.runfolder import RunFolder
@@ -56,9 +55,6 @@ def report(path: str) -> str:
         if table is not None:
             lines += ["posterior summary (ArviZ):", table.to_string()]
     lines += family.report_lines(idata, metrics)
-    try:
-        names = write_figures(run, family, idata, load_params(run), data)
-    except ProbdiffError:
-        raise
+    names = write_figures(run, family, idata, load_params(run), data)
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -54,7 +54,6 @@ class SVIResult:
     best: int
     seconds: float
     steps: int
-    extra: dict = field(default_factory=dict)
 
 
 def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
