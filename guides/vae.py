@@ -9,16 +9,15 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from probdiff.models.vae import SITE_Z, mlp
+from probdiff.models.vae import SITE_Z
 
 
 class GaussianEncoder(nn.Module):
-    """x -> (mu, sigma); sigma = softplus of the second half of the output (positive)."""
+    """x -> (mu, sigma) through ``net`` (output 2L: mu, then sigma = softplus(raw) + 1e-5)."""
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int]):
+    def __init__(self, net: nn.Module, latent_dim: int):
         super().__init__()
-        self.net = mlp([data_dim, *hidden, 2 * latent_dim])
-        self.latent_dim = latent_dim
+        self.net, self.latent_dim = net, latent_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(x)

@@ -1,21 +1,21 @@
 """NumPyro twin of :mod:`probdiff.guides.vae`: the encoder q(z | x) = N(mu_phi(x),
 diag sigma_phi(x)^2) as a guide (MATH.md 1b), sampled by reparameterisation.
 
-The network (a Flax :class:`probdiff.models.vae_numpyro.MLP` with output 2L: loc, then the raw
-scale, sigma = softplus(raw) + 1e-5) is registered with ``flax_module`` as ``encoder``.
+The network (a Flax module of :mod:`probdiff.models.vae_networks_numpyro` with output 2L:
+loc, then the raw scale, sigma = softplus(raw) + 1e-5) is registered with ``flax_module``
+as ``encoder``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
 
-from probdiff.models.vae_numpyro import MLP, SITE_Z
+from probdiff.models.vae import SITE_Z
 
 __all__ = ["VAEGuide"]
 
@@ -23,10 +23,8 @@ __all__ = ["VAEGuide"]
 class VAEGuide:
     """NumPyro guide q(z | x); call as ``guide(x, n_total=None)``."""
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: list[int],
-                 dtype: Any = jnp.float32):
-        self.data_dim, self.latent_dim, self.dtype = data_dim, latent_dim, dtype
-        self.net = MLP([*hidden, 2 * latent_dim], dtype=dtype)
+    def __init__(self, net: fnn.Module, data_dim: int, latent_dim: int):
+        self.net, self.data_dim, self.latent_dim = net, data_dim, latent_dim
 
     def encoder(self):
         """x -> (mu, sigma), with the registered parameters."""

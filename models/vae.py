@@ -1,6 +1,13 @@
 """The variational autoencoder as a Pyro program (MATH.md 1b): the decoder is the model.
 
-    z ~ N(0, I_L),    x | z ~ N(decode_theta(z), sigma_dec^2 I)
+    z ~ N(0, I_L),    x | z ~ p_theta(x | z)
+
+with the likelihood p_theta(x | z), per pixel and independent given z, one of
+
+* ``gaussian``: N(decode(z), sigma_dec^2), sigma_dec fixed or learned (one for all pixels);
+* ``bernoulli``: Bernoulli(sigmoid(decode(z))) for binary images;
+* ``discretized``: the discretised Gaussian of Ho et al. on the integer levels of an image
+  scaled to [0, 1] (:mod:`probdiff.likelihoods`), a probability mass on the integers.
 
 The encoder q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2) is the guide
 (:mod:`probdiff.guides.vae`). Under ``Trace_ELBO`` both terms of the ELBO are Monte Carlo;
@@ -18,40 +25,63 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from probdiff.likelihoods import DiscretizedGaussian
+
 SITE_Z, SITE_OBS = "z", "obs"
+LIKELIHOODS = ("gaussian", "bernoulli", "discretized")
 
 
-def mlp(sizes: list[int], activation=nn.Tanh) -> nn.Sequential:
-    """Affine layers of the given sizes with ``activation`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
+class Decoder(nn.Module):
+    """decode_theta(z) through ``net`` and the likelihood's distribution of x given z.
 
+    ``sigma_dec=None`` learns one log-scale for all pixels (starting at 0); a number fixes it
+    (a buffer, so Pyro's param store never sees it). Bernoulli has no scale.
+    """
 
-class GaussianDecoder(nn.Module):
-    """decode_theta(z) and sigma_dec: fixed, or learned as one log-scale for all pixels."""
-
-    def __init__(self, latent_dim: int, data_dim: int, hidden: list[int],
-                 sigma_dec: float | None = None):
+    def __init__(self, net: nn.Module, likelihood: str = "gaussian",
+                 sigma_dec: float | None = None, levels: int | None = None):
         super().__init__()
-        self.net = mlp([latent_dim, *hidden, data_dim])
-        self.learn_scale = sigma_dec is None
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}")
+        if likelihood == "discretized" and not (levels and levels >= 2):
+            raise ValueError("the discretized likelihood needs the number of levels (>= 2)")
+        self.net, self.likelihood, self.levels = net, likelihood, levels
+        self.learn_scale = sigma_dec is None and likelihood != "bernoulli"
         if self.learn_scale:
             self.log_scale = nn.Parameter(torch.zeros(()))
-        else:  # a constant: a buffer, so Pyro's param store never sees it
+        elif likelihood != "bernoulli":
             self.register_buffer("log_scale", torch.tensor(math.log(sigma_dec)))
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net(z), self.log_scale.exp()
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(decode(z), sigma_dec); for Bernoulli (logits, None)."""
+        out = self.net(z)
+        return out, (None if self.likelihood == "bernoulli" else self.log_scale.exp())
+
+    def distribution(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """p_theta(x | z) with the pixels as one event."""
+        out, scale = self(z)
+        if self.likelihood == "bernoulli":
+            d = dist.Bernoulli(logits=out)
+        elif self.likelihood == "discretized":
+            d = DiscretizedGaussian(out, scale.expand(out.shape), self.levels)
+        else:
+            d = dist.Normal(out, scale)
+        return d.to_event(1)
+
+    def mean(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z]: decode(z), sigmoid(logits), or the mean over the discretised levels."""
+        out, scale = self(z)
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(out)
+        if self.likelihood == "discretized":
+            return DiscretizedGaussian(out, scale.expand(out.shape), self.levels).mean
+        return out
 
 
 class VAEModel:
     """Pyro model p(z) p(x | z); call as ``model(x, n_total=None)`` with x of shape (N, D)."""
 
-    def __init__(self, decoder: GaussianDecoder, latent_dim: int):
+    def __init__(self, decoder: Decoder, latent_dim: int):
         self.decoder, self.latent_dim = decoder, latent_dim
 
     def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
@@ -61,5 +91,4 @@ class VAEModel:
         with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
             prior = dist.Normal(x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim))
             z = pyro.sample(SITE_Z, prior.to_event(1))
-            loc, scale = self.decoder(z)
-            pyro.sample(SITE_OBS, dist.Normal(loc, scale).to_event(1), obs=x)
+            pyro.sample(SITE_OBS, self.decoder.distribution(z), obs=x)

@@ -14,26 +14,28 @@ import numpy as np
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, register
+from probdiff.models.vae import LIKELIHOODS
 from probdiff.program import Program
+from probdiff.scaling import DataScaling
 
 
-def parse_hidden(text: str) -> list[int]:
+def parse_hidden(text: str, flag: str = "--hidden") -> list[int]:
     """'128,64' -> [128, 64]; '' or 'linear' -> [] (an affine encoder and decoder)."""
     if text.strip().lower() in ("", "linear", "none"):
         return []
     try:
         sizes = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ProbdiffError(f"--hidden must be comma-separated widths like 128,64, got {text!r}") from None
+        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,64, got {text!r}") from None
     if any(s < 1 for s in sizes):
-        raise ProbdiffError(f"--hidden widths must be >= 1, got {text!r}")
+        raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
     return sizes
 
 
 @register
 class VAEFamily(Family):
     name = "vae"
-    summary = "variational autoencoder: Gaussian decoder (model), Gaussian encoder (guide)"
+    summary = "variational autoencoder: decoder p(x|z) (model), Gaussian encoder q(z|x) (guide)"
     backends = ("pyro", "numpyro")
     default_lr = 0.005
     default_steps = 3000
@@ -42,9 +44,18 @@ class VAEFamily(Family):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("vae")
         g.add_argument("--latent-dim", type=int, default=2, help="size L of z")
-        g.add_argument("--hidden", default="128", help="hidden widths, e.g. 256,128; 'linear' for none")
+        g.add_argument("--net", choices=("mlp", "conv"), default="mlp",
+                       help="encoder/decoder networks: MLP (or affine), or small convolutional")
+        g.add_argument("--hidden", default="128",
+                       help="MLP hidden widths, e.g. 256,128; 'linear' for none")
+        g.add_argument("--channels", default="16,32",
+                       help="conv widths, one stride-2 layer each (--net conv)")
+        g.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian",
+                       help="p(x|z) per pixel: gaussian, bernoulli (images binarised at half "
+                            "range), discretized Gaussian on the integer levels (images)")
         g.add_argument("--sigma-dec", default="learn",
-                       help="decoder standard deviation: a number, or 'learn'")
+                       help="decoder standard deviation (in the model's units): a number, or "
+                            "'learn'")
         g.add_argument("--kl", choices=("closed", "mc"), default="closed",
                        help="prior-matching term: closed-form Gaussian KL, or Monte Carlo")
         g.add_argument("--iwae-k", type=int, default=100,
@@ -55,7 +66,13 @@ class VAEFamily(Family):
         o = self.options
         if o["latent_dim"] < 1:
             raise ProbdiffError(f"--latent-dim must be >= 1, got {o['latent_dim']}")
-        self.hidden = parse_hidden(o["hidden"])
+        self.likelihood = o.get("likelihood", "gaussian")
+        self.kind = o.get("net", "mlp")
+        self.widths = (parse_hidden(o["hidden"]) if self.kind == "mlp"
+                       else parse_hidden(o.get("channels", "16,32"), "--channels"))
+        if self.kind == "conv":
+            from probdiff.models.vae_networks import check_conv_shape
+            check_conv_shape(data.event_shape, self.widths)
         if str(o["sigma_dec"]).lower() == "learn":
             self.sigma_dec = None
         else:
@@ -65,10 +82,21 @@ class VAEFamily(Family):
                 raise ProbdiffError(f"--sigma-dec must be a number or 'learn', got {o['sigma_dec']!r}") from None
             if not self.sigma_dec > 0:
                 raise ProbdiffError(f"--sigma-dec must be positive, got {self.sigma_dec}")
+            if self.likelihood == "bernoulli":
+                raise ProbdiffError("--sigma-dec has no meaning with --likelihood bernoulli")
         if o["iwae_k"] < 1:
             raise ProbdiffError(f"--iwae-k must be >= 1, got {o['iwae_k']}")
+        self.scaling = DataScaling.of(data, self.likelihood)
+        self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
         self.khat: np.ndarray | None = None
+        # one grey scale for data, reconstructions and samples: the integer range, if any
+        self.value_range = None if self.scaling.identity else (self.scaling.low, self.scaling.high)
+
+    def prepare(self, data: Dataset) -> np.ndarray:
+        """The data in the model's units (see :class:`DataScaling`), checked against the
+        likelihood (integer levels of the fitted data for ``discretized``)."""
+        return self.scaling.forward(data)
 
     IWAE_GROUPS = 4  # independent IWAE_K estimates per datum, for a standard error
 
@@ -86,95 +114,108 @@ class VAEFamily(Family):
                                        seed=seed)
         bound, err = iwae_bound(lw[:k * self.IWAE_GROUPS], k)
         self.khat = psis_khat(lw)[1]
-        out.update({prefix + "iwae": float(bound.mean()),
+        iwae = float(bound.mean()) + self.data_log_jacobian
+        out.update({prefix + "iwae": iwae,
                     prefix + "iwae_stderr": float(np.sqrt((err ** 2).sum()) / len(x)),
-                    "iwae": float(bound.mean()),  # DESIGN's key: held-out where there is a split
+                    "iwae": iwae,  # DESIGN's key: held-out where there is a split
                     "iwae_k": k, prefix + "psis_khat_median": float(np.median(self.khat)),
                     prefix + "psis_khat_above_0.7": float((self.khat > 0.7).mean())})
         return out
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
         elbo = "meanfield" if self.options["kl"] == "closed" else "trace"
-        L = self.options["latent_dim"]
+        L, shape, levels = self.options["latent_dim"], self.data.event_shape, self.scaling.model_levels
         if backend == "numpyro":
             import jax.numpy as jnp
 
             from probdiff.guides.vae_numpyro import VAEGuide as NumPyroGuide
+            from probdiff.models import vae_networks_numpyro as nets
             from probdiff.models.vae_numpyro import VAEModel as NumPyroModel
             jdtype = getattr(jnp, dtype)
             # the networks' initial weights come from the backend's key (start(..., seed))
-            return Program(NumPyroModel(L, self.dim, self.hidden, self.sigma_dec, dtype=jdtype),
-                           NumPyroGuide(self.dim, L, self.hidden, dtype=jdtype), elbo=elbo)
+            dec = nets.decoder_net(self.kind, L, shape, self.widths, dtype=jdtype)
+            enc = nets.encoder_net(self.kind, shape, self.widths, 2 * L, dtype=jdtype)
+            return Program(NumPyroModel(dec, L, self.likelihood, self.sigma_dec, levels, jdtype),
+                           NumPyroGuide(enc, self.dim, L), elbo=elbo)
         if backend != "pyro":
             raise ProbdiffError(f"model vae has no {backend} backend")
         import torch
 
         from probdiff.guides.vae import GaussianEncoder, VAEGuide
-        from probdiff.models.vae import GaussianDecoder, VAEModel
+        from probdiff.models.vae import Decoder, VAEModel
+        from probdiff.models.vae_networks import decoder_net, encoder_net
         torch.manual_seed(seed)
-        decoder = GaussianDecoder(L, self.dim, self.hidden, self.sigma_dec)
-        encoder = GaussianEncoder(self.dim, L, self.hidden)
+        decoder = Decoder(decoder_net(self.kind, L, shape, self.widths), self.likelihood,
+                          self.sigma_dec, levels)
+        encoder = GaussianEncoder(encoder_net(self.kind, shape, self.widths, 2 * L), L)
         decoder.to(device=device, dtype=getattr(torch, dtype))
         encoder.to(device=device, dtype=getattr(torch, dtype))
         return Program(VAEModel(decoder, L), VAEGuide(encoder), elbo=elbo)
 
     # -- fitted networks ------------------------------------------------------------------
-    def networks(self, params: dict[str, np.ndarray], x: np.ndarray):
+    def networks(self, params: dict[str, np.ndarray]):
         """(encoder, decoder) torch modules carrying the fitted ``params`` (of either backend)."""
         from probdiff.backends import get_backend
         params = numpyro_to_pyro_params(params)
         backend = get_backend("pyro")
+        x = self.prepare(self.data.subset(slice(0, 1)))
         program = self.program("pyro", x, seed=0)
         data = backend.array(x)
         backend.start(program, data, lr=1e-3, seed=0)
         backend.set_params(program, data, params)
-        program.guide(data[:1])  # pyro.module copies the store's values into the modules
-        program.model(data[:1])
+        program.guide(data)  # pyro.module copies the store's values into the modules
+        program.model(data)
         return program.guide.encoder, program.model.decoder
 
     def sample(self, params, n, seed, sampler: str | None = None):
-        """x = decode(z), z ~ N(0, I): the decoder mean (``mean``, default) or with its noise
-        (``noisy``)."""
+        """x ~ p(x | z), z ~ N(0, I), in data units: the decoder's mean E[x | z] (``mean``,
+        default) or a draw of x (``noisy``)."""
         import torch
         sampler = sampler or "mean"
         if sampler not in ("mean", "noisy"):
             raise ProbdiffError(f"--sampler for vae is mean or noisy, got {sampler!r}")
-        _, decoder = self.networks(params, self.data.flat()[:2])
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            z = torch.randn(n, self.options["latent_dim"], generator=gen)
-            loc, scale = decoder(z)
-            x = loc + scale * torch.randn(loc.shape, generator=gen) if sampler == "noisy" else loc
-        return x.numpy().astype(float).reshape((n,) + self.data.event_shape)
+        _, decoder = self.networks(params)
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(seed)
+            z = torch.randn(n, self.options["latent_dim"])
+            x = decoder.distribution(z).sample() if sampler == "noisy" else decoder.mean(z)
+        x = self.scaling.inverse(x.numpy().astype(float))
+        if sampler == "noisy" and self.scaling.discrete:
+            x = np.round(x)  # integer levels, free of float32 rounding
+        return x.reshape((n,) + self.data.event_shape)
 
     def figures(self, run, idata, params, data):
         import torch
         from probdiff.models import vae_plots
-        x = data.flat()
-        encoder, decoder = self.networks(params, x[:2])
+        x = self.prepare(data)
+        encoder, decoder = self.networks(params)
         with torch.no_grad():
             mu, _ = encoder(torch.as_tensor(x, dtype=torch.float32))
-            recon, _ = decoder(mu[:12])
+            recon = decoder.mean(mu[:12]).numpy().astype(float)
         names = [vae_plots.latent_figure(run.file("latent.png"), mu.numpy(), data.y)]
-        grid = vae_plots.image_rows_figure(run.file("reconstructions.png"),
-                                           [("data", x[:12]), ("decode(mu(x))", recon.numpy())],
-                                           data.event_shape)
+        shown = "data" if not self.scaling.binarize else "data (binarised)"
+        grid = vae_plots.image_rows_figure(
+            run.file("reconstructions.png"),
+            [(shown, self.scaling.inverse(x[:12])), ("E[x | z = mu(x)]", self.scaling.inverse(recon))],
+            data.event_shape, self.value_range)
         samples = self.sample(params, 24, seed=0).reshape(24, -1)
         grid2 = vae_plots.image_rows_figure(run.file("samples.png"),
-                                            [("decode(z), z ~ N(0, I)", samples[:12]),
-                                             ("", samples[12:])], data.event_shape)
+                                            [("E[x | z], z ~ N(0, I)", samples[:12]),
+                                             ("", samples[12:])], data.event_shape,
+                                            self.value_range)
         names += [g for g in (grid, grid2) if g]
         if self.khat is not None and np.isfinite(self.khat).any():  # inf: too few draws (small K)
             names.append(vae_plots.khat_figure(run.file("psis_khat.png"), self.khat))
         return names
 
 
-
 def numpyro_to_pyro_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """A NumPyro VAE's parameters under the Pyro program's names; other dicts unchanged.
 
-    Flax ``{encoder,decoder}$params.Dense_i.kernel`` (in, out) is the transpose of torch's
-    ``{encoder,decoder}$$$net.{2i}.weight`` (the tanh layers sit at the odd indices);
+    ``{encoder,decoder}$params.<layer>.<leaf>`` is torch's ``{encoder,decoder}$$$net.<layer>.<leaf>``
+    with ``kernel`` -> ``weight``: MLP layers ``Dense_i`` sit at ``net.{2i}`` (the tanh layers
+    take the odd indices), conv layers keep their names (``conv0``, ``dense``). Dense kernels
+    (in, out) are transposed; conv kernels (kh, kw, in, out) become (out, in, kh, kw);
     ``decoder_log_scale`` is ``decoder$$$log_scale``.
     """
     if not any(k.startswith(("encoder$params.", "decoder$params.")) for k in params):
@@ -186,8 +227,9 @@ def numpyro_to_pyro_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarra
             out["decoder$$$log_scale"] = value
             continue
         module, layer, leaf = name.split(".")
-        i = int(layer.split("_")[1])
-        prefix = f"{module.split('$')[0]}$$$net.{2 * i}"
-        out[prefix + (".weight" if leaf == "kernel" else ".bias")] = (
-            value.T if leaf == "kernel" else value)
+        if layer.startswith("Dense_"):
+            layer = str(2 * int(layer.split("_")[1]))
+        if leaf == "kernel":
+            value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
+        out[f"{module.split('$')[0]}$$$net.{layer}.{'weight' if leaf == 'kernel' else 'bias'}"] = value
     return out

@@ -1,20 +1,18 @@
 """NumPyro twin of :mod:`probdiff.models.vae`: the VAE's decoder as the model (MATH.md 1b).
 
-    z ~ N(0, I_L),    x | z ~ N(decode_theta(z), sigma_dec^2 I)
+    z ~ N(0, I_L),    x | z ~ p_theta(x | z)   (gaussian, bernoulli or discretized)
 
 Same site names (``z``, ``obs``), the same ``data`` plate scaled by n_total / n, the same
-network (affine layers with tanh between them, none after the last) and one log-scale for all
-pixels: a NumPyro parameter ``decoder_log_scale`` when learned, a constant when ``sigma_dec``
-is given. The network is a Flax linen module registered with
-:func:`numpyro.contrib.module.flax_module` under the name ``decoder`` (parameter
-``decoder$params``: ``Dense_i`` layers with ``kernel`` (in, out), the transpose of a torch
-``Linear`` weight, and ``bias``).
+networks (:mod:`probdiff.models.vae_networks_numpyro`) and one log-scale for all pixels: a
+NumPyro parameter ``decoder_log_scale`` when learned, a constant when ``sigma_dec`` is given,
+none for Bernoulli. The network is a Flax linen module registered with
+:func:`numpyro.contrib.module.flax_module` under the name ``decoder``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as fnn
 import jax.numpy as jnp
@@ -22,49 +20,42 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
 
-from probdiff.models.vae import SITE_OBS, SITE_Z
+from probdiff.likelihoods_numpyro import DiscretizedGaussian
+from probdiff.models.vae import LIKELIHOODS, SITE_OBS, SITE_Z
 
-__all__ = ["MLP", "VAEModel", "SITE_Z", "SITE_OBS", "LOG_SCALE"]
+__all__ = ["VAEModel", "SITE_Z", "SITE_OBS", "LOG_SCALE"]
 
 LOG_SCALE = "decoder_log_scale"
-
-
-class MLP(fnn.Module):
-    """Affine layers of widths ``sizes`` (output widths; the input width comes from the data)
-    with tanh between them, none after the last; layers are named ``Dense_0``, ``Dense_1``..."""
-
-    sizes: Sequence[int]
-    dtype: Any = jnp.float32
-
-    @fnn.compact
-    def __call__(self, h):
-        for i, width in enumerate(self.sizes):
-            h = fnn.Dense(width, dtype=self.dtype, param_dtype=self.dtype, name=f"Dense_{i}")(h)
-            if i < len(self.sizes) - 1:
-                h = jnp.tanh(h)
-        return h
 
 
 class VAEModel:
     """NumPyro model p(z) p(x | z); call as ``model(x, n_total=None)`` with x of shape (N, D).
 
-    ``sigma_dec=None`` learns the decoder's log-scale (starting at 0, as the Pyro twin).
+    ``net`` maps z to decode(z) (a Flax module); ``sigma_dec=None`` learns the decoder's
+    log-scale (starting at 0, as the Pyro twin).
     """
 
-    def __init__(self, latent_dim: int, data_dim: int, hidden: list[int],
-                 sigma_dec: float | None = None, dtype: Any = jnp.float32):
-        self.latent_dim, self.data_dim, self.hidden = latent_dim, data_dim, list(hidden)
-        self.sigma_dec, self.dtype = sigma_dec, dtype
-        self.net = MLP([*self.hidden, data_dim], dtype=dtype)
+    def __init__(self, net: fnn.Module, latent_dim: int, likelihood: str = "gaussian",
+                 sigma_dec: float | None = None, levels: int | None = None,
+                 dtype: Any = jnp.float32):
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}")
+        self.net, self.latent_dim, self.likelihood = net, latent_dim, likelihood
+        self.sigma_dec, self.levels, self.dtype = sigma_dec, levels, dtype
 
     def decoder(self):
-        """z -> (decode(z), sigma_dec), with the registered parameters."""
+        """z -> p_theta(x | z), with the registered parameters."""
         net = flax_module("decoder", self.net, input_shape=(1, self.latent_dim))
+        if self.likelihood == "bernoulli":
+            return lambda z: dist.BernoulliLogits(net(z)).to_event(1)
         if self.sigma_dec is None:
             log_scale = numpyro.param(LOG_SCALE, jnp.zeros((), dtype=self.dtype))
         else:
             log_scale = jnp.asarray(math.log(self.sigma_dec), dtype=self.dtype)
-        return lambda z: (net(z), jnp.exp(log_scale))
+        if self.likelihood == "discretized":
+            return lambda z: DiscretizedGaussian(net(z), jnp.exp(log_scale),
+                                                 self.levels).to_event(1)
+        return lambda z: dist.Normal(net(z), jnp.exp(log_scale)).to_event(1)
 
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         decode = self.decoder()
@@ -73,5 +64,4 @@ class VAEModel:
             prior = dist.Normal(jnp.zeros(self.latent_dim, dtype=x.dtype),
                                 jnp.ones(self.latent_dim, dtype=x.dtype))
             z = numpyro.sample(SITE_Z, prior.to_event(1))
-            loc, scale = decode(z)
-            numpyro.sample(SITE_OBS, dist.Normal(loc, scale).to_event(1), obs=x)
+            numpyro.sample(SITE_OBS, decode(z), obs=x)

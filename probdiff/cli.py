@@ -40,6 +40,8 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     p.add_argument("--posterior-samples", type=int, default=200, help="guide draws kept for ArviZ")
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="steps between held-out ELBO evaluations (default steps/50; 0: never)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (settings from its config; "
                    "--steps may be raised)")
@@ -85,7 +87,8 @@ def fit_main(argv: list[str]) -> int:
     settings = SVISettings(steps=args.steps if args.steps is not None else family.default_steps,
                            lr=args.lr if args.lr is not None else family.default_lr,
                            batch_size=args.batch_size, seed=args.seed, restarts=args.restarts,
-                           checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                           checkpoint_every=args.checkpoint_every, progress=not args.quiet,
+                           eval_every=args.eval_every)
     req = FitRequest(model=args.model, data=args.data, out=args.out, backend=args.backend,
                      device=args.device, dtype=args.dtype, inference=args.inference,
                      test_fraction=args.test_fraction, posterior_samples=args.posterior_samples,

@@ -52,6 +52,9 @@ class Family:
     default_steps: ClassVar[int] = 1000
     # reparameterisation sites that repeat another variable (left out of summaries and plots)
     auxiliary_sites: ClassVar[tuple[str, ...]] = ()
+    # log |dx'/dx| per datum of the map ``prepare`` applies (probdiff.scaling): added to every
+    # per-datum log density the model computes, so traces and metrics are in data units
+    data_log_jacobian: float = 0.0
 
     def __init__(self, options: dict[str, Any], data: Dataset):
         self.options = dict(options)
@@ -87,7 +90,8 @@ class Family:
 
     def metrics(self, backend, program: Program, params: dict[str, np.ndarray],
                 train: np.ndarray, test: np.ndarray | None, seed: int) -> dict[str, float]:
-        """Per-datum metrics in nats. The default is the ELBO on each split (Monte Carlo)."""
+        """Per-datum metrics in nats of the data. The default is the ELBO on each split (Monte
+        Carlo), plus ``data_log_jacobian``."""
         out = {}
         for key, x in (("elbo", train), ("test_elbo", test)):  # either may be None
             if x is None or len(x) == 0:
@@ -95,7 +99,8 @@ class Family:
             data = backend.array(x)
             backend.set_params(program, data, params)
             value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed)
-            out[key], out[key + "_stderr"] = value / len(x), err / len(x)
+            out[key] = value / len(x) + self.data_log_jacobian
+            out[key + "_stderr"] = err / len(x)
         return out
 
     def posterior(self, backend, program: Program, params: dict[str, np.ndarray], x: np.ndarray,

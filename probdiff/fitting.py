@@ -105,21 +105,25 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Data
         def make_program(seed: int):
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
         result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
-                         resume=checkpoint)
-        params, seconds, traces = result.params, result.seconds, result.traces
+                         resume=checkpoint, x_test=x_test)
+        params, seconds = result.params, result.seconds
+        traces = [t + family.data_log_jacobian for t in result.traces]
+        test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]
         program = make_program(req.settings.seed + 1000 * result.best)
-        extra = {"restart_elbos": result.final_elbos, "best_restart": result.best}
+        extra = {"restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
+                 "best_restart": result.best}
     else:
         params, idata, extra = family.run_other(req.inference, x_train, req.settings, req.backend)
         seconds = time.perf_counter() - start
         traces = [np.asarray(extra.pop("trace"))] if "trace" in extra else []
+        test_traces = []
         program = (family.program(req.backend, x_train, req.settings.seed, req.dtype, req.device)
                    if idata is None else None)
     metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
     if req.inference == "svi" or idata is None:
         draws = (family.posterior(backend, program, params, x_train, req.posterior_samples,
                                   req.settings.seed) if program is not None else {})
-        idata = svi_inference_data(draws, traces, x_train,
+        idata = svi_inference_data(draws, traces, x_train, test_traces=test_traces,
                                    attrs={"model": req.model, "backend": req.backend,
                                           "inference": req.inference})
     metrics.update({"steps": req.settings.steps, "seconds": seconds, "backend": req.backend,

@@ -21,20 +21,30 @@ def save(fig, path: Path) -> str:
     return path.name
 
 
-def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] | None = None) -> str:
-    """ELBO per datum against step, one line per restart (chain), with reference levels."""
+def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] | None = None,
+                      test: tuple[np.ndarray, np.ndarray] | None = None) -> str:
+    """ELBO per datum against step, one line per restart (chain), with reference levels; with
+    ``test = (steps, values (chain, len(steps)))`` the held-out ELBO beside each training line."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     elbo = np.atleast_2d(elbo)
+    many = len(elbo) > 1
     for i, row in enumerate(elbo):
         row = row[np.isfinite(row)]
         window = max(1, len(row) // 50)
         smooth = np.convolve(row, np.ones(window) / window, mode="valid") if len(row) else row
-        ax.plot(np.arange(len(smooth)) + window - 1, smooth, lw=1.2, label=f"restart {i + 1}"
-                if len(elbo) > 1 else "ELBO")
-    finite = elbo[np.isfinite(elbo)]
+        ax.plot(np.arange(len(smooth)) + window, smooth, lw=1.2, color=f"C{i % 10}",
+                label=f"restart {i + 1} train" if many else "train")
+    shown = [elbo[np.isfinite(elbo)]]
+    if test is not None:
+        steps, values = test[0], np.atleast_2d(test[1])
+        for i, row in enumerate(values):
+            ok = np.isfinite(row)
+            ax.plot(steps[ok], row[ok], ls="--", marker=".", ms=3, lw=1, color=f"C{i % 10}",
+                    label=f"restart {i + 1} held-out" if many else "held-out")
+        shown.append(values[np.isfinite(values)])
+    finite = np.concatenate(shown)
     if finite.size:
-        lo = np.percentile(finite, 5)
-        ax.set_ylim(lo, None)
+        ax.set_ylim(np.percentile(finite, 5), None)
     for (name, value), ls in zip((reference or {}).items(), ("--", ":", "-.")):
         ax.axhline(value, ls=ls, lw=1, color="k", alpha=0.7, label=f"{name} {value:.4f}")
     ax.set_xlabel("step")

@@ -17,8 +17,10 @@ def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dat
     if "sample_stats" in idata.groups() and "elbo" in idata.sample_stats:
         ref = {k: v for k, v in run.metrics().items()
                if k in ("log_likelihood", "true_log_likelihood") and isinstance(v, float)}
-        names.append(elbo_trace_figure(run.file("elbo_trace.png"), idata.sample_stats["elbo"].values,
-                                       ref))
+        stats = idata.sample_stats
+        test = ((stats["test_step"].values, stats["test_elbo"].values)
+                if "test_elbo" in stats else None)
+        names.append(elbo_trace_figure(run.file("elbo_trace.png"), stats["elbo"].values, ref, test))
     post = idata.posterior if "posterior" in idata.groups() else None
     if post is not None and post.sizes["chain"] > 1:
         small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 16

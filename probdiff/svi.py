@@ -32,6 +32,7 @@ class SVISettings:
     checkpoint_every: int = 250
     eval_particles: int = 16
     progress: bool = True
+    eval_every: int | None = None  # held-out ELBO every this many steps (None: steps // 50)
 
     def validate(self) -> None:
         if self.steps < 0:
@@ -42,11 +43,19 @@ class SVISettings:
             raise ProbdiffError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.restarts < 1:
             raise ProbdiffError(f"--restarts must be >= 1, got {self.restarts}")
+        if self.eval_every is not None and self.eval_every < 0:
+            raise ProbdiffError(f"--eval-every must be >= 0 (0: never), got {self.eval_every}")
+
+    @property
+    def test_interval(self) -> int:
+        """Steps between held-out ELBO evaluations (0: none)."""
+        return max(1, self.steps // 50) if self.eval_every is None else self.eval_every
 
 
 @dataclass
 class SVIResult:
-    """The chosen restart's parameters and every restart's per-datum ELBO trace."""
+    """The chosen restart's parameters and every restart's per-datum ELBO trace; with held-out
+    data, every restart's held-out trace as rows (step, ELBO per datum)."""
 
     params: dict[str, np.ndarray]
     traces: list[np.ndarray]
@@ -54,20 +63,25 @@ class SVIResult:
     best: int
     seconds: float
     steps: int
+    test_traces: list[np.ndarray]
 
 
 def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
-            save: Callable[[dict], None] | None = None, resume: dict | None = None) -> SVIResult:
+            save: Callable[[dict], None] | None = None, resume: dict | None = None,
+            x_test: np.ndarray | None = None) -> SVIResult:
     """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
 
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
-    (an unbiased minibatch estimate when batching). ``save`` receives a picklable state every
+    (an unbiased minibatch estimate when batching). With ``x_test``, the held-out per-datum
+    ELBO (one particle, the same seed each time: common random numbers make the curve smooth)
+    is recorded every ``settings.test_interval`` steps and at the end. ``save`` receives a picklable state every
     ``checkpoint_every`` steps and at the end of each restart; passing that state back as
     ``resume`` continues exactly where it stopped, also with more ``steps`` than before.
     """
     settings.validate()
     n = x.shape[0]
     data = backend.array(x)
+    test = backend.array(x_test) if x_test is not None and len(x_test) else None
     state = resume or {"restarts": [], "seconds": 0.0}
     entries: list = state["restarts"]
     for r in range(settings.restarts):
@@ -83,7 +97,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
                 save(state)
 
         t0 = time.perf_counter()
-        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint)
+        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint, test)
         state["seconds"] += time.perf_counter() - t0
         backend.set_params(program, data, inner["params"])
         final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
@@ -93,22 +107,35 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
     finals = [e["final"] for e in entries[:settings.restarts]]
     best = int(np.nanargmax(finals)) if np.isfinite(finals).any() else 0
     return SVIResult(params=entries[best]["params"], traces=[e["trace"] for e in entries],
-                     final_elbos=finals, best=best, seconds=state["seconds"], steps=settings.steps)
+                     final_elbos=finals, best=best, seconds=state["seconds"], steps=settings.steps,
+                     test_traces=[e.get("test_trace", np.zeros((0, 2))) for e in entries])
 
 
-def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint) -> dict:
+def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint,
+                 test=None) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
     backend.start(program, data, settings.lr, seed)
     trace: list[float] = []
+    test_trace: list[tuple[int, float]] = []
     if entry is not None:
         backend.set_params(program, data, entry["params"])
         backend.load_state_dict(entry["backend"])
         batches.load_state_dict(entry["batches"])
         trace = list(entry["trace"])
+        test_trace = [tuple(row) for row in entry.get("test_trace", [])]
+    every = settings.test_interval if test is not None else 0
+
+    def held_out(step: int) -> None:
+        """Append the held-out ELBO after ``step`` steps (once per step count)."""
+        if test_trace and test_trace[-1][0] == step:
+            return
+        value, _ = backend.elbo(program, test, num_particles=1, seed=seed + 1)
+        test_trace.append((step, value / test.shape[0]))
 
     def snapshot() -> dict:
         return {"params": backend.params(), "backend": backend.state_dict(),
-                "batches": batches.state_dict(), "trace": np.asarray(trace, dtype=float)}
+                "batches": batches.state_dict(), "trace": np.asarray(trace, dtype=float),
+                "test_trace": np.asarray(test_trace, dtype=float).reshape(-1, 2)}
 
     bar = tqdm(total=settings.steps, initial=len(trace), disable=not settings.progress,
                desc=f"svi {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "svi",
@@ -126,10 +153,14 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
             raise ProbdiffError(f"the ELBO became {loss} at step {step} (restart {restart + 1}); "
                                 "lower --lr or check the data scale")
         trace.append(-loss / n)
+        if every and (step + 1) % every == 0:
+            held_out(step + 1)
         if step % 10 == 0 or step == settings.steps - 1:
             bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]):.4f}", refresh=False)
         bar.update(1)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
             checkpoint(snapshot())
     bar.close()
+    if every and settings.steps:
+        held_out(settings.steps)
     return snapshot()

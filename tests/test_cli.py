@@ -150,7 +150,8 @@ def test_no_traceback_from_the_real_command(tmp_path):
 
 
 def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
-    """A fit stopped after a checkpoint and resumed gives the uninterrupted fit's ELBO trace."""
+    """A fit stopped after a checkpoint and resumed gives the uninterrupted fit's ELBO traces,
+    the held-out one included."""
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
@@ -159,11 +160,11 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
 
     data = load_dataset("mixture2d:n=200")
     family = make_family("gmm", GMMFamily.default_options(), data)
-    x = data.flat()
+    x, x_test = data.flat()[:150], data.flat()[150:]
     settings = SVISettings(steps=60, lr=0.05, batch_size=64, restarts=2, checkpoint_every=20,
-                           progress=False)
+                           progress=False, eval_every=7)
     make = lambda s: family.program("pyro", x, s)  # noqa: E731
-    full = run_svi(get_backend("pyro"), make, x, settings)
+    full = run_svi(get_backend("pyro"), make, x, settings, x_test=x_test)
 
     saved = []
 
@@ -177,11 +178,37 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        run_svi(get_backend("pyro"), make, x, settings, save=save)
-    resumed = run_svi(get_backend("pyro"), make, x, settings, resume=saved[-1])
+        run_svi(get_backend("pyro"), make, x, settings, save=save, x_test=x_test)
+    resumed = run_svi(get_backend("pyro"), make, x, settings, resume=saved[-1], x_test=x_test)
     for a, b in zip(full.traces, resumed.traces):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+    for a, b in zip(full.test_traces, resumed.test_traces):
+        assert a[:, 0].tolist() == [7, 14, 21, 28, 35, 42, 49, 56, 60]
+        np.testing.assert_allclose(a, b, rtol=1e-6)
     assert resumed.best == full.best
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_held_out_evaluation_leaves_training_unchanged(backend):
+    """Evaluating the held-out ELBO during training draws its own random numbers: the training
+    trace is the same with and without it."""
+    from probdiff.backends import get_backend
+    from probdiff.data import load_dataset
+    from probdiff.fitting import make_family
+    from probdiff.models.vae_family import VAEFamily
+    from probdiff.svi import SVISettings, run_svi
+
+    data = load_dataset("digits:n=300")
+    family = make_family("vae", VAEFamily.default_options(hidden="16"), data)
+    x = family.prepare(data)
+    make = lambda s: family.program(backend, x[:200], s)  # noqa: E731
+    traces = []
+    for every in (0, 5):
+        settings = SVISettings(steps=30, lr=0.01, batch_size=50, progress=False, eval_every=every)
+        result = run_svi(get_backend(backend), make, x[:200], settings, x_test=x[200:])
+        traces.append(result.traces[0])
+        assert len(result.test_traces[0]) == (0 if every == 0 else 6)
+    np.testing.assert_array_equal(traces[0], traces[1])
 
 
 def test_resume_with_more_steps_extends_the_trace(tmp_path, capsys):

@@ -23,10 +23,22 @@ def pyro_log_weights(program, x, z) -> np.ndarray:
     return total.detach().numpy()
 
 
-@pytest.mark.parametrize("sigma_dec", ["learn", "0.3"])
-def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec):
+def to_flax(value: np.ndarray) -> np.ndarray:
+    """A torch weight as a Flax kernel: Linear (out, in) -> (in, out); Conv2d (out, in, kh, kw)
+    -> (kh, kw, in, out). Biases and scales unchanged."""
+    if value.ndim == 2:
+        return value.T
+    return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+
+
+@pytest.mark.parametrize("sigma_dec,net,likelihood", [
+    ("learn", "mlp", "gaussian"), ("0.3", "mlp", "gaussian"), ("learn", "mlp", "bernoulli"),
+    ("learn", "mlp", "discretized"), ("learn", "conv", "gaussian"),
+    ("0.2", "conv", "discretized")])
+def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihood):
     """With the torch weights copied into the Flax parameters (kernels transposed), the per-datum
-    log p(x, z) - log q(z | x) at the same z agrees between the backends in float64."""
+    log p(x, z) - log q(z | x) at the same z agrees between the backends in float64, for every
+    network and likelihood."""
     import pyro
     import torch
     from numpyro import handlers
@@ -37,13 +49,15 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec):
     from probdiff.program import Program
 
     data = load_dataset("digits")
-    x = data.flat()[:40]
-    fam = VAEFamily(VAEFamily.default_options(hidden="32,16", latent_dim=3, sigma_dec=sigma_dec),
+    fam = VAEFamily(VAEFamily.default_options(hidden="32,16", latent_dim=3, sigma_dec=sigma_dec,
+                                              net=net, channels="4,6", likelihood=likelihood),
                     data)
+    x = fam.prepare(data)[:40]
     pyro.clear_param_store()
     torch_prog = fam.program("pyro", x, seed=1, dtype="float64")
     with torch.no_grad():  # a learned scale away from its start at 0
-        torch_prog.model.decoder.log_scale.add_(-0.7 if sigma_dec == "learn" else 0.0)
+        if likelihood != "bernoulli":
+            torch_prog.model.decoder.log_scale.add_(-0.7 if sigma_dec == "learn" else 0.0)
     z = np.random.default_rng(0).normal(size=(len(x), 3))
     expected = pyro_log_weights(torch_prog, torch.as_tensor(x), torch.as_tensor(z))
 
@@ -57,8 +71,8 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec):
     flat = {}
     for flax_name, torch_name in zip(backend.params(), names):
         value = torch_values[torch_name].numpy()
-        flat[flax_name] = value.T if flax_name.endswith("kernel") else value
-    if sigma_dec != "learn":
+        flat[flax_name] = to_flax(value)
+    if sigma_dec != "learn" or likelihood == "bernoulli":
         assert "decoder_log_scale" not in flat
     backend.set_params(prog, data_j, flat)
     for name, value in backend.params().items():  # the copy took

@@ -110,16 +110,22 @@ class PyroBackend:
     # -- evaluation ---------------------------------------------------------------------
     def elbo(self, program: Program, x: torch.Tensor, *, num_particles: int = 1,
              repeats: int = 1, seed: int = 0) -> tuple[float, float]:
-        """ELBO of the whole data ``x`` at the current parameters: (mean, standard error).
+        """ELBO of the whole data ``x`` at the current parameters: (mean, standard error),
+        drawn from ``seed`` without disturbing the global random state.
 
         ``repeats`` independent estimates of ``num_particles`` particles each give the standard
         error; an estimator with no randomness (enumeration with point globals) has error 0.
         """
+        rng = pyro.util.get_rng_state()  # leave the training stream untouched
         pyro.set_rng_seed(seed)
         loss = make_elbo(program, num_particles)
-        with torch.no_grad():
-            values = np.array([-loss.loss(program.model, program.guide, x,
-                                          **program.kwargs(x.shape[0])) for _ in range(repeats)])
+        try:
+            with torch.no_grad():
+                values = np.array([-loss.loss(program.model, program.guide, x,
+                                              **program.kwargs(x.shape[0]))
+                                   for _ in range(repeats)])
+        finally:
+            pyro.util.set_rng_state(rng)
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)
 
