@@ -129,7 +129,15 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         """Append the held-out ELBO after ``step`` steps (once per step count)."""
         if test_trace and test_trace[-1][0] == step:
             return
-        value, _ = backend.elbo(program, test, num_particles=1, seed=seed + 1)
+        try:
+            value, _ = backend.elbo(program, test, num_particles=1, seed=seed + 1)
+        except ValueError:  # the last step left NaN parameters (Pyro's validation refuses them)
+            if all(np.isfinite(v).all() for v in backend.params().values()):
+                raise
+            value = math.nan
+        if not math.isfinite(value):
+            bar.close()
+            raise _diverged(value, step - 1, restart)
         test_trace.append((step, value / test.shape[0]))
 
     def snapshot() -> dict:
@@ -150,8 +158,7 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
             loss = math.nan
         if not math.isfinite(loss):
             bar.close()
-            raise ProbdiffError(f"the ELBO became {loss} at step {step} (restart {restart + 1}); "
-                                "lower --lr or check the data scale")
+            raise _diverged(loss, step, restart)
         trace.append(-loss / n)
         if every and (step + 1) % every == 0:
             held_out(step + 1)
@@ -164,3 +171,8 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
     if every and settings.steps:
         held_out(settings.steps)
     return snapshot()
+
+
+def _diverged(value: float, step: int, restart: int) -> ProbdiffError:
+    return ProbdiffError(f"the ELBO became {value} at step {step} (restart {restart + 1}); "
+                         "lower --lr or check the data scale")
