@@ -105,7 +105,8 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Data
         def make_program(seed: int):
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
         result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
-                         resume=checkpoint, x_test=x_test)
+                         resume=checkpoint, x_test=x_test,
+                         display_offset=family.data_log_jacobian)
         params, seconds = result.params, result.seconds
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]

@@ -68,13 +68,15 @@ class SVIResult:
 
 def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
             save: Callable[[dict], None] | None = None, resume: dict | None = None,
-            x_test: np.ndarray | None = None) -> SVIResult:
+            x_test: np.ndarray | None = None, display_offset: float = 0.0) -> SVIResult:
     """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
 
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
     (an unbiased minibatch estimate when batching). With ``x_test``, the held-out per-datum
     ELBO (one particle, the same seed each time: common random numbers make the curve smooth)
-    is recorded every ``settings.test_interval`` steps and at the end. ``save`` receives a picklable state every
+    is recorded every ``settings.test_interval`` steps and at the end. The progress bar shows
+    the ELBO plus ``display_offset`` (a family's log-Jacobian: nats of the data); the traces
+    stay in the model's units. ``save`` receives a picklable state every
     ``checkpoint_every`` steps and at the end of each restart; passing that state back as
     ``resume`` continues exactly where it stopped, also with more ``steps`` than before.
     """
@@ -97,7 +99,8 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
                 save(state)
 
         t0 = time.perf_counter()
-        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint, test)
+        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint, test,
+                             display_offset)
         state["seconds"] += time.perf_counter() - t0
         backend.set_params(program, data, inner["params"])
         final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
@@ -112,7 +115,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
 
 
 def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint,
-                 test=None) -> dict:
+                 test=None, display_offset=0.0) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
     backend.start(program, data, settings.lr, seed)
     trace: list[float] = []
@@ -163,7 +166,8 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         if every and (step + 1) % every == 0:
             held_out(step + 1)
         if step % 10 == 0 or step == settings.steps - 1:
-            bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]):.4f}", refresh=False)
+            bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]) + display_offset:.4f}",
+                                refresh=False)
         bar.update(1)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
             checkpoint(snapshot())
