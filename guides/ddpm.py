@@ -1,0 +1,56 @@
+"""The forward (noising) process as the DDPM's guide (MATH.md section 2), in two writings of
+the same joint q(x_{1:T} | x_0):
+
+* forwards: x_t ~ q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), t = 1..T;
+* backwards: x_T ~ q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I), then
+  x_{t-1} ~ q(x_{t-1} | x_t, x_0) = N(mu_q(x_t, x_0), sigma_q(t)^2 I), t = T..2.
+
+The guide has no parameters. Written backwards, each site meets the model's site of the same
+name as a pair of Gaussians given the same x_t, so ``TraceMeanField_ELBO`` takes every KL in
+closed form: the rewritten ELBO (prior matching + sum of KL(q(x_{t-1}|x_t,x_0) ||
+p_theta(x_{t-1}|x_t)) + the decoder's reconstruction term).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from probdiff.models.ddpm import site
+from probdiff.schedules import Schedule
+
+
+class ForwardGuide:
+    """q(x_{1:T} | x_0) sampled forwards; call as ``guide(x0, n_total=None)``."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        s, n = self.schedule, x0.shape[0]
+        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+            x = x0
+            for t in range(1, s.T + 1):
+                x = pyro.sample(site(t), dist.Normal(math.sqrt(s.alphas[t]) * x,
+                                                     math.sqrt(s.betas[t])).to_event(1))
+
+
+class BackwardGuide:
+    """q(x_T | x_0) prod_t q(x_{t-1} | x_t, x_0); call as ``guide(x0, n_total=None)``."""
+
+    def __init__(self, schedule: Schedule):
+        self.schedule = schedule
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        s, n = self.schedule, x0.shape[0]
+        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+            x = pyro.sample(site(s.T), dist.Normal(math.sqrt(s.abar[s.T]) * x0,
+                                                   math.sqrt(1 - s.abar[s.T])).to_event(1))
+            for t in range(s.T, 1, -1):
+                x = pyro.sample(site(t - 1), dist.Normal(s.posterior_mean(x0, x, t),
+                                                         math.sqrt(s.posterior_variance[t]))
+                                .to_event(1))
