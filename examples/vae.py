@@ -2,6 +2,7 @@
 
     python examples/vae.py --out runs/vae_example                 # full settings
     python examples/vae.py --out /tmp/vae --steps 50 --quick      # smoke test
+    python examples/vae.py --likelihood discretized --net conv    # a mass on the 17 levels
 
 Fits a 2-D latent VAE by SVI with the closed-form KL (the tutorial's loss), prints the ELBO,
 the importance-weighted bound IWAE_K on held-out digits and the encoder's PSIS k-hat, and
@@ -25,11 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="digits")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--likelihood", choices=("gaussian", "bernoulli", "discretized"),
+                   default="gaussian")
+    p.add_argument("--net", choices=("mlp", "conv"), default="mlp")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small IWAE K, no progress bar")
     args = p.parse_args(argv)
-    options = VAEFamily.default_options(latent_dim=args.latent_dim,
-                                        iwae_k=10 if args.quick else 100)
+    options = VAEFamily.default_options(latent_dim=args.latent_dim, likelihood=args.likelihood,
+                                        net=args.net, iwae_k=10 if args.quick else 100)
     run = fit(FitRequest(model="vae", data=args.data, out=str(Path(args.out) / "vae"),
                          settings=SVISettings(steps=args.steps, lr=0.005, seed=args.seed,
                                               progress=not args.quick),
