@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from probdiff.models.ddpm import site
+from probdiff.models.ddpm import SITE_PREV, SITE_XT, STEPS_PLATE, marginal, site, step_weight
 from probdiff.schedules import Schedule
 
 
@@ -54,3 +55,31 @@ class BackwardGuide:
                 x = pyro.sample(site(t - 1), dist.Normal(s.posterior_mean(x0, x, t),
                                                          math.sqrt(s.posterior_variance[t]))
                                 .to_event(1))
+
+
+class MarginalGuide:
+    """The guide of :class:`probdiff.models.ddpm.DDPMTermsModel`: per term only what it needs
+    of the forward process: x_T ~ q(x_T|x_0), x_1 ~ q(x_1|x_0), and in the ``steps`` plate
+    (t = 2..T, ``subsample`` of them) x_t ~ q(x_t|x_0), x_prev ~ q(x_{t-1}|x_t,x_0).
+    ``step_weights`` (the model's, for L_simple) scale the ``x_prev`` sites."""
+
+    def __init__(self, schedule: Schedule, subsample: int | None = None,
+                 step_weights: np.ndarray | None = None):
+        self.schedule, self.subsample, self.step_weights = schedule, subsample, step_weights
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        s, n = self.schedule, x0.shape[0]
+        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+            pyro.sample(site(s.T), marginal(s, x0, s.T))
+            pyro.sample(site(1), marginal(s, x0, 1))
+            with pyro.plate(STEPS_PLATE, s.T - 1, subsample_size=self.subsample, dim=-2) as idx:
+                t = idx + 2
+                xt = pyro.sample(SITE_XT, marginal(s, x0, t))
+                idx_np = t.cpu().numpy()
+                col = lambda v: torch.as_tensor(v[idx_np], dtype=x0.dtype,  # noqa: E731
+                                                device=x0.device)[:, None, None]
+                mean = col(s.posterior_x0_coef) * x0 + col(s.posterior_xt_coef) * xt
+                scale = col(np.sqrt(s.posterior_variance)).expand(mean.shape)
+                with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
+                    pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
+

@@ -27,6 +27,8 @@ from torch import nn
 from probdiff.schedules import Schedule
 
 PARAMETERISATIONS = ("eps", "x0", "score")
+WEIGHTINGS = ("elbo", "simple")
+STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
 
 
 def site(t: int) -> str:
@@ -47,22 +49,35 @@ class ReverseChain(nn.Module):
         self.scales = np.sqrt(schedule.reverse_variance(variance))
 
     def eps(self, xt: torch.Tensor, t) -> torch.Tensor:
-        """The predicted noise eps_theta(x_t, t) under any parameterisation."""
+        """The predicted noise eps_theta(x_t, t) under any parameterisation; x_t is (..., D)
+        and t one int or an integer tensor of shape x_t.shape[:-1]."""
+        xt, t, shape = _rows(xt, t)
         s = self.schedule
         out = self.net(xt, t)
-        if self.parameterisation == "eps":
-            return out
         if self.parameterisation == "score":
-            return -_coef(np.sqrt(1 - s.abar), t, xt) * out
-        # x0: invert x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
-        return (xt - _coef(np.sqrt(s.abar), t, xt) * out) / _coef(np.sqrt(1 - s.abar), t, xt)
+            out = -_coef(np.sqrt(1 - s.abar), t, xt) * out
+        elif self.parameterisation == "x0":  # invert x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+            out = (xt - _coef(np.sqrt(s.abar), t, xt) * out) / _coef(np.sqrt(1 - s.abar), t, xt)
+        return out.reshape(shape)
 
     def mean(self, xt: torch.Tensor, t) -> torch.Tensor:
-        """mu_theta(x_t, t)."""
+        """mu_theta(x_t, t) (shapes as :meth:`eps`)."""
+        xt, t, shape = _rows(xt, t)
         s = self.schedule
         if self.parameterisation == "x0":
-            return s.posterior_mean(self.net(xt, t), xt, _index(t))
-        return s.mean_from_eps(xt, _index(t), self.eps(xt, t))
+            mu = s.posterior_mean(self.net(xt, t), xt, _index(t))
+        else:
+            mu = s.mean_from_eps(xt, _index(t), self.eps(xt, t))
+        return mu.reshape(shape)
+
+    def kl_weight(self) -> np.ndarray:
+        """lambda_t with KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) = lambda_t ||eps -
+        eps_theta||^2 + const: beta_t^2 / (2 sigma_t^2 (1 - abar_t) alpha_t), t = 2..T (index t)."""
+        s = self.schedule
+        lam = np.zeros(s.T + 1)
+        t = np.arange(2, s.T + 1)
+        lam[t] = s.betas[t] ** 2 / (2 * self.scales[t] ** 2 * (1 - s.abar[t]) * s.alphas[t])
+        return lam
 
     def step_scale(self, t: int) -> float:
         """sigma_t of p_theta(x_{t-1} | x_t) for t >= 2; the decoder's sqrt(beta_1) at t = 1."""
@@ -88,6 +103,15 @@ class DDPMModel:
                         .to_event(1), obs=x0)
 
 
+def _rows(xt: torch.Tensor, t):
+    """x_t flattened to rows (R, D) with t an int or one step per row, and x_t's shape."""
+    shape = xt.shape
+    rows = xt.reshape(-1, shape[-1])
+    if not isinstance(t, int):
+        t = torch.as_tensor(t, device=xt.device).expand(shape[:-1]).reshape(-1)
+    return rows, t, shape
+
+
 def _index(t):
     return t if isinstance(t, int) else t.detach().cpu().numpy()
 
@@ -97,3 +121,79 @@ def _coef(values: np.ndarray, t, x: torch.Tensor) -> torch.Tensor | float:
     if isinstance(t, int):
         return float(values[t])
     return torch.as_tensor(values[_index(t)], dtype=x.dtype, device=x.device)[:, None]
+
+
+class DDPMTermsModel:
+    """The same ELBO, term by term, for training with timesteps subsampled (MATH.md section 2,
+    "The diffusion chain as a probabilistic program"); pair with
+    :class:`probdiff.guides.ddpm.MarginalGuide` under ``TraceMeanField_ELBO``.
+
+    Each consistency term depends on x_t only through q(x_t | x_0), so the model draws, in a
+    plate over t = 2..T (``subsample`` of them, Pyro scaling by (T-1)/subsample), an auxiliary
+    site ``x_t`` from that same marginal, then ``x_prev`` ~ p_theta(x_{t-1} | x_t); the decoder
+    term's ``x_1`` is drawn the same way. An auxiliary site has exactly the guide's
+    distribution, so its closed-form KL is 0 and the ELBO is
+
+        E log p(x_0 | x_1) - KL(q(x_T|x_0) || N(0, I))
+            - (T-1) E_t E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)),
+
+    unbiased for the full chain's ELBO. ``weighting="simple"`` scales each KL by 1/lambda_t
+    and the Gaussian decoder by 2 alpha_1, so the loss is sum_t ||eps - eps_theta(x_t, t)||^2
+    plus a constant: Ho et al.'s L_simple (times T). ``TraceMeanField_ELBO`` scales a KL by
+    the *guide* site's scale, so the guide must carry the same ``step_weights``. This model
+    is for the bound; sampling uses :class:`DDPMModel`.
+    """
+
+    def __init__(self, chain: ReverseChain, subsample: int | None = None,
+                 weighting: str = "elbo"):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}")
+        if chain.schedule.T < 2:
+            raise ValueError("the term-by-term ELBO needs T >= 2")
+        self.chain, self.weighting = chain, weighting
+        self.T = chain.schedule.T
+        self.subsample = subsample
+        # per-step scale of the KL terms (index t), for this model and its guide
+        self.step_weights = None
+        if weighting == "simple":
+            lam = chain.kl_weight()
+            self.step_weights = np.zeros_like(lam)
+            self.step_weights[2:] = 1.0 / lam[2:]
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        pyro.module("ddpm", self.chain, update_module_params=True)
+        s, n, d = self.chain.schedule, x0.shape[0], x0.shape[1]
+        simple = self.weighting == "simple"
+        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+            pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
+            x1 = pyro.sample(site(1), marginal(s, x0, 1))
+            with poutine.scale(scale=2 * s.alphas[1] if simple else 1.0):
+                pyro.sample("x_0", dist.Normal(self.chain.mean(x1, 1), self.chain.step_scale(1))
+                            .to_event(1), obs=x0)
+            with pyro.plate(STEPS_PLATE, self.T - 1, subsample_size=self.subsample, dim=-2) as idx:
+                t = idx + 2
+                xt = pyro.sample(SITE_XT, marginal(s, x0, t))
+                tt = t[:, None].expand(len(t), n)
+                scales = torch.as_tensor(np.array([self.chain.step_scale(int(k)) for k in t]),
+                                         dtype=x0.dtype, device=x0.device)[:, None, None]
+                with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
+                    pyro.sample(SITE_PREV, dist.Normal(self.chain.mean(xt, tt), scales).to_event(1))
+
+
+def step_weight(weights: np.ndarray | None, t: torch.Tensor, x0: torch.Tensor):
+    """The ``steps`` plate's per-step scale (k, 1) against (k, N) batches; 1.0 for none."""
+    if weights is None:
+        return 1.0
+    return torch.as_tensor(weights[t.cpu().numpy()], dtype=x0.dtype, device=x0.device)[:, None]
+
+
+def marginal(schedule: Schedule, x0: torch.Tensor, t) -> dist.TorchDistribution:
+    """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I): for one int t, or a (k,) tensor of
+    steps (a leading (k, 1, 1) batch against x_0 of shape (N, D))."""
+    a, b = np.sqrt(schedule.abar), np.sqrt(1 - schedule.abar)
+    if isinstance(t, int):
+        return dist.Normal(float(a[t]) * x0, float(b[t])).to_event(1)
+    idx = t.cpu().numpy()
+    col = lambda v: torch.as_tensor(v[idx], dtype=x0.dtype, device=x0.device)[:, None, None]  # noqa: E731
+    return dist.Normal(col(a) * x0, col(b).expand(len(idx), *x0.shape)).to_event(1)
+

@@ -8,8 +8,8 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
 
 from probdiff.data import load_dataset
-from probdiff.guides.ddpm import BackwardGuide, ForwardGuide
-from probdiff.models.ddpm import DDPMModel, ReverseChain
+from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
+from probdiff.models.ddpm import DDPMModel, DDPMTermsModel, ReverseChain
 from probdiff.models.ddpm_networks import TimeMLP
 from probdiff.schedules import Schedule
 
@@ -25,15 +25,19 @@ def setup():
 
 def estimates(model, schedule, x, repeats=40, copies=10):
     """Per-datum ELBO draws of (a) Trace_ELBO with the forward guide, (a) with the backward
-    guide, (b) TraceMeanField_ELBO (closed-form KLs) with the backward guide. Each draw
-    averages ``copies`` independent chains per datum (the data stacked ``copies`` times)."""
+    guide, (b) TraceMeanField_ELBO (closed-form KLs) with the backward guide, (c) the
+    term-by-term form with 3 of the T - 1 steps subsampled. Each draw averages ``copies``
+    independent chains per datum (the data stacked ``copies`` times)."""
     x = x.repeat(copies, 1)
+    terms = DDPMTermsModel(model.chain, subsample=3)
     out = {}
-    for name, guide, elbo in (("a_forward", ForwardGuide(schedule), Trace_ELBO()),
-                              ("a_backward", BackwardGuide(schedule), Trace_ELBO()),
-                              ("b_closed_form", BackwardGuide(schedule), TraceMeanField_ELBO())):
+    for name, mod, guide, elbo in (
+            ("a_forward", model, ForwardGuide(schedule), Trace_ELBO()),
+            ("a_backward", model, BackwardGuide(schedule), Trace_ELBO()),
+            ("b_closed_form", model, BackwardGuide(schedule), TraceMeanField_ELBO()),
+            ("c_subsampled", terms, MarginalGuide(schedule, 3), TraceMeanField_ELBO())):
         with torch.no_grad():
-            out[name] = np.array([-elbo.loss(model, guide, x) / len(x) for _ in range(repeats)])
+            out[name] = np.array([-elbo.loss(mod, guide, x) / len(x) for _ in range(repeats)])
     return out
 
 
@@ -48,9 +52,9 @@ def assert_same_mean(values):
 
 @pytest.mark.parametrize("parameterisation", ["eps", "x0", "score"])
 def test_estimators_agree_before_and_after_training(setup, parameterisation):
-    """Plain Trace_ELBO on the full chain (guide forwards or backwards) and the rewritten ELBO
-    with closed-form KLs have one expectation (3 standard errors), at the initial weights and
-    after 150 SVI steps on the rewritten bound."""
+    """Plain Trace_ELBO on the full chain (guide forwards or backwards), the rewritten ELBO
+    with closed-form KLs and its timestep-subsampled form have one expectation (3 standard
+    errors), at the initial weights and after 150 SVI steps on the rewritten bound."""
     torch.set_default_dtype(torch.float64)
     try:
         x, schedule = setup
@@ -65,5 +69,52 @@ def test_estimators_agree_before_and_after_training(setup, parameterisation):
         after = estimates(model, schedule, x)
         assert_same_mean(after)
         assert after["b_closed_form"].mean() > before["b_closed_form"].mean()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("parameterisation,variance,subsample", [
+    ("eps", "fixed_small", None), ("eps", "fixed_large", 3), ("x0", "fixed_small", 4),
+    ("score", "fixed_large", None)])
+def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, variance, subsample):
+    """With weighting="simple" the SVI loss is sum_t ||eps - eps_theta(x_t, t)||^2 plus a
+    constant: for two different networks and the same draws (same seed), the difference of the
+    Pyro losses equals the difference of L_simple computed by hand from the guide's x_t."""
+    from pyro import poutine
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, schedule = setup
+        x = x[:50]
+        nets = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            nets.append(ReverseChain(TimeMLP(2, [16], T), schedule, parameterisation, variance))
+        abar = torch.as_tensor(schedule.abar)
+
+        def pyro_loss(chain):
+            pyro.clear_param_store()
+            pyro.set_rng_seed(7)
+            model = DDPMTermsModel(chain, subsample, "simple")
+            with torch.no_grad():
+                return TraceMeanField_ELBO().loss(
+                    model, MarginalGuide(schedule, subsample, model.step_weights), x)
+
+        def by_hand(chain):
+            pyro.set_rng_seed(7)
+            tr = poutine.trace(MarginalGuide(schedule, subsample)).get_trace(x)
+            t = tr.nodes["steps"]["value"] + 2
+            xt, x1 = tr.nodes["x_t"]["value"], tr.nodes["x_1"]["value"]
+            a = abar[t][:, None, None]
+            eps = (xt - a.sqrt() * x) / (1 - a).sqrt()
+            eps1 = (x1 - abar[1].sqrt() * x) / (1 - abar[1]).sqrt()
+            with torch.no_grad():
+                err = ((eps - chain.eps(xt, t[:, None].expand(len(t), len(x)))) ** 2).sum()
+                err1 = ((eps1 - chain.eps(x1, 1)) ** 2).sum()
+            return float(err1 + (T - 1) / len(t) * err)
+
+        got = pyro_loss(nets[0]) - pyro_loss(nets[1])
+        want = by_hand(nets[0]) - by_hand(nets[1])
+        assert abs(want) > 1.0  # the two networks differ
+        assert got == pytest.approx(want, rel=1e-9)
     finally:
         torch.set_default_dtype(torch.float32)
