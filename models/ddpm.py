@@ -24,9 +24,11 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from probdiff.likelihoods import DiscretizedGaussian
 from probdiff.schedules import Schedule
 
 PARAMETERISATIONS = ("eps", "x0", "score")
+DECODERS = ("gaussian", "discretized")
 WEIGHTINGS = ("elbo", "simple")
 STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
 
@@ -40,13 +42,26 @@ class ReverseChain(nn.Module):
     """p_theta(x_{t-1} | x_t): the network, the schedule and the parameterisation."""
 
     def __init__(self, net: nn.Module, schedule: Schedule, parameterisation: str = "eps",
-                 variance: str = "fixed_small"):
+                 variance: str = "fixed_small", decoder: str = "gaussian",
+                 levels: int | None = None):
         super().__init__()
         if parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown parameterisation {parameterisation!r}")
+        if decoder not in DECODERS or (decoder == "discretized" and not levels):
+            raise ValueError(f"decoder {decoder!r} (levels {levels}) is not one of {DECODERS}")
         self.net, self.schedule = net, schedule
         self.parameterisation, self.variance = parameterisation, variance
+        self.decoder, self.levels = decoder, levels
         self.scales = np.sqrt(schedule.reverse_variance(variance))
+
+    def decoder_dist(self, x1: torch.Tensor) -> dist.TorchDistribution:
+        """p_theta(x_0 | x_1): N(mu_theta(x_1, 1), beta_1 I), or that Gaussian discretised to
+        the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates."""
+        mean, scale = self.mean(x1, 1), self.step_scale(1)
+        if self.decoder == "discretized":
+            return DiscretizedGaussian(mean, torch.full_like(mean, scale), self.levels,
+                                       -1.0, 1.0).to_event(1)
+        return dist.Normal(mean, scale).to_event(1)
 
     def eps(self, xt: torch.Tensor, t) -> torch.Tensor:
         """The predicted noise eps_theta(x_t, t) under any parameterisation; x_t is (..., D)
@@ -99,8 +114,7 @@ class DDPMModel:
             for t in range(self.T, 1, -1):
                 x = pyro.sample(site(t - 1), dist.Normal(self.chain.mean(x, t),
                                                          self.chain.step_scale(t)).to_event(1))
-            pyro.sample("x_0", dist.Normal(self.chain.mean(x, 1), self.chain.step_scale(1))
-                        .to_event(1), obs=x0)
+            pyro.sample("x_0", self.chain.decoder_dist(x), obs=x0)
 
 
 def _rows(xt: torch.Tensor, t):
@@ -138,8 +152,9 @@ class DDPMTermsModel:
             - (T-1) E_t E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)),
 
     unbiased for the full chain's ELBO. ``weighting="simple"`` scales each KL by 1/lambda_t
-    and the Gaussian decoder by 2 alpha_1, so the loss is sum_t ||eps - eps_theta(x_t, t)||^2
-    plus a constant: Ho et al.'s L_simple (times T). ``TraceMeanField_ELBO`` scales a KL by
+    and the decoder by 2 alpha_1, so with the Gaussian decoder the loss is
+    sum_t ||eps - eps_theta(x_t, t)||^2 plus a constant: Ho et al.'s L_simple (times T); the
+    discretised decoder keeps its own (non-quadratic) term, weighted the same way. ``TraceMeanField_ELBO`` scales a KL by
     the *guide* site's scale, so the guide must carry the same ``step_weights``. This model
     is for the bound; sampling uses :class:`DDPMModel`.
     """
@@ -168,8 +183,7 @@ class DDPMTermsModel:
             pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
             x1 = pyro.sample(site(1), marginal(s, x0, 1))
             with poutine.scale(scale=2 * s.alphas[1] if simple else 1.0):
-                pyro.sample("x_0", dist.Normal(self.chain.mean(x1, 1), self.chain.step_scale(1))
-                            .to_event(1), obs=x0)
+                pyro.sample("x_0", self.chain.decoder_dist(x1), obs=x0)
             with pyro.plate(STEPS_PLATE, self.T - 1, subsample_size=self.subsample, dim=-2) as idx:
                 t = idx + 2
                 xt = pyro.sample(SITE_XT, marginal(s, x0, t))

@@ -39,6 +39,7 @@ class VAEFamily(Family):
     backends = ("pyro", "numpyro")
     default_lr = 0.005
     default_steps = 3000
+    held_out_keys = ("iwae", "iwae_k")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -85,3 +85,20 @@ def iwae_bound(log_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     per_group = logsumexp(lw, axis=1) - np.log(k)
     err = per_group.std(0, ddof=1) / np.sqrt(groups) if groups > 1 else np.full(n, np.nan)
     return per_group.mean(0), err
+
+
+def sliced_wasserstein(x: np.ndarray, y: np.ndarray, num_projections: int = 256,
+                       seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between two point clouds (N, D) and (M, D):
+    sqrt(E_theta W_2^2(theta.x, theta.y)) over uniform unit directions theta, each 1-D W_2 from
+    the two empirical quantile functions on a common grid of max(N, M) levels."""
+    x, y = np.asarray(x, float).reshape(len(x), -1), np.asarray(y, float).reshape(len(y), -1)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"point clouds of dimension {x.shape[1]} and {y.shape[1]}")
+    rng = np.random.default_rng(seed)
+    theta = rng.standard_normal((x.shape[1], num_projections))
+    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    levels = (np.arange(max(len(x), len(y))) + 0.5) / max(len(x), len(y))
+    px = np.quantile(x @ theta, levels, axis=0, method="inverted_cdf")
+    py = np.quantile(y @ theta, levels, axis=0, method="inverted_cdf")
+    return float(np.sqrt(np.mean((px - py) ** 2)))

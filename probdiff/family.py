@@ -55,6 +55,8 @@ class Family:
     # log |dx'/dx| per datum of the map ``prepare`` applies (probdiff.scaling): added to every
     # per-datum log density the model computes, so traces and metrics are in data units
     data_log_jacobian: float = 0.0
+    # metrics defined on held-out data without a test_ prefix (evaluate refreshes them too)
+    held_out_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any], data: Dataset):
         self.options = dict(options)
@@ -87,6 +89,11 @@ class Family:
                 device: str = "cpu") -> Program:
         """The model and guide for ``backend``, initialised from the training data and seed."""
         raise NotImplementedError
+
+    def evaluation_program(self, program: Program) -> Program:
+        """The program whose ELBO is tracked on held-out data during training (sharing the
+        training program's parameters); by default the training program itself."""
+        return program
 
     def metrics(self, backend, program: Program, params: dict[str, np.ndarray],
                 train: np.ndarray, test: np.ndarray | None, seed: int) -> dict[str, float]:

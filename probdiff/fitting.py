@@ -90,7 +90,7 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
     run.write_json("config.json", _config(req, dataset))
     try:
         return _fit(req, run, family, backend, dataset, train, test, resume)
-    except ProbdiffError:
+    except Exception:  # not KeyboardInterrupt: an interrupted fit keeps its checkpoint
         if not resume:  # the folder was new or empty: leave nothing half-made behind
             shutil.rmtree(run.path, ignore_errors=True)
         raise
@@ -106,7 +106,8 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Data
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
         result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
                          resume=checkpoint, x_test=x_test,
-                         display_offset=family.data_log_jacobian)
+                         display_offset=family.data_log_jacobian,
+                         eval_program=family.evaluation_program)
         params, seconds = result.params, result.seconds
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]

@@ -43,40 +43,51 @@ def discretized_gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: tor
 
 
 class DiscretizedGaussian(TorchDistribution):
-    """Gaussian N(loc, scale^2) discretised to ``levels`` equally spaced values in [0, 1]."""
+    """Gaussian N(loc, scale^2) discretised to ``levels`` equally spaced values in [low, high]
+    (default [0, 1]; the DDPM uses [-1, 1]): the [0, 1] case after the affine map."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
     has_rsample = False
 
-    def __init__(self, loc, scale, levels: int, validate_args=None):
+    def __init__(self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0,
+                 validate_args=None):
         if levels < 2:
             raise ValueError(f"a discretised Gaussian needs at least 2 levels, got {levels}")
         self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
-        self.levels = int(levels)
+        self.levels, self.low, self.high = int(levels), float(low), float(high)
         super().__init__(self.loc.shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(self.low, self.high)
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
         return DiscretizedGaussian(self.loc.expand(shape), self.scale.expand(shape), self.levels,
-                                   validate_args=False)
+                                   self.low, self.high, validate_args=False)
+
+    def _unit(self, value):
+        return (value - self.low) / (self.high - self.low)
 
     @property
     def mean(self) -> torch.Tensor:
         """The mean over the levels: sum_k x_k P(x_k) (exact, by summing the pmf)."""
-        grid = torch.linspace(0, 1, self.levels, dtype=self.loc.dtype, device=self.loc.device)
+        grid = torch.linspace(self.low, self.high, self.levels, dtype=self.loc.dtype,
+                              device=self.loc.device)
         grid = grid.reshape((-1,) + (1,) * self.loc.dim())
         return (grid * self.log_prob(grid.expand((-1,) + self.loc.shape)).exp()).sum(0)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return discretized_gaussian_log_prob(value, self.loc, self.scale, self.levels)
+        width = self.high - self.low
+        return discretized_gaussian_log_prob(self._unit(value), self._unit(self.loc),
+                                             self.scale / width, self.levels)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             y = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(
                 shape, dtype=self.loc.dtype, device=self.loc.device)
-            k = torch.clamp(torch.round(y * (self.levels - 1)), 0, self.levels - 1)
-            return k / (self.levels - 1)
+            k = torch.clamp(torch.round(self._unit(y) * (self.levels - 1)), 0, self.levels - 1)
+            return self.low + (self.high - self.low) * k / (self.levels - 1)

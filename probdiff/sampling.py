@@ -61,5 +61,7 @@ def evaluate(path: str, data_spec: str | None = None) -> dict:
     # the data's own density describes the run's data set, not a file given with --data
     named = {prefix + k[len("test_"):]: v for k, v in values.items()
              if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)}
+    if prefix == "test_":
+        named.update({k: values[k] for k in family.held_out_keys if k in values})
     run.update_metrics(named)
     return named

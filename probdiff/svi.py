@@ -68,13 +68,15 @@ class SVIResult:
 
 def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
             save: Callable[[dict], None] | None = None, resume: dict | None = None,
-            x_test: np.ndarray | None = None, display_offset: float = 0.0) -> SVIResult:
+            x_test: np.ndarray | None = None, display_offset: float = 0.0,
+            eval_program: Callable[[Program], Program] | None = None) -> SVIResult:
     """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
 
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
     (an unbiased minibatch estimate when batching). With ``x_test``, the held-out per-datum
     ELBO (one particle, the same seed each time: common random numbers make the curve smooth)
-    is recorded every ``settings.test_interval`` steps and at the end. The progress bar shows
+    is recorded every ``settings.test_interval`` steps and at the end, by ``eval_program(program)``
+    when given (an estimator with lower variance sharing the parameters). The progress bar shows
     the ELBO plus ``display_offset`` (a family's log-Jacobian: nats of the data); the traces
     stay in the model's units. ``save`` receives a picklable state every
     ``checkpoint_every`` steps and at the end of each restart; passing that state back as
@@ -100,7 +102,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
 
         t0 = time.perf_counter()
         inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint, test,
-                             display_offset)
+                             display_offset, eval_program(program) if eval_program else program)
         state["seconds"] += time.perf_counter() - t0
         backend.set_params(program, data, inner["params"])
         final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
@@ -115,7 +117,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
 
 
 def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint,
-                 test=None, display_offset=0.0) -> dict:
+                 test=None, display_offset=0.0, evaluator=None) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
     backend.start(program, data, settings.lr, seed)
     trace: list[float] = []
@@ -133,7 +135,7 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         if test_trace and test_trace[-1][0] == step:
             return
         try:
-            value, _ = backend.elbo(program, test, num_particles=1, seed=seed + 1)
+            value, _ = backend.elbo(evaluator or program, test, num_particles=1, seed=seed + 1)
         except ValueError:  # the last step left NaN parameters (Pyro's validation refuses them)
             if all(np.isfinite(v).all() for v in backend.params().values()):
                 raise

@@ -1,0 +1,264 @@
+"""``probdiff fit ddpm``: the diffusion chain (MATH.md section 2) on the engine.
+
+The reverse chain is the model, the forward process the guide (:mod:`probdiff.models.ddpm`,
+:mod:`probdiff.guides.ddpm`); ``--estimator`` picks how SVI estimates the ELBO:
+
+* ``trace``: the full chain under plain ``Trace_ELBO`` with the guide written forwards (a);
+* ``closed``: every term of the rewritten ELBO with closed-form KLs (b);
+* ``subsampled``: the same with ``--subsample`` of the T - 1 steps per batch, scaled (c).
+
+``--weighting simple`` turns (b)/(c) into L_simple. Integer images are scaled to [-1, 1] and
+decoded by the discretised Gaussian (Ho et al.), so ``bits_per_dim`` compares with published
+tables; continuous data are modelled as they are (Gaussian decoder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+from probdiff.data import Dataset
+from probdiff.errors import ProbdiffError
+from probdiff.family import Family, register
+from probdiff.program import Program
+from probdiff.scaling import DataScaling
+from probdiff.schedules import SCHEDULES, Schedule
+
+ESTIMATORS = ("subsampled", "closed", "trace")
+EVAL_PARTICLES, EVAL_REPEATS = 4, 4
+
+
+def parse_widths(text: str) -> list[int]:
+    try:
+        sizes = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ProbdiffError(f"--hidden must be comma-separated widths like 128,128, got {text!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise ProbdiffError(f"--hidden widths must be >= 1, got {text!r}")
+    return sizes
+
+
+def parse_sampler(text: str | None, default_variance: str) -> tuple[str, int]:
+    """'ancestral' | 'ddim' | 'ddim:K' -> (name, steps)."""
+    text = text or "ancestral"
+    name, _, steps = text.partition(":")
+    if name not in ("ancestral", "ddim") or (steps and name != "ddim"):
+        raise ProbdiffError(f"--sampler for ddpm is ancestral, ddim or ddim:STEPS, got {text!r}")
+    try:
+        k = int(steps) if steps else 50
+    except ValueError:
+        raise ProbdiffError(f"--sampler ddim:STEPS needs an integer, got {text!r}") from None
+    if k < 1:
+        raise ProbdiffError(f"--sampler ddim:STEPS needs STEPS >= 1, got {k}")
+    return name, k
+
+
+@register
+class DDPMFamily(Family):
+    name = "ddpm"
+    summary = "denoising diffusion: reverse chain (model), forward process (guide)"
+    backends = ("pyro",)
+    default_lr = 2e-3
+    default_steps = 3000
+    held_out_keys = ("bits_per_dim", "bits_per_dim_stderr")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("ddpm")
+        g.add_argument("--T", type=int, default=1000, help="steps of the chain")
+        g.add_argument("--schedule", choices=SCHEDULES, default="linear")
+        g.add_argument("--beta-start", type=float, default=None,
+                       help="first beta (linear: 1e-4 x 1000/T; scaled_linear: 0.00085)")
+        g.add_argument("--beta-end", type=float, default=None,
+                       help="last beta (linear: 0.02 x 1000/T; scaled_linear: 0.012)")
+        g.add_argument("--parameterisation", choices=("eps", "x0", "score"), default="eps")
+        g.add_argument("--variance", choices=("fixed_small", "fixed_large"), default="fixed_small",
+                       help="reverse-step variance: sigma_q(t)^2 or beta_t")
+        g.add_argument("--estimator", choices=ESTIMATORS, default="subsampled",
+                       help="ELBO estimator for training (see probdiff.models.ddpm_family)")
+        g.add_argument("--subsample", type=int, default=8,
+                       help="timesteps per batch for --estimator subsampled")
+        g.add_argument("--weighting", choices=("elbo", "simple"), default="elbo",
+                       help="elbo: the variational bound; simple: Ho et al.'s L_simple")
+        g.add_argument("--hidden", default="128,128", help="widths of the time-conditioned MLP")
+        g.add_argument("--decoder", choices=("auto", "gaussian", "discretized"), default="auto",
+                       help="p(x_0|x_1): auto = discretized for integer images, else gaussian")
+
+    def __init__(self, options: dict, data: Dataset):
+        super().__init__(options, data)
+        o = self.options
+        self.T = int(o["T"])
+        if self.T < 2:
+            raise ProbdiffError(f"--T must be >= 2, got {self.T}")
+        kw = {}
+        if o["schedule"] == "linear":  # Ho et al.'s range for T = 1000, rescaled to other T
+            kw = {"beta_start": 1e-4 * 1000 / self.T, "beta_end": min(0.02 * 1000 / self.T, 0.999)}
+        for key in ("beta_start", "beta_end"):
+            if o.get(key) is not None:
+                kw[key] = float(o[key])
+        if o["schedule"] == "cosine" and any(o.get(k) is not None for k in ("beta_start", "beta_end")):
+            raise ProbdiffError("--beta-start/--beta-end do not apply to --schedule cosine")
+        self.schedule = Schedule.make(o["schedule"], self.T, **kw)
+        self.hidden = parse_widths(o["hidden"])
+        if o["estimator"] == "subsampled" and not 1 <= o["subsample"] <= self.T - 1:
+            raise ProbdiffError(f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}")
+        if o["estimator"] == "trace" and o["weighting"] != "elbo":
+            raise ProbdiffError("--weighting simple needs --estimator closed or subsampled")
+        integer = bool(data.meta.get("integer"))
+        self.decoder = o["decoder"] if o["decoder"] != "auto" else (
+            "discretized" if integer and data.kind == "image" else "gaussian")
+        self.scaling = DataScaling.of(data, self.decoder, target=(-1.0, 1.0))
+        self.data_log_jacobian = self.scaling.log_jacobian
+        self.dim = data.dim
+        self.samples: np.ndarray | None = None
+
+    objective = property(lambda self: "L_simple objective" if self.options["weighting"] == "simple"
+                         else "ELBO")
+
+    def prepare(self, data: Dataset) -> np.ndarray:
+        return self.scaling.forward(data)
+
+    # -- programs ---------------------------------------------------------------------------
+    def chain(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+        """A fresh reverse chain (network, schedule, parameterisation, decoder)."""
+        import torch
+
+        from probdiff.models.ddpm import ReverseChain
+        from probdiff.models.ddpm_networks import TimeMLP
+        torch.manual_seed(seed)
+        chain = ReverseChain(TimeMLP(self.dim, self.hidden, self.T), self.schedule,
+                             self.options["parameterisation"], self.options["variance"],
+                             self.decoder, self.scaling.model_levels)
+        return chain.to(device=device, dtype=getattr(torch, dtype))
+
+    def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        if backend != "pyro":
+            raise ProbdiffError(f"model ddpm has no {backend} backend yet")
+        return self._program(self.options["estimator"], self.chain(seed, dtype, device),
+                             self.options["weighting"])
+
+    def _program(self, estimator: str, chain, weighting: str = "elbo") -> Program:
+        from probdiff.guides.ddpm import ForwardGuide, MarginalGuide
+        from probdiff.models.ddpm import DDPMModel, DDPMTermsModel
+        if estimator == "trace":
+            return Program(DDPMModel(chain), ForwardGuide(self.schedule), elbo="trace")
+        k = self.options["subsample"] if estimator == "subsampled" else None
+        model = DDPMTermsModel(chain, k, weighting)
+        return Program(model, MarginalGuide(self.schedule, k, model.step_weights),
+                       elbo="meanfield", max_plate_nesting=2)
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluation_program(self, program: Program) -> Program:
+        """The held-out trace uses the full bound (all T - 1 KLs, closed form) on the same
+        network: a subsampled estimate with common random numbers would repeat one draw of t."""
+        chain = getattr(program.model, "chain", None)
+        return self._program("closed", chain) if chain is not None else program
+
+    def variational_bound(self, backend, params, x: np.ndarray, seed: int,
+                          chunk: int | None = None) -> tuple[np.ndarray, float]:
+        """(per-datum ELBO in data units averaged over particles is not available per datum:
+        returns the total over ``x``'s rows in chunks) -> (sum, standard error), nats.
+
+        The full bound: prior matching + all T - 1 KLs in closed form + the decoder, with
+        ``EVAL_PARTICLES`` x ``EVAL_REPEATS`` draws of the x_t per datum."""
+        program = self._program("closed", self.chain(seed))
+        chunk = chunk or max(1, 2_000_000 // (self.T * self.dim))
+        total, var = 0.0, 0.0
+        for start in range(0, len(x), chunk):
+            part = backend.array(x[start:start + chunk])
+            backend.set_params(program, part, params)
+            value, err = backend.elbo(program, part, num_particles=EVAL_PARTICLES,
+                                      repeats=EVAL_REPEATS, seed=seed + start)
+            total, var = total + value, var + err ** 2
+        return total, math.sqrt(var)
+
+    def metrics(self, backend, program, params, train, test, seed):
+        """ELBO per datum on (up to 1000 of) the training data and the held-out split, in data
+        units; bits_per_dim = -ELBO / (D ln 2) on held-out data (else training data); for data
+        with a known density the true log-likelihood and true - ELBO (>= 0 up to Monte Carlo
+        error); for vectors the sliced Wasserstein distance of samples to held-out data beside
+        that of the training data to the held-out data (the floor at this sample size)."""
+        from probdiff.diagnostics import sliced_wasserstein
+        out: dict = {}
+        rng = np.random.default_rng(seed)
+        for key, x in (("elbo", train), ("test_elbo", test)):
+            if x is None or len(x) == 0:
+                continue
+            if len(x) > 1000:
+                x = x[np.sort(rng.choice(len(x), 1000, replace=False))]
+            total, err = self.variational_bound(backend, params, x, seed)
+            out[key] = total / len(x) + self.data_log_jacobian
+            out[key + "_stderr"] = err / len(x)
+        ref = "test_elbo" if "test_elbo" in out else "elbo"
+        bits = self.dim * math.log(2)
+        out["bits_per_dim"], out["bits_per_dim_stderr"] = -out[ref] / bits, out[ref + "_stderr"] / bits
+        p = "test_" if ref == "test_elbo" else ""
+        out[p + "bits_per_dim"] = out["bits_per_dim"]
+        held = test if p else train
+        if self.data.log_prob is not None and self.scaling.identity:
+            out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(held)))
+            out[p + "true_minus_elbo"] = out[p + "true_log_likelihood"] - out[ref]
+        if self.data.kind == "vector":
+            n = min(len(held), 2000)
+            self.samples = self.sample(params, n, seed).reshape(n, -1)
+            out[p + "sliced_wasserstein"] = sliced_wasserstein(self.samples, held, seed=seed)
+            if p and train is not None and len(train):
+                out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(test)], test,
+                                                                          seed=seed)
+        return out
+
+    # -- sampling ---------------------------------------------------------------------------
+    def fitted_chain(self, params: dict[str, np.ndarray]):
+        import torch
+        chain = self.chain(0)
+        prefix = "ddpm$$$"
+        state = {k[len(prefix):]: torch.as_tensor(np.asarray(v), dtype=torch.float32)
+                 for k, v in params.items() if k.startswith(prefix)}
+        chain.load_state_dict(state)
+        return chain.eval()
+
+    def run_sampler(self, params, n: int, seed: int, sampler: str | None = None,
+                    record: list[int] | None = None, progress: bool = False):
+        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from probdiff.models.ddpm_sampling import ancestral, ddim
+        name, steps = parse_sampler(sampler, self.options["variance"])
+        chain = self.fitted_chain(params)
+        gen = torch.Generator().manual_seed(seed)
+        total = self.T if name == "ancestral" else min(steps, self.T)
+        with tqdm(total=total, disable=not progress, desc=f"sample ({name})", unit="step",
+                  leave=False) as bar:
+            if name == "ancestral":
+                x, kept = ancestral(chain.eps, self.schedule, n, self.dim, gen,
+                                    self.options["variance"], record, progress=bar)
+            else:
+                x, kept = ddim(chain.eps, self.schedule, n, self.dim, gen, steps, 0.0, record,
+                               progress=bar)
+        return x, kept
+
+    def sample(self, params, n, seed, sampler: str | None = None):
+        """x_0 from the reverse chain (``ancestral``, or ``ddim[:steps]``), in data units;
+        integer images are clipped to the range and rounded to their levels."""
+        x, _ = self.run_sampler(params, n, seed, sampler, progress=n * self.T > 1e6)
+        x = x.numpy().astype(float)
+        if not self.scaling.identity:
+            x = np.round(self.scaling.inverse(np.clip(x, -1.0, 1.0)))
+        return x.reshape((n,) + self.data.event_shape)
+
+    def figures(self, run, idata, params, data):
+        from probdiff.models import ddpm_plots
+        names = []
+        x = self.prepare(data)
+        ts = sorted({self.T, int(self.T * 0.5), int(self.T * 0.2), int(self.T * 0.05), 1, 0},
+                    reverse=True)
+        _, kept = self.run_sampler(params, min(len(x), 1000), seed=0, record=ts)
+        names.append(ddpm_plots.trajectories_figure(run.file("trajectories.png"), self.schedule,
+                                                    x, kept, data.event_shape, self.scaling))
+        if self.data.kind == "vector" and self.samples is not None:
+            names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
+                                                           self.samples, x))
+        return [n for n in names if n]

@@ -1,0 +1,100 @@
+"""``probdiff fit ddpm`` end to end: metrics, figures, sampling, evaluation, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from probdiff.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+TINY = ["--T", "20", "--steps", "60", "--batch-size", "128", "--quiet", "--hidden", "32",
+        "--posterior-samples", "2"]
+
+
+@pytest.fixture(scope="module")
+def ddpm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddpm") / "run"
+    assert main(["fit", "ddpm", "--data", "mixture2d:n=500", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_fit_writes_the_bound_and_sample_quality(ddpm_run):
+    m = json.loads((ddpm_run / "metrics.json").read_text())
+    for key in ("elbo", "test_elbo", "bits_per_dim", "test_bits_per_dim", "test_true_log_likelihood",
+                "test_true_minus_elbo", "test_sliced_wasserstein", "sliced_wasserstein_train_test"):
+        assert key in m, key
+    assert m["bits_per_dim"] == pytest.approx(-m["test_elbo"] / (2 * np.log(2)))
+    # a bound: never above the true held-out log-likelihood beyond Monte Carlo error
+    assert m["test_true_minus_elbo"] > -3 * m["test_elbo_stderr"]
+    for name in ("elbo_trace.png", "trajectories.png", "samples_vs_data.png"):
+        assert (ddpm_run / name).is_file(), name
+    import arviz as az
+    stats = az.from_netcdf(ddpm_run / "inference_data.nc").sample_stats
+    assert stats["elbo"].shape == (1, 60) and stats["test_elbo"].shape[1] >= 2
+
+
+def test_sample_and_evaluate(ddpm_run, capsys):
+    for sampler in ("ancestral", "ddim:5"):
+        code, _, err = run_cli(capsys, "sample", str(ddpm_run), "-n", "30", "--sampler", sampler)
+        assert code == 0, err
+        x = np.load(ddpm_run / "samples.npz")["x"]
+        assert x.shape == (30, 2) and np.isfinite(x).all()
+    code, out, err = run_cli(capsys, "evaluate", str(ddpm_run), "--json")
+    assert code == 0, err
+    m = json.loads((ddpm_run / "metrics.json").read_text())
+    assert m["bits_per_dim"] == pytest.approx(m["test_bits_per_dim"])
+
+
+@pytest.mark.parametrize("estimator,extra", [("trace", []), ("closed", ["--weighting", "simple"]),
+                                             ("subsampled", ["--parameterisation", "x0",
+                                                             "--schedule", "cosine"])])
+def test_every_estimator_trains(tmp_path, estimator, extra):
+    out = tmp_path / estimator
+    assert main(["fit", "ddpm", "--data", "mixture2d:n=300", "--out", str(out), "--estimator",
+                 estimator, *TINY, *extra]) == 0
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["test_elbo"])
+
+
+def test_integer_images_use_the_discretised_decoder(tmp_path):
+    """Digits: a mass on the 17 levels, so the bound is negative and bits/dim at most
+    log2(17) = 4.09 plus what the model wastes; samples are integers 0..16."""
+    out = tmp_path / "digits"
+    assert main(["fit", "ddpm", "--data", "digits:n=200", "--out", str(out), *TINY]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["request"]["options"]["decoder"] == "auto" and m["test_elbo"] < 0
+    assert main(["sample", str(out), "-n", "4"]) == 0
+    x = np.load(out / "samples.npz")["x"]
+    assert x.shape == (4, 1, 8, 8) and np.array_equal(x, np.round(x)) and x.max() <= 16
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--T", "1"], "--T must be >= 2"),
+    (["--subsample", "50"], "--subsample must be in 1..T-1"),
+    (["--estimator", "trace", "--weighting", "simple"], "needs --estimator closed"),
+    (["--schedule", "cosine", "--beta-end", "0.1"], "do not apply"),
+    (["--beta-end", "1.5"], "outside (0, 1)"),
+    (["--hidden", "a,b"], "--hidden must be"),
+    (["--decoder", "discretized"], "integer images"),
+    (["--backend", "numpyro"], "no numpyro backend"),
+])
+def test_bad_options_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "bad"
+    code, _, err = run_cli(capsys, "fit", "ddpm", "--data", "mixture2d:n=100", "--out", str(out),
+                           "--T", "20", "--steps", "5", "--quiet", *args)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_bad_sampler(ddpm_run, capsys):
+    before = (ddpm_run / "metrics.json").read_bytes()
+    code, _, err = run_cli(capsys, "sample", str(ddpm_run), "--sampler", "ddim:x")
+    assert code == 2 and "integer" in err
+    assert (ddpm_run / "metrics.json").read_bytes() == before
