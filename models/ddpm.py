@@ -33,6 +33,22 @@ WEIGHTINGS = ("elbo", "simple")
 STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
 
 
+def kl_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
+    """lambda_t with KL(q(x_{t-1}|x_t,x_0) || N(mu_theta, sigma_t^2)) = lambda_t ||eps -
+    eps_theta||^2 + const: beta_t^2 / (2 sigma_t^2 (1 - abar_t) alpha_t), t = 2..T (index t)."""
+    s, lam = schedule, np.zeros(schedule.T + 1)
+    t = np.arange(2, s.T + 1)
+    lam[t] = s.betas[t] ** 2 / (2 * scales[t] ** 2 * (1 - s.abar[t]) * s.alphas[t])
+    return lam
+
+
+def simple_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
+    """1 / lambda_t for t = 2..T (0 elsewhere): the KL weights that give L_simple."""
+    lam, w = kl_weights(schedule, scales), np.zeros(schedule.T + 1)
+    w[2:] = 1.0 / lam[2:]
+    return w
+
+
 def site(t: int) -> str:
     """The sample-site name of x_t."""
     return f"x_{t}"
@@ -86,13 +102,8 @@ class ReverseChain(nn.Module):
         return mu.reshape(shape)
 
     def kl_weight(self) -> np.ndarray:
-        """lambda_t with KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) = lambda_t ||eps -
-        eps_theta||^2 + const: beta_t^2 / (2 sigma_t^2 (1 - abar_t) alpha_t), t = 2..T (index t)."""
-        s = self.schedule
-        lam = np.zeros(s.T + 1)
-        t = np.arange(2, s.T + 1)
-        lam[t] = s.betas[t] ** 2 / (2 * self.scales[t] ** 2 * (1 - s.abar[t]) * s.alphas[t])
-        return lam
+        """lambda_t of :func:`kl_weights` for this chain's variances."""
+        return kl_weights(self.schedule, self.scales)
 
     def step_scale(self, t: int) -> float:
         """sigma_t of p_theta(x_{t-1} | x_t) for t >= 2; the decoder's sqrt(beta_1) at t = 1."""
@@ -169,11 +180,8 @@ class DDPMTermsModel:
         self.T = chain.schedule.T
         self.subsample = subsample
         # per-step scale of the KL terms (index t), for this model and its guide
-        self.step_weights = None
-        if weighting == "simple":
-            lam = chain.kl_weight()
-            self.step_weights = np.zeros_like(lam)
-            self.step_weights[2:] = 1.0 / lam[2:]
+        self.step_weights = (simple_weights(chain.schedule, chain.scales)
+                             if weighting == "simple" else None)
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("ddpm", self.chain, update_module_params=True)

@@ -59,7 +59,7 @@ def parse_sampler(text: str | None, default_variance: str) -> tuple[str, int]:
 class DDPMFamily(Family):
     name = "ddpm"
     summary = "denoising diffusion: reverse chain (model), forward process (guide)"
-    backends = ("pyro",)
+    backends = ("pyro", "numpyro")
     default_lr = 2e-3
     default_steps = 3000
     held_out_keys = ("bits_per_dim", "bits_per_dim_stderr")
@@ -133,11 +133,35 @@ class DDPMFamily(Family):
                              self.decoder, self.scaling.model_levels)
         return chain.to(device=device, dtype=getattr(torch, dtype))
 
+    def validate_request(self, inference, backend, settings, n_train, dtype) -> None:
+        if backend == "numpyro" and self.options["estimator"] == "trace":
+            raise ProbdiffError("--estimator trace runs on Pyro only; NumPyro has the closed "
+                                "and subsampled estimators")
+
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        if backend == "numpyro":
+            import jax.numpy as jnp
+            # the network's initial weights come from the backend's key (start(..., seed))
+            return self._numpyro_program(self.options["estimator"], self.options["weighting"],
+                                         getattr(jnp, dtype))
         if backend != "pyro":
-            raise ProbdiffError(f"model ddpm has no {backend} backend yet")
+            raise ProbdiffError(f"model ddpm has no {backend} backend")
         return self._program(self.options["estimator"], self.chain(seed, dtype, device),
                              self.options["weighting"])
+
+    def _numpyro_program(self, estimator: str, weighting: str, dtype) -> Program:
+        from probdiff.models import ddpm_numpyro as dn
+        from probdiff.models.ddpm import simple_weights
+        o = self.options
+        scales = np.sqrt(self.schedule.reverse_variance(o["variance"]))
+        weights = simple_weights(self.schedule, scales) if weighting == "simple" else None
+        k = o["subsample"] if estimator == "subsampled" else None
+        module = dn.TimeMLP(self.dim, tuple(self.hidden), self.T, dtype=dtype)
+        model = dn.DDPMTermsModel(module, self.schedule, o["parameterisation"], o["variance"],
+                                  self.decoder, self.scaling.model_levels, k, weights)
+        model.dtype = dtype
+        return Program(model, dn.MarginalGuide(self.schedule, k, weights), elbo="meanfield",
+                       max_plate_nesting=2)
 
     def _program(self, estimator: str, chain, weighting: str = "elbo") -> Program:
         from probdiff.guides.ddpm import ForwardGuide, MarginalGuide
@@ -154,7 +178,9 @@ class DDPMFamily(Family):
         """The held-out trace uses the full bound (all T - 1 KLs, closed form) on the same
         network: a subsampled estimate with common random numbers would repeat one draw of t."""
         chain = getattr(program.model, "chain", None)
-        return self._program("closed", chain) if chain is not None else program
+        if chain is not None:
+            return self._program("closed", chain)
+        return self._numpyro_program("closed", "elbo", program.model.dtype)
 
     def variational_bound(self, backend, params, x: np.ndarray, seed: int,
                           chunk: int | None = None) -> tuple[np.ndarray, float]:
@@ -163,6 +189,10 @@ class DDPMFamily(Family):
 
         The full bound: prior matching + all T - 1 KLs in closed form + the decoder, with
         ``EVAL_PARTICLES`` x ``EVAL_REPEATS`` draws of the x_t per datum."""
+        from probdiff.backends import get_backend
+        from probdiff.models.ddpm_numpyro import numpyro_to_pyro_params
+        backend = get_backend("pyro")  # NumPyro runs are evaluated by the tested torch twin
+        params = numpyro_to_pyro_params(params)
         program = self._program("closed", self.chain(seed))
         chunk = chunk or max(1, 2_000_000 // (self.T * self.dim))
         total, var = 0.0, 0.0
@@ -212,6 +242,9 @@ class DDPMFamily(Family):
     # -- sampling ---------------------------------------------------------------------------
     def fitted_chain(self, params: dict[str, np.ndarray]):
         import torch
+
+        from probdiff.models.ddpm_numpyro import numpyro_to_pyro_params
+        params = numpyro_to_pyro_params(params)
         chain = self.chain(0)
         prefix = "ddpm$$$"
         state = {k[len(prefix):]: torch.as_tensor(np.asarray(v), dtype=torch.float32)

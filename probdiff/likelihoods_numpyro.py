@@ -29,26 +29,34 @@ def discretized_gaussian_log_prob(x, loc, scale, levels: int):
 
 
 class DiscretizedGaussian(dist.Distribution):
-    """Gaussian N(loc, scale^2) discretised to ``levels`` equally spaced values in [0, 1]."""
+    """Gaussian N(loc, scale^2) discretised to ``levels`` equally spaced values in [low, high]
+    (default [0, 1])."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
-    support = constraints.unit_interval
     pytree_data_fields = ("loc", "scale")
-    pytree_aux_fields = ("levels",)
+    pytree_aux_fields = ("levels", "low", "high")
 
-    def __init__(self, loc, scale, levels: int, *, validate_args=None):
+    def __init__(self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0, *,
+                 validate_args=None):
         if levels < 2:
             raise ValueError(f"a discretised Gaussian needs at least 2 levels, got {levels}")
         self.loc, self.scale = promote_shapes(loc, scale)
-        self.levels = int(levels)
+        self.levels, self.low, self.high = int(levels), float(low), float(high)
         batch_shape = jax.lax.broadcast_shapes(jnp.shape(loc), jnp.shape(scale))
         super().__init__(batch_shape=batch_shape, validate_args=validate_args)
 
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.interval(self.low, self.high)
+
     def log_prob(self, value):
-        return discretized_gaussian_log_prob(value, self.loc, self.scale, self.levels)
+        w = self.high - self.low
+        return discretized_gaussian_log_prob((value - self.low) / w, (self.loc - self.low) / w,
+                                             self.scale / w, self.levels)
 
     def sample(self, key, sample_shape=()):
         shape = sample_shape + self.batch_shape
         y = self.loc + self.scale * jax.random.normal(key, shape)
-        k = jnp.clip(jnp.round(y * (self.levels - 1)), 0, self.levels - 1)
-        return k / (self.levels - 1)
+        u = (y - self.low) / (self.high - self.low)
+        k = jnp.clip(jnp.round(u * (self.levels - 1)), 0, self.levels - 1)
+        return self.low + (self.high - self.low) * k / (self.levels - 1)

@@ -54,7 +54,9 @@ def test_sample_and_evaluate(ddpm_run, capsys):
 
 @pytest.mark.parametrize("estimator,extra", [("trace", []), ("closed", ["--weighting", "simple"]),
                                              ("subsampled", ["--parameterisation", "x0",
-                                                             "--schedule", "cosine"])])
+                                                             "--schedule", "cosine"]),
+                                             ("subsampled", ["--backend", "numpyro",
+                                                             "--weighting", "simple"])])
 def test_every_estimator_trains(tmp_path, estimator, extra):
     out = tmp_path / estimator
     assert main(["fit", "ddpm", "--data", "mixture2d:n=300", "--out", str(out), "--estimator",
@@ -83,7 +85,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     (["--beta-end", "1.5"], "outside (0, 1)"),
     (["--hidden", "a,b"], "--hidden must be"),
     (["--decoder", "discretized"], "integer images"),
-    (["--backend", "numpyro"], "no numpyro backend"),
+    (["--backend", "numpyro", "--estimator", "trace"], "Pyro only"),
 ])
 def test_bad_options_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "bad"

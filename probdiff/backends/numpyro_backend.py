@@ -80,6 +80,7 @@ class NumPyroBackend:
         self._state = None
         self._lr = 1e-3
         self._updates: dict = {}
+        self._inits: dict = {}
         self._evals: dict = {}
 
     def _ensure_x64(self) -> None:
@@ -106,7 +107,7 @@ class NumPyroBackend:
         self._program, self._lr = program, lr
         optim = ClippedAdam(step_size=lr, clip_norm=clip_norm)
         self._svi = SVI(program.model, program.guide, optim, loss=make_elbo(program))
-        self._updates = {}
+        self._updates, self._inits = {}, {}
         self._state = self._init(random.PRNGKey(seed), x)
 
     def _init(self, rng_key: jax.Array, x: jax.Array, init_params: dict | None = None):
@@ -116,9 +117,15 @@ class NumPyroBackend:
         float64 for float32 input; casting the state and the constrained values keeps a float32
         program in float32 whatever the process-wide switch says.
         """
+        # jit-compiled: run eagerly, a long model (a diffusion chain) compiles op by op
+        key = (id(self._svi), x.shape[0])
+        init = self._inits.get(key)
+        if init is None or init[0] is not self._svi:
+            svi, kwargs = self._svi, self._program.kwargs(x.shape[0])
+            init = self._inits[key] = (svi, jax.jit(
+                lambda k, data, params: svi.init(k, data, init_params=params, **kwargs)))
         with jax.default_device(self.device):
-            state = self._svi.init(rng_key, x, init_params=init_params,
-                                   **self._program.kwargs(x.shape[0]))
+            state = init[1](rng_key, x, init_params)
         constrain = self._svi.constrain_fn
         self._svi.constrain_fn = lambda params: self._cast(constrain(params))
         return jax.device_put(self._cast(state), self.device)  # committed like step's outputs
