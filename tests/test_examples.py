@@ -11,6 +11,8 @@ TINY = {
     "gmm.py": ["--steps", "30", "--quick"],
     "factor_analysis.py": ["--steps", "30", "--n", "200"],
     "vae.py": ["--steps", "30", "--quick", "--likelihood", "discretized", "--net", "conv"],
+    "ddpm_2d.py": ["--steps", "30", "--quick"],
+    "ddpm_digits.py": ["--steps", "30", "--quick"],
 }
 
 
