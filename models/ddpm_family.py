@@ -212,12 +212,14 @@ class DDPMFamily(Family):
         that of the training data to the held-out data (the floor at this sample size)."""
         from probdiff.diagnostics import sliced_wasserstein
         out: dict = {}
+        used: dict[str, np.ndarray] = {}
         rng = np.random.default_rng(seed)
         for key, x in (("elbo", train), ("test_elbo", test)):
             if x is None or len(x) == 0:
                 continue
             if len(x) > 1000:
                 x = x[np.sort(rng.choice(len(x), 1000, replace=False))]
+            used[key] = x
             total, err = self.variational_bound(backend, params, x, seed)
             out[key] = total / len(x) + self.data_log_jacobian
             out[key + "_stderr"] = err / len(x)
@@ -228,6 +230,8 @@ class DDPMFamily(Family):
         out[p + "bits_per_dim"] = out["bits_per_dim"]
         held = test if p else train
         if self.data.log_prob is not None and self.scaling.identity:
+            if "elbo" in used:  # on the same rows as elbo
+                out["true_log_likelihood"] = float(np.mean(self.data.log_prob(used["elbo"])))
             out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(held)))
             out[p + "true_minus_elbo"] = out[p + "true_log_likelihood"] - out[ref]
         if self.data.kind == "vector":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from probdiff.models.ddpm_family import DDPMFamily
 from probdiff.models.gmm_family import GMMFamily
 from probdiff.models.vae_family import VAEFamily
 
@@ -45,4 +46,7 @@ STEPS = [
     Step("vae_digits", "1b. VAE on 8x8 digits: decoder = model, encoder = guide (Pyro)", "vae",
          "digits", {"steps": 4000, "lr": 0.005}, {"steps": 1500},
          {"posterior_samples": 20}, VAEFamily.default_options()),
+    Step("ddpm_2d", "2. DDPM on the 2-D mixture: reverse chain = model, forward process = guide "
+         "(Pyro)", "ddpm", "mixture2d", {"steps": 4000, "lr": 2e-3, "batch_size": 256},
+         {"steps": 1500}, {"posterior_samples": 2}, DDPMFamily.default_options(T=100)),
 ]
