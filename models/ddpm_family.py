@@ -26,7 +26,8 @@ from probdiff.program import Program
 from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
 
-ESTIMATORS = ("subsampled", "closed", "trace")
+ESTIMATORS = ("auto", "subsampled", "closed", "trace")
+AUTO_CLOSED_MAX_T = 100  # --estimator auto: every term up to this T, subsampled above
 EVAL_PARTICLES, EVAL_REPEATS = 4, 4
 
 
@@ -76,8 +77,9 @@ class DDPMFamily(Family):
         g.add_argument("--parameterisation", choices=("eps", "x0", "score"), default="eps")
         g.add_argument("--variance", choices=("fixed_small", "fixed_large"), default="fixed_small",
                        help="reverse-step variance: sigma_q(t)^2 or beta_t")
-        g.add_argument("--estimator", choices=ESTIMATORS, default="subsampled",
-                       help="ELBO estimator for training (see probdiff.models.ddpm_family)")
+        g.add_argument("--estimator", choices=ESTIMATORS, default="auto",
+                       help=f"ELBO estimator for training: auto = closed for T <= "
+                            f"{AUTO_CLOSED_MAX_T}, subsampled above (benchmarks/ddpm_estimators.py)")
         g.add_argument("--subsample", type=int, default=8,
                        help="timesteps per batch for --estimator subsampled")
         g.add_argument("--weighting", choices=("elbo", "simple"), default="elbo",
@@ -102,6 +104,8 @@ class DDPMFamily(Family):
             raise ProbdiffError("--beta-start/--beta-end do not apply to --schedule cosine")
         self.schedule = Schedule.make(o["schedule"], self.T, **kw)
         self.hidden = parse_widths(o["hidden"])
+        if o["estimator"] == "auto":
+            o["estimator"] = "closed" if self.T <= AUTO_CLOSED_MAX_T else "subsampled"
         if o["estimator"] == "subsampled" and not 1 <= o["subsample"] <= self.T - 1:
             raise ProbdiffError(f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}")
         if o["estimator"] == "trace" and o["weighting"] != "elbo":
