@@ -79,7 +79,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--T", "1"], "--T must be >= 2"),
-    (["--subsample", "50"], "--subsample must be in 1..T-1"),
+    (["--estimator", "subsampled", "--subsample", "50"], "--subsample must be in 1..T-1"),
     (["--estimator", "trace", "--weighting", "simple"], "needs --estimator closed"),
     (["--schedule", "cosine", "--beta-end", "0.1"], "do not apply"),
     (["--beta-end", "1.5"], "outside (0, 1)"),
