@@ -28,6 +28,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gmm_bench.py
 	$(BIN)/python benchmarks/vae_bench.py
+	$(BIN)/python benchmarks/ddpm_bench.py
+	$(BIN)/python benchmarks/ddpm_estimators.py
 
 clean:
 	rm -rf runs .pytest_cache
