@@ -26,18 +26,18 @@ from probdiff.program import Program
 from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
 
-ESTIMATORS = ("auto", "subsampled", "closed", "trace")
-AUTO_CLOSED_MAX_T = 100  # --estimator auto: every term up to this T, subsampled above
+ESTIMATORS = ("subsampled", "closed", "trace")
 EVAL_PARTICLES, EVAL_REPEATS = 4, 4
+TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
 
 
-def parse_widths(text: str) -> list[int]:
+def parse_widths(text: str, flag: str = "--hidden") -> list[int]:
     try:
         sizes = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ProbdiffError(f"--hidden must be comma-separated widths like 128,128, got {text!r}") from None
+        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,128, got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
-        raise ProbdiffError(f"--hidden widths must be >= 1, got {text!r}")
+        raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
     return sizes
 
 
@@ -77,14 +77,17 @@ class DDPMFamily(Family):
         g.add_argument("--parameterisation", choices=("eps", "x0", "score"), default="eps")
         g.add_argument("--variance", choices=("fixed_small", "fixed_large"), default="fixed_small",
                        help="reverse-step variance: sigma_q(t)^2 or beta_t")
-        g.add_argument("--estimator", choices=ESTIMATORS, default="auto",
-                       help=f"ELBO estimator for training: auto = closed for T <= "
-                            f"{AUTO_CLOSED_MAX_T}, subsampled above (benchmarks/ddpm_estimators.py)")
-        g.add_argument("--subsample", type=int, default=8,
-                       help="timesteps per batch for --estimator subsampled")
+        g.add_argument("--estimator", choices=ESTIMATORS, default="subsampled",
+                       help="ELBO estimator for training (README: measured variances and speed)")
+        g.add_argument("--subsample", type=int, default=None,
+                       help="timesteps per batch for --estimator subsampled (default min(8, T-1))")
         g.add_argument("--weighting", choices=("elbo", "simple"), default="elbo",
                        help="elbo: the variational bound; simple: Ho et al.'s L_simple")
+        g.add_argument("--net", choices=("auto", "mlp", "unet"), default="auto",
+                       help="network: auto = unet for images, mlp for vectors")
         g.add_argument("--hidden", default="128,128", help="widths of the time-conditioned MLP")
+        g.add_argument("--channels", default="32,64",
+                       help="U-Net widths per level (height and width divisible by 2^(levels-1))")
         g.add_argument("--decoder", choices=("auto", "gaussian", "discretized"), default="auto",
                        help="p(x_0|x_1): auto = discretized for integer images, else gaussian")
 
@@ -104,8 +107,21 @@ class DDPMFamily(Family):
             raise ProbdiffError("--beta-start/--beta-end do not apply to --schedule cosine")
         self.schedule = Schedule.make(o["schedule"], self.T, **kw)
         self.hidden = parse_widths(o["hidden"])
-        if o["estimator"] == "auto":
-            o["estimator"] = "closed" if self.T <= AUTO_CLOSED_MAX_T else "subsampled"
+        self.net = o.get("net", "auto")
+        if self.net == "auto":
+            self.net = "unet" if data.kind == "image" else "mlp"
+        if self.net == "unet":
+            if len(data.event_shape) != 3:
+                raise ProbdiffError(f"--net unet needs image data (C, H, W), got shape "
+                                    f"{data.event_shape}")
+            self.channels = parse_widths(o.get("channels", "32,64"), "--channels")
+            f = 2 ** (len(self.channels) - 1)
+            if data.event_shape[1] % f or data.event_shape[2] % f:
+                raise ProbdiffError(f"a {len(self.channels)}-level U-Net needs height and width "
+                                    f"divisible by {f}, got {data.event_shape[1]}x"
+                                    f"{data.event_shape[2]}")
+        if o.get("subsample") is None:
+            o["subsample"] = min(8, self.T - 1)
         if o["estimator"] == "subsampled" and not 1 <= o["subsample"] <= self.T - 1:
             raise ProbdiffError(f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}")
         if o["estimator"] == "trace" and o["weighting"] != "elbo":
@@ -130,9 +146,11 @@ class DDPMFamily(Family):
         import torch
 
         from probdiff.models.ddpm import ReverseChain
-        from probdiff.models.ddpm_networks import TimeMLP
+        from probdiff.models.ddpm_networks import TimeMLP, UNet
         torch.manual_seed(seed)
-        chain = ReverseChain(TimeMLP(self.dim, self.hidden, self.T), self.schedule,
+        net = (UNet(self.data.event_shape, self.channels, self.T) if self.net == "unet"
+               else TimeMLP(self.dim, self.hidden, self.T))
+        chain = ReverseChain(net, self.schedule,
                              self.options["parameterisation"], self.options["variance"],
                              self.decoder, self.scaling.model_levels)
         return chain.to(device=device, dtype=getattr(torch, dtype))
@@ -141,6 +159,8 @@ class DDPMFamily(Family):
         if backend == "numpyro" and self.options["estimator"] == "trace":
             raise ProbdiffError("--estimator trace runs on Pyro only; NumPyro has the closed "
                                 "and subsampled estimators")
+        if backend == "numpyro" and self.net == "unet":
+            raise ProbdiffError("the U-Net runs on Pyro only; use --net mlp with --backend numpyro")
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
         if backend == "numpyro":
@@ -209,7 +229,7 @@ class DDPMFamily(Family):
         return total, math.sqrt(var)
 
     def metrics(self, backend, program, params, train, test, seed):
-        """ELBO per datum on (up to 1000 of) the training data and the held-out split, in data
+        """ELBO per datum on (up to 500 of) the training data and the held-out split, in data
         units; bits_per_dim = -ELBO / (D ln 2) on held-out data (else training data); for data
         with a known density the true log-likelihood and true - ELBO (>= 0 up to Monte Carlo
         error); for vectors the sliced Wasserstein distance of samples to held-out data beside
@@ -221,8 +241,8 @@ class DDPMFamily(Family):
         for key, x in (("elbo", train), ("test_elbo", test)):
             if x is None or len(x) == 0:
                 continue
-            if len(x) > 1000:
-                x = x[np.sort(rng.choice(len(x), 1000, replace=False))]
+            if key == "elbo" and len(x) > TRAIN_EVAL_ROWS:
+                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
             used[key] = x
             total, err = self.variational_bound(backend, params, x, seed)
             out[key] = total / len(x) + self.data_log_jacobian
@@ -296,7 +316,8 @@ class DDPMFamily(Family):
         x = self.prepare(data)
         ts = sorted({self.T, int(self.T * 0.5), int(self.T * 0.2), int(self.T * 0.05), 1, 0},
                     reverse=True)
-        _, kept = self.run_sampler(params, min(len(x), 1000), seed=0, record=ts)
+        n = 8 if data.kind == "image" else min(len(x), 1000)  # image rows show four samples
+        _, kept = self.run_sampler(params, n, seed=0, record=ts)
         names.append(ddpm_plots.trajectories_figure(run.file("trajectories.png"), self.schedule,
                                                     x, kept, data.event_shape, self.scaling))
         if self.data.kind == "vector" and self.samples is not None:

@@ -68,10 +68,13 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     """Digits: a mass on the 17 levels, so the bound is negative and bits/dim at most
     log2(17) = 4.09 plus what the model wastes; samples are integers 0..16."""
     out = tmp_path / "digits"
-    assert main(["fit", "ddpm", "--data", "digits:n=200", "--out", str(out), *TINY]) == 0
+    assert main(["fit", "ddpm", "--data", "digits:n=200", "--out", str(out), *TINY,
+                 "--channels", "8,16"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["request"]["options"]["decoder"] == "auto" and m["test_elbo"] < 0
+    params = np.load(out / "params.npz")
+    assert any(".down.0.conv1.weight" in k for k in params.files)  # the U-Net by default
     assert main(["sample", str(out), "-n", "4"]) == 0
     x = np.load(out / "samples.npz")["x"]
     assert x.shape == (4, 1, 8, 8) and np.array_equal(x, np.round(x)) and x.max() <= 16
@@ -86,6 +89,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     (["--hidden", "a,b"], "--hidden must be"),
     (["--decoder", "discretized"], "integer images"),
     (["--backend", "numpyro", "--estimator", "trace"], "Pyro only"),
+    (["--net", "unet"], "needs image data"),
 ])
 def test_bad_options_one_line(tmp_path, capsys, args, message):
     out = tmp_path / "bad"

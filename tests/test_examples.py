@@ -13,6 +13,7 @@ TINY = {
     "vae.py": ["--steps", "30", "--quick", "--likelihood", "discretized", "--net", "conv"],
     "ddpm_2d.py": ["--steps", "30", "--quick"],
     "ddpm_digits.py": ["--steps", "30", "--quick"],
+    "indi.py": ["--steps", "30", "--quick", "--restore-steps", "5"],
 }
 
 
