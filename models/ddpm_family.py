@@ -27,7 +27,7 @@ from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
 
 ESTIMATORS = ("subsampled", "closed", "trace")
-EVAL_PARTICLES, EVAL_REPEATS = 4, 4
+EVAL_PARTICLES, EVAL_REPEATS = 2, 4
 TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
 
 

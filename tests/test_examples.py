@@ -10,7 +10,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY = {
     "gmm.py": ["--steps", "30", "--quick"],
     "factor_analysis.py": ["--steps", "30", "--n", "200"],
-    "vae.py": ["--steps", "30", "--quick", "--likelihood", "discretized", "--net", "conv"],
+    "vae.py": ["--steps", "30", "--quick", "--likelihood", "discretized"],
     "ddpm_2d.py": ["--steps", "30", "--quick"],
     "ddpm_digits.py": ["--steps", "30", "--quick"],
     "indi.py": ["--steps", "30", "--quick", "--restore-steps", "5"],
