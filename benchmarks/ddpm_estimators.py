@@ -24,39 +24,21 @@ import time
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
-from pyro.poutine.util import site_is_subsample
 from pyro.optim import Adam
-from torch.distributions import kl_divergence
 
 from probdiff.data import load_dataset
 from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm import DDPMModel, DDPMTermsModel, ReverseChain
+from probdiff.models.ddpm import DDPMModel, DDPMTermsModel, ReverseChain, elbo_terms
 from probdiff.models.ddpm_networks import TimeMLP
 from probdiff.schedules import Schedule
 
 
 def per_term(model, guide, x, closed: bool) -> dict[str, torch.Tensor]:
     """One draw of each term per datum: {name: (N,)}; their sum is the ELBO estimate."""
-    gtr = poutine.trace(guide).get_trace(x)
-    mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(x)
-    out = {}
-    for name, site in mtr.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if site["is_observed"]:
-            out["decoder"] = site["fn"].log_prob(site["value"])
-            continue
-        g = gtr.nodes[name]
-        scale = g["scale"] if isinstance(g["scale"], torch.Tensor) else torch.tensor(g["scale"])
-        if closed:
-            term = -kl_divergence(g["fn"], site["fn"]) * scale
-        else:
-            term = site["fn"].log_prob(site["value"]) - g["fn"].log_prob(g["value"])
-        if term.dim() == 2:  # the steps plate of (c): one row per subsampled t
-            term = term.sum(0)
-        out[name] = term
+    terms = elbo_terms(model, guide, x, closed)
+    out = {("decoder" if k == "x_0" else k): (v.sum(0) if v.dim() == 2 else v)
+           for k, v in terms.items()}
     return out
 
 

@@ -219,3 +219,28 @@ def marginal(schedule: Schedule, x0: torch.Tensor, t) -> dist.TorchDistribution:
     col = lambda v: torch.as_tensor(v[idx], dtype=x0.dtype, device=x0.device)[:, None, None]  # noqa: E731
     return dist.Normal(col(a) * x0, col(b).expand(len(idx), *x0.shape)).to_event(1)
 
+
+def elbo_terms(model, guide, x0: torch.Tensor, closed: bool = True) -> dict[str, torch.Tensor]:
+    """One draw of every term of the ELBO per datum, {site: (N,) or (k, N)}: the decoder's
+    log p(x_0 | x_1) (``x_0``), and per latent site -KL(q || p) in closed form (``closed``)
+    or log p - log q at the drawn value, scaled as the guide scales it; the ``steps`` plate's
+    sites keep one row per step. Their sum over sites (and steps) is the ELBO estimate."""
+    from pyro.poutine.util import site_is_subsample
+    from torch.distributions import kl_divergence
+    gtr = poutine.trace(guide).get_trace(x0)
+    mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(x0)
+    out = {}
+    for name, site in mtr.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if site["is_observed"]:
+            out[name] = site["fn"].log_prob(site["value"])
+            continue
+        g = gtr.nodes[name]
+        if closed:
+            term = -kl_divergence(g["fn"], site["fn"])
+        else:
+            term = site["fn"].log_prob(site["value"]) - g["fn"].log_prob(g["value"])
+        out[name] = term * g["scale"]
+    return out
+

@@ -27,7 +27,7 @@ from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
 
 ESTIMATORS = ("subsampled", "closed", "trace")
-EVAL_PARTICLES, EVAL_REPEATS = 2, 4
+EVAL_DRAWS = 8  # draws of the x_t per datum for the full bound
 TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
 
 
@@ -133,6 +133,8 @@ class DDPMFamily(Family):
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
         self.samples: np.ndarray | None = None
+        self.kl_profile: np.ndarray | None = None
+        self.bound_parts: dict = {}
 
     objective = property(lambda self: "L_simple objective" if self.options["weighting"] == "simple"
                          else "ELBO")
@@ -206,27 +208,44 @@ class DDPMFamily(Family):
             return self._program("closed", chain)
         return self._numpyro_program("closed", "elbo", program.model.dtype)
 
-    def variational_bound(self, backend, params, x: np.ndarray, seed: int,
-                          chunk: int | None = None) -> tuple[np.ndarray, float]:
-        """(per-datum ELBO in data units averaged over particles is not available per datum:
-        returns the total over ``x``'s rows in chunks) -> (sum, standard error), nats.
+    def variational_bound(self, params, x: np.ndarray, seed: int,
+                          chunk: int | None = None) -> dict:
+        """The full bound on the rows of ``x`` (model units), term by term: prior matching
+        KL(q(x_T|x_0) || N(0, I)), the T - 1 KLs against q(x_{t-1}|x_t,x_0) in closed form (each
+        x_t from q(x_t|x_0)), the decoder log p(x_0|x_1); ``EVAL_DRAWS`` draws per datum, by the
+        torch chain (NumPyro runs are converted: the twins agree to 1e-10).
 
-        The full bound: prior matching + all T - 1 KLs in closed form + the decoder, with
-        ``EVAL_PARTICLES`` x ``EVAL_REPEATS`` draws of the x_t per datum."""
-        from probdiff.backends import get_backend
+        Returns per datum: ``elbo`` (mean), ``stderr`` (Monte Carlo standard error of the mean
+        over rows), ``prior``, ``decoder``, ``kl`` (sums), and ``kl_per_step`` (T - 1,) for
+        t = 2..T, each averaged over rows and draws."""
+        import pyro
+        import torch
+
+        from probdiff.models.ddpm import SITE_PREV, elbo_terms, site
         from probdiff.models.ddpm_numpyro import numpyro_to_pyro_params
-        backend = get_backend("pyro")  # NumPyro runs are evaluated by the tested torch twin
-        params = numpyro_to_pyro_params(params)
-        program = self._program("closed", self.chain(seed))
+        chain = self.fitted_chain(numpyro_to_pyro_params(params))
+        program = self._program("closed", chain)
         chunk = chunk or max(1, 2_000_000 // (self.T * self.dim))
-        total, var = 0.0, 0.0
-        for start in range(0, len(x), chunk):
-            part = backend.array(x[start:start + chunk])
-            backend.set_params(program, part, params)
-            value, err = backend.elbo(program, part, num_particles=EVAL_PARTICLES,
-                                      repeats=EVAL_REPEATS, seed=seed + start)
-            total, var = total + value, var + err ** 2
-        return total, math.sqrt(var)
+        totals, var, prior, decoder, kl = [], 0.0, 0.0, 0.0, np.zeros(self.T - 1)
+        with torch.random.fork_rng(), torch.no_grad():
+            pyro.set_rng_seed(seed)
+            for start in range(0, len(x), chunk):
+                part = torch.as_tensor(x[start:start + chunk], dtype=torch.float32)
+                draws = []
+                for _ in range(EVAL_DRAWS):
+                    terms = elbo_terms(program.model, program.guide, part)
+                    p_, d_, k_ = terms[site(self.T)], terms["x_0"], terms[SITE_PREV]
+                    draws.append((p_ + d_ + k_.sum(0)).double().numpy())
+                    prior += float(p_.sum()) / EVAL_DRAWS
+                    decoder += float(d_.sum()) / EVAL_DRAWS
+                    kl += -k_.sum(1).double().numpy() / EVAL_DRAWS
+                draws = np.array(draws)  # (draws, rows)
+                totals.append(draws.mean(0))
+                var += float((draws.var(0, ddof=1) / EVAL_DRAWS).sum())
+        n = len(x)
+        return {"elbo": float(np.concatenate(totals).mean()), "stderr": math.sqrt(var) / n,
+                "prior": prior / n, "decoder": decoder / n, "kl": float(kl.sum()) / n,
+                "kl_per_step": kl / n}
 
     def metrics(self, backend, program, params, train, test, seed):
         """ELBO per datum on (up to 500 of) the training data and the held-out split, in data
@@ -244,9 +263,15 @@ class DDPMFamily(Family):
             if key == "elbo" and len(x) > TRAIN_EVAL_ROWS:
                 x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
             used[key] = x
-            total, err = self.variational_bound(backend, params, x, seed)
-            out[key] = total / len(x) + self.data_log_jacobian
-            out[key + "_stderr"] = err / len(x)
+            bound = self.variational_bound(params, x, seed)
+            out[key] = bound["elbo"] + self.data_log_jacobian
+            out[key + "_stderr"] = bound["stderr"]
+            prefix = key[:-len("elbo")]
+            out[prefix + "bound_prior"] = bound["prior"]
+            out[prefix + "bound_decoder"] = bound["decoder"] + self.data_log_jacobian
+            out[prefix + "bound_kl"] = -bound["kl"]
+            self.kl_profile = bound["kl_per_step"]
+            self.bound_parts = {k: out[prefix + "bound_" + k] for k in ("decoder", "kl", "prior")}
         ref = "test_elbo" if "test_elbo" in out else "elbo"
         bits = self.dim * math.log(2)
         out["bits_per_dim"], out["bits_per_dim_stderr"] = -out[ref] / bits, out[ref + "_stderr"] / bits
@@ -320,6 +345,9 @@ class DDPMFamily(Family):
         _, kept = self.run_sampler(params, n, seed=0, record=ts)
         names.append(ddpm_plots.trajectories_figure(run.file("trajectories.png"), self.schedule,
                                                     x, kept, data.event_shape, self.scaling))
+        if self.kl_profile is not None:
+            names.append(ddpm_plots.kl_profile_figure(run.file("bound_terms.png"),
+                                                      self.kl_profile, self.bound_parts))
         if self.data.kind == "vector" and self.samples is not None:
             names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
                                                            self.samples, x))
