@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         data)
     xs = family.prepare(data)  # pixels scaled to [0, 1], as every method sees them
     x = torch.tensor(xs, dtype=torch.float32)
-    n, d, L = x.shape[0], x.shape[1], args.latent_dim
+    n, L = x.shape[0], args.latent_dim
     rng = np.random.default_rng(0)
     batches = [torch.as_tensor(rng.choice(n, args.batch_size, replace=False))
                for _ in range(args.steps)]

@@ -41,7 +41,7 @@ def parse_widths(text: str, flag: str = "--hidden") -> list[int]:
     return sizes
 
 
-def parse_sampler(text: str | None, default_variance: str) -> tuple[str, int]:
+def parse_sampler(text: str | None) -> tuple[str, int]:
     """'ancestral' | 'ddim' | 'ddim:K' -> (name, steps)."""
     text = text or "ancestral"
     name, _, steps = text.partition(":")
@@ -312,7 +312,7 @@ class DDPMFamily(Family):
         from tqdm.auto import tqdm
 
         from probdiff.models.ddpm_sampling import ancestral, ddim
-        name, steps = parse_sampler(sampler, self.options["variance"])
+        name, steps = parse_sampler(sampler)
         chain = self.fitted_chain(params)
         gen = torch.Generator().manual_seed(seed)
         total = self.T if name == "ancestral" else min(steps, self.T)
@@ -351,4 +351,4 @@ class DDPMFamily(Family):
         if self.data.kind == "vector" and self.samples is not None:
             names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
                                                            self.samples, x))
-        return [n for n in names if n]
+        return [name for name in names if name]
