@@ -90,6 +90,11 @@ class Family:
         """The model and guide for ``backend``, initialised from the training data and seed."""
         raise NotImplementedError
 
+    def trace_rows(self, n_test: int) -> int:
+        """How many held-out rows the training-time held-out trace uses (all, by default;
+        a subset is an unbiased estimate of the per-datum value)."""
+        return n_test
+
     def evaluation_program(self, program: Program) -> Program:
         """The program whose ELBO is tracked on held-out data during training (sharing the
         training program's parameters); by default the training program itself."""

@@ -105,7 +105,7 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Data
         def make_program(seed: int):
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
         result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
-                         resume=checkpoint, x_test=x_test,
+                         resume=checkpoint, x_test=x_test[:family.trace_rows(len(x_test))],
                          display_offset=family.data_log_jacobian,
                          eval_program=family.evaluation_program)
         params, seconds = result.params, result.seconds
