@@ -165,9 +165,9 @@ class DDPMTermsModel:
     unbiased for the full chain's ELBO. ``weighting="simple"`` scales each KL by 1/lambda_t
     and the decoder by 2 alpha_1, so with the Gaussian decoder the loss is
     sum_t ||eps - eps_theta(x_t, t)||^2 plus a constant: Ho et al.'s L_simple (times T); the
-    discretised decoder keeps its own (non-quadratic) term, weighted the same way. ``TraceMeanField_ELBO`` scales a KL by
-    the *guide* site's scale, so the guide must carry the same ``step_weights``. This model
-    is for the bound; sampling uses :class:`DDPMModel`.
+    discretised decoder keeps its own (non-quadratic) term, weighted the same way.
+    ``TraceMeanField_ELBO`` scales a KL by the *guide* site's scale, so the guide must carry
+    the same ``step_weights``. This model is for the bound; sampling uses :class:`DDPMModel`.
     """
 
     def __init__(self, chain: ReverseChain, subsample: int | None = None,
@@ -196,8 +196,8 @@ class DDPMTermsModel:
                 t = idx + 2
                 xt = pyro.sample(SITE_XT, marginal(s, x0, t))
                 tt = t[:, None].expand(len(t), n)
-                scales = torch.as_tensor(np.array([self.chain.step_scale(int(k)) for k in t]),
-                                         dtype=x0.dtype, device=x0.device)[:, None, None]
+                scales = torch.as_tensor(self.chain.scales[t.cpu().numpy()], dtype=x0.dtype,
+                                         device=x0.device)[:, None, None]  # t >= 2
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
                     pyro.sample(SITE_PREV, dist.Normal(self.chain.mean(xt, tt), scales).to_event(1))
 
