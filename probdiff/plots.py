@@ -78,8 +78,12 @@ def samples_figure(path: Path, x: np.ndarray, data) -> str:
         fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
-        for ax, img in zip(axes.ravel(), x):
-            ax.imshow(np.moveaxis(img, 0, -1).squeeze(), cmap="gray")
+        # one scale for the grid: the data's integer range, else the samples' own range
+        lo, hi = ((data.meta["low"], data.meta["high"]) if data.meta.get("integer")
+                  else (float(x.min()), float(x.max())))
+        unit = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
+        for ax, img in zip(axes.ravel(), unit):
+            ax.imshow(np.moveaxis(img, 0, -1).squeeze(), cmap="gray", vmin=0, vmax=1)
         return save(fig, path)
     flat = x.reshape(len(x), -1)
     ref = data.flat()
