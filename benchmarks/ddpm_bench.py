@@ -23,18 +23,15 @@ import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
+from timing import seconds_per_step
+
 from probdiff.data import load_dataset
 from probdiff.fitting import make_family
 from probdiff.models.ddpm_family import DDPMFamily
 
 
-def timed(step, batches, warm=10) -> float:
-    for b in batches[:warm]:
-        step(b)
-    t0 = time.perf_counter()
-    for b in batches[warm:]:
-        step(b)
-    return (time.perf_counter() - t0) / (len(batches) - warm)
+def timed(step, batches) -> float:
+    return seconds_per_step(step, batches, warm=10)
 
 
 def hand_written_loss(chain, x0, k, T, abar):

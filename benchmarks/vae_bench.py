@@ -24,6 +24,8 @@ import torch
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
+from timing import seconds_per_step
+
 from probdiff.data import load_dataset
 from probdiff.fitting import make_family
 from probdiff.guides.vae import GaussianEncoder, VAEGuide
@@ -84,12 +86,7 @@ def main(argv=None) -> int:
     warm = min(10, args.steps // 10)  # untimed first steps (allocation, caches)
 
     def timed(step) -> float:
-        for idx in batches[:warm]:
-            step(idx)
-        t0 = time.perf_counter()
-        for idx in batches[warm:]:
-            step(idx)
-        return (time.perf_counter() - t0) / (len(batches) - warm)
+        return seconds_per_step(step, batches, warm)
 
     rows = {}
     enc, dec = nets(1)
