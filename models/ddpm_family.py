@@ -136,8 +136,9 @@ class DDPMFamily(Family):
         self.kl_profile: np.ndarray | None = None
         self.bound_parts: dict = {}
 
-    objective = property(lambda self: "L_simple objective" if self.options["weighting"] == "simple"
-                         else "ELBO")
+    @property
+    def objective(self) -> str:
+        return "-(L_simple loss)" if self.options["weighting"] == "simple" else "ELBO"
 
     def prepare(self, data: Dataset) -> np.ndarray:
         return self.scaling.forward(data)

@@ -22,9 +22,11 @@ def save(fig, path: Path) -> str:
 
 
 def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] | None = None,
-                      test: tuple[np.ndarray, np.ndarray] | None = None) -> str:
-    """ELBO per datum against step, one line per restart (chain), with reference levels; with
-    ``test = (steps, values (chain, len(steps)))`` the held-out ELBO beside each training line."""
+                      test: tuple[np.ndarray, np.ndarray] | None = None,
+                      objective: str = "ELBO") -> str:
+    """The training objective (an ELBO unless named otherwise) per datum against step, one
+    line per restart (chain), with reference levels; with ``test = (steps, values (chain,
+    len(steps)))`` the held-out ELBO beside each training line."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     elbo = np.atleast_2d(elbo)
     many = len(elbo) > 1
@@ -33,14 +35,14 @@ def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] 
         window = max(1, len(row) // 50)
         smooth = np.convolve(row, np.ones(window) / window, mode="valid") if len(row) else row
         ax.plot(np.arange(len(smooth)) + window, smooth, lw=1.2, color=f"C{i % 10}",
-                label=f"restart {i + 1} train" if many else "train")
+                label=f"restart {i + 1} train {objective}" if many else f"train {objective}")
     shown = [elbo[np.isfinite(elbo)]]
     if test is not None:
         steps, values = test[0], np.atleast_2d(test[1])
         for i, row in enumerate(values):
             ok = np.isfinite(row)
             ax.plot(steps[ok], row[ok], ls="--", marker=".", ms=3, lw=1, color=f"C{i % 10}",
-                    label=f"restart {i + 1} held-out" if many else "held-out")
+                    label=f"restart {i + 1} held-out ELBO" if many else "held-out ELBO")
         shown.append(values[np.isfinite(values)])
     finite = np.concatenate(shown)
     if finite.size:
@@ -48,7 +50,7 @@ def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] 
     for (name, value), ls in zip((reference or {}).items(), ("--", ":", "-.")):
         ax.axhline(value, ls=ls, lw=1, color="k", alpha=0.7, label=f"{name} {value:.4f}")
     ax.set_xlabel("step")
-    ax.set_ylabel("ELBO per datum (nats)")
+    ax.set_ylabel("per datum (nats)" if objective != "ELBO" else "ELBO per datum (nats)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     return save(fig, path)
