@@ -21,7 +21,7 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.family import Family, register
+from probdiff.family import Family, parse_widths, register
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
@@ -29,16 +29,6 @@ from probdiff.schedules import SCHEDULES, Schedule
 ESTIMATORS = ("subsampled", "closed", "trace")
 EVAL_DRAWS = 8  # draws of the x_t per datum for the full bound
 TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
-
-
-def parse_widths(text: str, flag: str = "--hidden") -> list[int]:
-    try:
-        sizes = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,128, got {text!r}") from None
-    if not sizes or any(s < 1 for s in sizes):
-        raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
-    return sizes
 
 
 def parse_sampler(text: str | None) -> tuple[str, int]:

@@ -13,23 +13,10 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.family import Family, register
+from probdiff.family import Family, parse_widths, register
 from probdiff.models.vae import LIKELIHOODS
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
-
-
-def parse_hidden(text: str, flag: str = "--hidden") -> list[int]:
-    """'128,64' -> [128, 64]; '' or 'linear' -> [] (an affine encoder and decoder)."""
-    if text.strip().lower() in ("", "linear", "none"):
-        return []
-    try:
-        sizes = [int(t) for t in text.split(",")]
-    except ValueError:
-        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,64, got {text!r}") from None
-    if any(s < 1 for s in sizes):
-        raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
-    return sizes
 
 
 @register
@@ -69,8 +56,8 @@ class VAEFamily(Family):
             raise ProbdiffError(f"--latent-dim must be >= 1, got {o['latent_dim']}")
         self.likelihood = o.get("likelihood", "gaussian")
         self.kind = o.get("net", "mlp")
-        self.widths = (parse_hidden(o["hidden"]) if self.kind == "mlp"
-                       else parse_hidden(o.get("channels", "16,32"), "--channels"))
+        self.widths = (parse_widths(o["hidden"], allow_none=True) if self.kind == "mlp"
+                       else parse_widths(o.get("channels", "16,32"), "--channels"))
         if self.kind == "conv":
             from probdiff.models.vae_networks import check_conv_shape
             check_conv_shape(data.event_shape, self.widths)

@@ -27,6 +27,20 @@ def register(cls: type["Family"]) -> type["Family"]:
     return cls
 
 
+def parse_widths(text: str, flag: str = "--hidden", allow_none: bool = False) -> list[int]:
+    """A network option: '128,64' -> [128, 64]; with ``allow_none``, '' / 'linear' / 'none'
+    -> [] (no hidden layer). Anything else is a one-line error naming ``flag``."""
+    if allow_none and text.strip().lower() in ("", "linear", "none"):
+        return []
+    try:
+        sizes = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,64, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
+    return sizes
+
+
 def families() -> dict[str, type["Family"]]:
     """Every registered family by name (importing the built-in ones first)."""
     importlib.import_module("probdiff.models")

@@ -56,9 +56,10 @@ def test_discrete_likelihoods_need_no_jacobian_and_bound_a_mass_function(tmp_pat
         assert m["test_elbo"] < m["iwae"] + 3 * m["test_iwae_stderr"] and m["iwae"] < 0
         import arviz as az
         held = az.from_netcdf(out / "inference_data.nc").sample_stats["test_elbo"].values[0]
-        # one-particle estimate vs 256 particles: the per-datum spread of the ELBO is at most
-        # a few nats here, over 80 held-out images
-        assert abs(held[-1] - m["test_elbo"]) < 1.0
+        # the trace's last point is a one-particle estimate; test_elbo averages 4 repeats of
+        # 64 particles, so one particle's standard deviation is about 2 x 8 = 16 stderr
+        se = m["test_elbo_stderr"]
+        assert abs(held[-1] - m["test_elbo"]) < 4 * se * (16 ** 2 + 1) ** 0.5
 
 
 def test_bernoulli_binarises_integer_images_and_rejects_continuous_data(tmp_path, capsys):
