@@ -3,3 +3,4 @@
 from probdiff.models import gmm_family  # noqa: F401  (registers ``gmm``)
 from probdiff.models import vae_family  # noqa: F401  (registers ``vae``)
 from probdiff.models import ddpm_family  # noqa: F401  (registers ``ddpm``)
+from probdiff.models import ncsn_family  # noqa: F401  (registers ``ncsn``)

@@ -69,8 +69,10 @@ class Family:
     # log |dx'/dx| per datum of the map ``prepare`` applies (probdiff.scaling): added to every
     # per-datum log density the model computes, so traces and metrics are in data units
     data_log_jacobian: float = 0.0
-    # what the training trace records (-loss per datum); the held-out trace is always an ELBO
+    # what the training trace records (-loss per datum)
     objective: str = "ELBO"
+    # what the held-out trace records (an ELBO, unless the family trains on another loss)
+    held_out_objective: str = "ELBO"
     # metrics defined on held-out data without a test_ prefix (evaluate refreshes them too)
     held_out_keys: ClassVar[tuple[str, ...]] = ()
 

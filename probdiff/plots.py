@@ -23,10 +23,10 @@ def save(fig, path: Path) -> str:
 
 def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] | None = None,
                       test: tuple[np.ndarray, np.ndarray] | None = None,
-                      objective: str = "ELBO") -> str:
+                      objective: str = "ELBO", held_out: str = "ELBO") -> str:
     """The training objective (an ELBO unless named otherwise) per datum against step, one
     line per restart (chain), with reference levels; with ``test = (steps, values (chain,
-    len(steps)))`` the held-out ELBO beside each training line."""
+    len(steps)))`` the held-out trace (``held_out`` names it) beside each training line."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     elbo = np.atleast_2d(elbo)
     many = len(elbo) > 1
@@ -42,7 +42,7 @@ def elbo_trace_figure(path: Path, elbo: np.ndarray, reference: dict[str, float] 
         for i, row in enumerate(values):
             ok = np.isfinite(row)
             ax.plot(steps[ok], row[ok], ls="--", marker=".", ms=3, lw=1, color=f"C{i % 10}",
-                    label=f"restart {i + 1} held-out ELBO" if many else "held-out ELBO")
+                    label=f"restart {i + 1} held-out {held_out}" if many else f"held-out {held_out}")
         shown.append(values[np.isfinite(values)])
     finite = np.concatenate(shown)
     if finite.size:

@@ -21,7 +21,7 @@ def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dat
         test = ((stats["test_step"].values, stats["test_elbo"].values)
                 if "test_elbo" in stats else None)
         names.append(elbo_trace_figure(run.file("elbo_trace.png"), stats["elbo"].values, ref, test,
-                                       family.objective))
+                                       family.objective, family.held_out_objective))
     post = idata.posterior if "posterior" in idata.groups() else None
     if post is not None and post.sizes["chain"] > 1:
         small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 16
