@@ -1,0 +1,184 @@
+"""``probdiff fit sde``: a score-based SDE model (MATH.md section 4) on the engine.
+
+Training is continuous-time denoising score matching written as a program
+(:mod:`probdiff.models.score_sde`: the guide draws t and x_t from the forward SDE). Sampling
+integrates the reverse SDE or the probability-flow ODE (:mod:`probdiff.sde_solvers`); the
+exact likelihood comes from the flow ODE (:mod:`probdiff.ode_likelihood`), in nats of the
+data and as ``ode_bits_per_dim``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+
+from probdiff.data import Dataset
+from probdiff.errors import ProbdiffError
+from probdiff.family import register
+from probdiff.models.ncsn_family import TRAIN_EVAL_ROWS, largest_distance
+from probdiff.models.score_family import ScoreFamily, parse_sampler
+from probdiff.program import Program
+from probdiff.sde import SDE_NAMES, make_sde
+from probdiff.sde_solvers import SOLVERS
+
+ODE_ROWS = 500  # held-out rows for the ODE likelihood (vectors; images use 100)
+EXACT_TRACE_MAX_DIM = 16  # exact divergence up to this dimension, Hutchinson above
+SAMPLE_EPS = 1e-3  # solvers stop at t = eps (Song et al.)
+# samplers of the comparison figure, at about 200 network evaluations each
+FIGURE_SAMPLERS = ("em:200", "reverse_diffusion:200", "pc:100", "ode_heun:100", "ode")
+
+
+def ode_likelihood_metrics(sde, score, x: np.ndarray, dim: int, bin_width: float | None,
+                           log_jacobian: float, seed: int, prefix: str = "test_") -> dict:
+    """``{prefix}ode_log_likelihood`` (+ stderr over rows, nats of the data), ``ode_bits_per_dim``
+    (+ stderr) and ``ode_nfe`` for the rows of ``x`` (model units) under the flow ODE of
+    (sde, score); exact trace up to ``EXACT_TRACE_MAX_DIM``, else Hutchinson."""
+    import torch
+
+    from probdiff.ode_likelihood import ode_log_likelihood
+    gen = torch.Generator().manual_seed(seed)
+    trace = "exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson"
+    res = ode_log_likelihood(sde, score, torch.as_tensor(x, dtype=torch.float32), trace=trace,
+                             generator=gen, bin_width=bin_width)
+    ll = res.log_prob.numpy() + (0.0 if bin_width else log_jacobian)
+    mean, err = float(ll.mean()), float(ll.std(ddof=1) / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
+    bits = dim * math.log(2)
+    return {prefix + "ode_log_likelihood": mean, prefix + "ode_log_likelihood_stderr": err,
+            "ode_bits_per_dim": -mean / bits, "ode_bits_per_dim_stderr": err / bits,
+            "ode_nfe": res.nfe, "ode_trace": trace}
+
+
+@register
+class SDEFamily(ScoreFamily):
+    name = "sde"
+    summary = "score-based SDE (VP, VE, sub-VP): reverse-SDE / ODE samplers, exact ODE likelihood"
+    module_name = "sde"
+    objective = "-(score matching loss)"
+    held_out_objective = "-(score matching loss)"
+    held_out_keys = ("ode_bits_per_dim", "ode_bits_per_dim_stderr", "ode_nfe")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("sde")
+        g.add_argument("--sde", choices=SDE_NAMES, default="vp")
+        g.add_argument("--beta-min", type=float, default=0.1, help="VP / sub-VP beta(0)")
+        g.add_argument("--beta-max", type=float, default=20.0, help="VP / sub-VP beta(1)")
+        g.add_argument("--sigma-min", type=float, default=0.01, help="VE sigma(0)")
+        g.add_argument("--sigma-max", type=float, default=None,
+                       help="VE sigma(1) (default: largest distance between training points)")
+        g.add_argument("--eps", type=float, default=1e-5, help="smallest training time")
+        g.add_argument("--weighting", choices=("sigma2", "likelihood"), default="sigma2",
+                       help="lambda(t) = std(t)^2, or g(t)^2 (likelihood weighting)")
+        cls.add_network_arguments(g)
+
+    def __init__(self, options: dict, data: Dataset):
+        super().__init__(options, data)
+        o = self.options
+        if o["sde"] == "ve" and o["sigma_max"] is None:
+            o["sigma_max"] = largest_distance(self.prepare(data))
+        if not 0 < o["eps"] < SAMPLE_EPS:
+            raise ProbdiffError(f"--eps must be in (0, {SAMPLE_EPS}), got {o['eps']}")
+        self.sde = make_sde(o["sde"], o["beta_min"], o["beta_max"], o["sigma_min"],
+                            o["sigma_max"] or 50.0)
+        self.solver_samples: dict[str, np.ndarray] = {}
+        self.nfe: dict[str, int] = {}
+
+    def score_module(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+        import torch
+
+        from probdiff.models.score_sde import TimeScore
+        torch.manual_seed(seed)
+        return TimeScore(self.network(1), self.sde).to(device=device, dtype=getattr(torch, dtype))
+
+    def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        from probdiff.guides.score_matching import SDEGuide
+        from probdiff.models.score_sde import ScoreSDEModel
+        o = self.options
+        model = ScoreSDEModel(self.score_module(seed, dtype, device), o["eps"], o["weighting"])
+        return Program(model, SDEGuide(self.sde, o["eps"]), elbo="meanfield")
+
+    def fitted_score(self, params):
+        return self.load_module(self.score_module(), params)
+
+    def metrics(self, backend, program, params, train, test, seed):
+        """The score-matching loss per datum (with standard errors); on (up to ``ODE_ROWS``) held-out
+        rows the flow ODE's log-likelihood in nats of the data and bits per dimension (integer
+        images: a dequantised bound on the mass), beside the true log density where known; for
+        vectors the sliced Wasserstein distance of predictor-corrector samples."""
+        import torch
+        out: dict = {}
+        rng = np.random.default_rng(seed)
+        for key, x in (("loss", train), ("test_loss", test)):
+            if x is None or len(x) == 0:
+                continue
+            if key == "loss" and len(x) > TRAIN_EVAL_ROWS:
+                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
+            out[key], out[key + "_stderr"] = self.held_out_loss(backend, program, params, x, seed)
+        held = test if test is not None and len(test) else train
+        p = "test_" if held is test else ""
+        rows = held[:ODE_ROWS if self.data.kind == "vector" else 100]
+        score = self.fitted_score(params)
+        with torch.no_grad():
+            out.update(ode_likelihood_metrics(self.sde, score, rows, self.dim, self.bin_width,
+                                              self.data_log_jacobian, seed, p))
+        if self.data.log_prob is not None and self.scaling.identity:
+            out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(rows)))
+        if self.data.kind == "vector":
+            n = min(len(held), 2000)
+            self.solver_samples = {}
+            for name in FIGURE_SAMPLERS:
+                x, _, self.nfe[name] = self.run_sampler(params, n, seed, name)
+                self.solver_samples[name] = x.numpy()
+            self.samples = self.solver_samples["pc:100"]
+            out.update(self.sample_distance(self.samples, train, held, seed, p))
+            for name, x in self.solver_samples.items():
+                out[f"{p}sliced_wasserstein_{name.replace(':', '_')}"] = \
+                    self.sample_distance(x, None, held, seed, p)[p + "sliced_wasserstein"]
+        return out
+
+    # -- sampling ---------------------------------------------------------------------------
+    def run_sampler(self, params, n: int, seed: int, sampler: str | None = None,
+                    progress: bool = False):
+        """(x in model units (n, D), {}, nfe) from the named solver."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from probdiff.sde_solvers import solve
+        name, steps = parse_sampler(sampler, SOLVERS, "pc", 500)
+        score = self.fitted_score(params)
+        gen = torch.Generator().manual_seed(seed)
+        x = self.sde.prior_sample((n, self.dim), gen)
+        with torch.no_grad(), tqdm(total=steps, disable=not progress or name == "ode",
+                                   leave=False, desc=f"sample ({name})", unit="step") as bar:
+            x, kept, nfe = solve(name, self.sde, score, x, steps, gen, SAMPLE_EPS, progress=bar)
+        return x, kept, nfe
+
+    def sample(self, params, n, seed, sampler: str | None = None):
+        """x_0 by ``em|reverse_diffusion|pc|ode|ode_euler|ode_heun[:steps]`` (default pc:500),
+        in data units."""
+        x, _, _ = self.run_sampler(params, n, seed, sampler, progress=n * self.dim > 1e5)
+        return self.to_data_units(x.numpy())
+
+    def figures(self, run, idata, params, data):
+        from probdiff.models import score_plots
+        if data.kind != "vector" or data.dim < 2 or not self.solver_samples:
+            return []
+        labels = {k: f"{k} ({self.nfe.get(k, '?')} NFE)" for k in self.solver_samples}
+        return [score_plots.solver_samples_figure(run.file("samples_by_solver.png"),
+                                                  self.prepare(data), self.solver_samples, labels)]
+
+    def report_lines(self, idata, metrics: dict) -> list[str]:
+        """The likelihood table: the flow ODE's log-likelihood beside the true density."""
+        p = "test_" if "test_ode_log_likelihood" in metrics else ""
+        ll = metrics.get(p + "ode_log_likelihood")
+        if ll is None:
+            return []
+        lines = ["likelihood (nats per datum, held-out rows):",
+                 f"  probability-flow ODE  {ll:.4f} +- {metrics.get(p + 'ode_log_likelihood_stderr', 0):.4f}"
+                 f"  ({metrics.get('ode_bits_per_dim', float('nan')):.4f} bits/dim, "
+                 f"{metrics.get('ode_nfe')} NFE, {metrics.get('ode_trace')} trace)"]
+        if p + "true_log_likelihood" in metrics:
+            lines.append(f"  true density          {metrics[p + 'true_log_likelihood']:.4f}")
+        return lines
