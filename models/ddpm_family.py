@@ -22,6 +22,7 @@ import numpy as np
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, parse_widths, register
+from probdiff.ode_likelihood import add_ode_rows_argument, ode_rows
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
 from probdiff.schedules import SCHEDULES, Schedule
@@ -53,7 +54,9 @@ class DDPMFamily(Family):
     backends = ("pyro", "numpyro")
     default_lr = 2e-3
     default_steps = 3000
-    held_out_keys = ("bits_per_dim", "bits_per_dim_stderr")
+    auxiliary_sites = ("steps",)  # the plate's subsampled indices, not a latent
+    held_out_keys = ("bits_per_dim", "bits_per_dim_stderr", "ode_bits_per_dim",
+                     "ode_bits_per_dim_stderr", "ode_nfe")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -80,6 +83,7 @@ class DDPMFamily(Family):
                        help="U-Net widths per level (height and width divisible by 2^(levels-1))")
         g.add_argument("--decoder", choices=("auto", "gaussian", "discretized"), default="auto",
                        help="p(x_0|x_1): auto = discretized for integer images, else gaussian")
+        add_ode_rows_argument(g)
 
     def __init__(self, options: dict, data: Dataset):
         super().__init__(options, data)
@@ -278,6 +282,8 @@ class DDPMFamily(Family):
                 out["true_log_likelihood"] = float(np.mean(self.data.log_prob(used["elbo"])))
             out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(held)))
             out[p + "true_minus_elbo"] = out[p + "true_log_likelihood"] - out[ref]
+        if ode_rows(self.options, self.data) > 0:
+            out.update(self.ode_likelihood(params, held, seed, p))
         if self.data.kind == "vector":
             n = min(len(held), 2000)
             self.samples = self.sample(params, n, seed).reshape(n, -1)
@@ -286,6 +292,55 @@ class DDPMFamily(Family):
                 out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(test)], test,
                                                                           seed=seed)
         return out
+
+    def continuous_score(self, chain):
+        """(sde, score(x, t)): the VP SDE whose marginals equal the chain's at t = i / T
+        (:class:`probdiff.sde.ScheduleSDE`) and the chain's network read as a score at
+        continuous time, s = -eps_theta(x, t T) / std(t) (eps from any parameterisation)."""
+        from probdiff.sde import ScheduleSDE
+        sde = ScheduleSDE(self.schedule.abar)
+        param = self.options["parameterisation"]
+
+        def score(x, t):
+            a, std = (v.to(x.dtype)[:, None] for v in sde.marginal(t))
+            out = chain.net(x, t * self.T)
+            eps = {"eps": out, "x0": (x - a * out) / std, "score": -std * out}[param]
+            return -eps / std
+        return sde, score
+
+    def ode_likelihood(self, params, x: np.ndarray, seed: int, prefix: str = "test_") -> dict:
+        """The probability-flow ODE's log-likelihood of the fitted chain on (up to
+        ``--ode-rows``) rows of ``x``, beside the bound: for the discretised decoder
+        a dequantised lower bound on the mass of each datum's bin (comparable with the ELBO)."""
+        import torch
+
+        from probdiff.models.ddpm_numpyro import numpyro_to_pyro_params
+        from probdiff.ode_likelihood import ode_likelihood_metrics
+        rows = x[:ode_rows(self.options, self.data)]
+        sde, score = self.continuous_score(self.fitted_chain(numpyro_to_pyro_params(params)))
+        width = None
+        if self.decoder == "discretized":
+            width = 2.0 / (self.scaling.model_levels - 1)
+        with torch.no_grad():
+            return ode_likelihood_metrics(sde, score, rows, self.dim, width,
+                                          self.data_log_jacobian, seed, prefix)
+
+    def report_lines(self, idata, metrics: dict) -> list[str]:
+        """The likelihood table: the ELBO bound beside the probability-flow ODE."""
+        p = "test_" if "test_ode_log_likelihood" in metrics else ""
+        if p + "ode_log_likelihood" not in metrics:
+            return []
+        ref = "test_elbo" if p else "elbo"
+        lines = ["likelihood (nats per datum, held-out):",
+                 f"  ELBO bound            {metrics.get(ref, float('nan')):.4f} +- "
+                 f"{metrics.get(ref + '_stderr', 0):.4f}  ({metrics.get('bits_per_dim', float('nan')):.4f} bits/dim)",
+                 f"  probability-flow ODE  {metrics[p + 'ode_log_likelihood']:.4f} +- "
+                 f"{metrics.get(p + 'ode_log_likelihood_stderr', 0):.4f}  "
+                 f"({metrics.get('ode_bits_per_dim', float('nan')):.4f} bits/dim, "
+                 f"{metrics.get('ode_nfe')} NFE, {metrics.get('ode_trace')} trace)"]
+        if p + "true_log_likelihood" in metrics:
+            lines.append(f"  true density          {metrics[p + 'true_log_likelihood']:.4f}")
+        return lines
 
     # -- sampling ---------------------------------------------------------------------------
     def fitted_chain(self, params: dict[str, np.ndarray]):

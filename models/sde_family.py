@@ -10,7 +10,6 @@ data and as ``ode_bits_per_dim``.
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 
@@ -19,35 +18,14 @@ from probdiff.errors import ProbdiffError
 from probdiff.family import register
 from probdiff.models.ncsn_family import TRAIN_EVAL_ROWS, largest_distance
 from probdiff.models.score_family import ScoreFamily, parse_sampler
+from probdiff.ode_likelihood import add_ode_rows_argument, ode_likelihood_metrics, ode_rows
 from probdiff.program import Program
 from probdiff.sde import SDE_NAMES, make_sde
 from probdiff.sde_solvers import SOLVERS
 
-ODE_ROWS = 500  # held-out rows for the ODE likelihood (vectors; images use 100)
-EXACT_TRACE_MAX_DIM = 16  # exact divergence up to this dimension, Hutchinson above
 SAMPLE_EPS = 1e-3  # solvers stop at t = eps (Song et al.)
 # samplers of the comparison figure, at about 200 network evaluations each
 FIGURE_SAMPLERS = ("em:200", "reverse_diffusion:200", "pc:100", "ode_heun:100", "ode")
-
-
-def ode_likelihood_metrics(sde, score, x: np.ndarray, dim: int, bin_width: float | None,
-                           log_jacobian: float, seed: int, prefix: str = "test_") -> dict:
-    """``{prefix}ode_log_likelihood`` (+ stderr over rows, nats of the data), ``ode_bits_per_dim``
-    (+ stderr) and ``ode_nfe`` for the rows of ``x`` (model units) under the flow ODE of
-    (sde, score); exact trace up to ``EXACT_TRACE_MAX_DIM``, else Hutchinson."""
-    import torch
-
-    from probdiff.ode_likelihood import ode_log_likelihood
-    gen = torch.Generator().manual_seed(seed)
-    trace = "exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson"
-    res = ode_log_likelihood(sde, score, torch.as_tensor(x, dtype=torch.float32), trace=trace,
-                             generator=gen, bin_width=bin_width)
-    ll = res.log_prob.numpy() + (0.0 if bin_width else log_jacobian)
-    mean, err = float(ll.mean()), float(ll.std(ddof=1) / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
-    bits = dim * math.log(2)
-    return {prefix + "ode_log_likelihood": mean, prefix + "ode_log_likelihood_stderr": err,
-            "ode_bits_per_dim": -mean / bits, "ode_bits_per_dim_stderr": err / bits,
-            "ode_nfe": res.nfe, "ode_trace": trace}
 
 
 @register
@@ -71,6 +49,7 @@ class SDEFamily(ScoreFamily):
         g.add_argument("--eps", type=float, default=1e-5, help="smallest training time")
         g.add_argument("--weighting", choices=("sigma2", "likelihood"), default="sigma2",
                        help="lambda(t) = std(t)^2, or g(t)^2 (likelihood weighting)")
+        add_ode_rows_argument(g)
         cls.add_network_arguments(g)
 
     def __init__(self, options: dict, data: Dataset):
@@ -103,7 +82,7 @@ class SDEFamily(ScoreFamily):
         return self.load_module(self.score_module(), params)
 
     def metrics(self, backend, program, params, train, test, seed):
-        """The score-matching loss per datum (with standard errors); on (up to ``ODE_ROWS``) held-out
+        """The score-matching loss per datum (with standard errors); on (``--ode-rows``) held-out
         rows the flow ODE's log-likelihood in nats of the data and bits per dimension (integer
         images: a dequantised bound on the mass), beside the true log density where known; for
         vectors the sliced Wasserstein distance of predictor-corrector samples."""
@@ -118,12 +97,13 @@ class SDEFamily(ScoreFamily):
             out[key], out[key + "_stderr"] = self.held_out_loss(backend, program, params, x, seed)
         held = test if test is not None and len(test) else train
         p = "test_" if held is test else ""
-        rows = held[:ODE_ROWS if self.data.kind == "vector" else 100]
-        score = self.fitted_score(params)
-        with torch.no_grad():
-            out.update(ode_likelihood_metrics(self.sde, score, rows, self.dim, self.bin_width,
-                                              self.data_log_jacobian, seed, p))
-        if self.data.log_prob is not None and self.scaling.identity:
+        rows = held[:ode_rows(self.options, self.data)]
+        if len(rows):
+            with torch.no_grad():
+                out.update(ode_likelihood_metrics(self.sde, self.fitted_score(params), rows,
+                                                  self.dim, self.bin_width,
+                                                  self.data_log_jacobian, seed, p))
+        if self.data.log_prob is not None and self.scaling.identity and len(rows):
             out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(rows)))
         if self.data.kind == "vector":
             n = min(len(held), 2000)

@@ -136,6 +136,34 @@ class VPSDE(SDE):
         return expand(torch.sqrt(1 - b) - 1, x) * x, torch.sqrt(b)
 
 
+class ScheduleSDE(VPSDE):
+    """The VP SDE whose marginals equal a DDPM chain's at every step: B(t) interpolates
+    -log abar_i linearly between t = i / T, so beta(t) = T (-log(1 - beta_i)) on
+    ((i - 1) / T, i / T] and a(i / T) = sqrt(abar_i), std(i / T) = sqrt(1 - abar_i) exactly,
+    for any schedule. The probability-flow likelihood of a trained DDPM uses it."""
+
+    def __init__(self, abar: np.ndarray):
+        abar = np.asarray(abar, dtype=np.float64)  # (T + 1,), abar[0] = 1
+        self.T_discrete = len(abar) - 1
+        self._B = torch.as_tensor(-np.log(abar))
+        self._beta = torch.as_tensor(np.diff(-np.log(abar)) * self.T_discrete)
+        self.beta_min, self.beta_max = float(self._beta[0]), float(self._beta[-1])
+
+    def _pos(self, t: torch.Tensor):
+        u = t.to(torch.float64) * self.T_discrete
+        i = torch.clamp(torch.ceil(u).long(), 1, self.T_discrete)
+        return u, i
+
+    def beta(self, t):
+        _, i = self._pos(t)
+        return self._beta.to(t.device)[i - 1].to(t.dtype)
+
+    def integral(self, t):
+        u, i = self._pos(t)
+        B = self._B.to(t.device)
+        return (B[i - 1] + (u - (i - 1)) * (B[i] - B[i - 1])).to(t.dtype)
+
+
 class SubVPSDE(VPSDE):
     """Sub-variance preserving: the VP drift with g^2 = beta(t)(1 - exp(-2 B(t)))."""
 

@@ -28,9 +28,11 @@ def ddpm_run(tmp_path_factory):
 def test_fit_writes_the_bound_and_sample_quality(ddpm_run):
     m = json.loads((ddpm_run / "metrics.json").read_text())
     for key in ("elbo", "test_elbo", "bits_per_dim", "test_bits_per_dim", "test_true_log_likelihood",
-                "test_true_minus_elbo", "test_sliced_wasserstein", "sliced_wasserstein_train_test"):
+                "test_true_minus_elbo", "test_sliced_wasserstein", "sliced_wasserstein_train_test",
+                "test_ode_log_likelihood", "ode_bits_per_dim", "ode_nfe"):
         assert key in m, key
     assert m["bits_per_dim"] == pytest.approx(-m["test_elbo"] / (2 * np.log(2)))
+    assert m["ode_bits_per_dim"] == pytest.approx(-m["test_ode_log_likelihood"] / (2 * np.log(2)))
     # a bound: never above the true held-out log-likelihood beyond Monte Carlo error
     assert m["test_true_minus_elbo"] > -3 * m["test_elbo_stderr"]
     for name in ("elbo_trace.png", "trajectories.png", "samples_vs_data.png"):
@@ -57,10 +59,10 @@ def test_sample_and_evaluate(ddpm_run, capsys):
                                                              "--schedule", "cosine"]),
                                              ("subsampled", ["--backend", "numpyro",
                                                              "--weighting", "simple"])])
-def test_every_estimator_trains(tmp_path, estimator, extra):
+def test_every_estimator_trains(tmp_path, estimator, extra):  # ODE likelihood: fixture above
     out = tmp_path / estimator
     assert main(["fit", "ddpm", "--data", "mixture2d:n=300", "--out", str(out), "--estimator",
-                 estimator, *TINY, *extra]) == 0
+                 estimator, *TINY, *extra, "--ode-rows", "0"]) == 0
     assert np.isfinite(json.loads((out / "metrics.json").read_text())["test_elbo"])
 
 
@@ -69,7 +71,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     log2(17) = 4.09 plus what the model wastes; samples are integers 0..16."""
     out = tmp_path / "digits"
     assert main(["fit", "ddpm", "--data", "digits:n=100", "--out", str(out), *TINY,
-                 "--channels", "8,16", "--T", "10", "--steps", "20"]) == 0
+                 "--channels", "8,16", "--T", "10", "--steps", "20", "--ode-rows", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["request"]["options"]["decoder"] == "auto" and m["test_elbo"] < 0
