@@ -3,7 +3,7 @@
 The model is the NCSN loss written as a program (:mod:`probdiff.models.ncsn`) whose guide is
 the noising process; sampling is annealed Langevin dynamics down the noise levels
 (:func:`probdiff.langevin.annealed_langevin`). Song and Ermon (2020)'s choices are the
-defaults: sigma_max = the largest distance between training points, geometric levels, output
+defaults: sigma_max = the largest distance between data points, geometric levels, output
 scaled by 1 / sigma, and a final denoising step.
 """
 
@@ -43,7 +43,7 @@ class NCSNFamily(ScoreFamily):
         g = parser.add_argument_group("ncsn")
         g.add_argument("--levels", type=int, default=10, help="noise levels L")
         g.add_argument("--sigma-max", type=float, default=None,
-                       help="largest sigma (default: largest distance between training points)")
+                       help="largest sigma (default: largest distance between data points, from up to 1000)")
         g.add_argument("--sigma-min", type=float, default=0.01, help="smallest sigma")
         g.add_argument("--subsample", type=int, default=None,
                        help="levels per batch (default: all for vectors, 4 for images)")

@@ -57,6 +57,5 @@ class ScoreSDEModel:
             s = self.score(xt.reshape(-1, d), t.reshape(-1))
             term = noise_conditional_term(s, z.reshape(-1, d), std.reshape(-1, 1)).reshape(t.shape)
             if self.weighting == "likelihood":
-                _, g = sde.drift_diffusion(x0, t)
-                term = term * g**2 / std**2
+                term = term * sde.diffusion(t) ** 2 / std**2
             pyro.factor("score_matching", -term)

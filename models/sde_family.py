@@ -45,7 +45,7 @@ class SDEFamily(ScoreFamily):
         g.add_argument("--beta-max", type=float, default=20.0, help="VP / sub-VP beta(1)")
         g.add_argument("--sigma-min", type=float, default=0.01, help="VE sigma(0)")
         g.add_argument("--sigma-max", type=float, default=None,
-                       help="VE sigma(1) (default: largest distance between training points)")
+                       help="VE sigma(1) (default: largest distance between data points, from up to 1000)")
         g.add_argument("--eps", type=float, default=1e-5, help="smallest training time")
         g.add_argument("--weighting", choices=("sigma2", "likelihood"), default="sigma2",
                        help="lambda(t) = std(t)^2, or g(t)^2 (likelihood weighting)")

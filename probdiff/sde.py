@@ -45,8 +45,16 @@ class SDE(ABC):
     name: str = ""
 
     @abstractmethod
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """f(x, t), shaped like x (N, ...) for t of shape (N,)."""
+
+    @abstractmethod
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t), shaped like t."""
+
     def drift_diffusion(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x, t) shaped like x, g(t) shaped (N,))."""
+        return self.drift(x, t), self.diffusion(t)
 
     @abstractmethod
     def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,9 +127,11 @@ class VPSDE(SDE):
         """B(t) = int_0^t beta(s) ds."""
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
-    def drift_diffusion(self, x, t):
-        b = self.beta(t)
-        return -0.5 * expand(b, x) * x, torch.sqrt(b)
+    def drift(self, x, t):
+        return -0.5 * expand(self.beta(t), x) * x
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t))
 
     def marginal(self, t):
         a = torch.exp(-0.5 * self.integral(t))
@@ -130,10 +140,16 @@ class VPSDE(SDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def step_alpha(self, t: torch.Tensor, dt: float) -> torch.Tensor:
+        """alpha = exp(-int_t^{t+dt} beta): the VP SDE's exact transition over [t, t + dt] is
+        N(sqrt(alpha) x, (1 - alpha) I), a DDPM step with beta_i = 1 - alpha = beta(t) dt +
+        O(dt^2) that stays in (0, 1) however coarse the grid."""
+        return torch.exp(-(self.integral(t + dt) - self.integral(t)))
+
     def discretize(self, x, t, dt):
-        """The DDPM step x_{i+1} = sqrt(1 - beta_i) x_i + sqrt(beta_i) z with beta_i = beta(t) dt."""
-        b = self.beta(t) * dt
-        return expand(torch.sqrt(1 - b) - 1, x) * x, torch.sqrt(b)
+        """The DDPM step x_{i+1} = sqrt(alpha_i) x_i + sqrt(1 - alpha_i) z (``step_alpha``)."""
+        alpha = self.step_alpha(t, dt)
+        return expand(torch.sqrt(alpha) - 1, x) * x, torch.sqrt(1 - alpha)
 
 
 class ScheduleSDE(VPSDE):
@@ -169,9 +185,8 @@ class SubVPSDE(VPSDE):
 
     name = "subvp"
 
-    def drift_diffusion(self, x, t):
-        b = self.beta(t)
-        return -0.5 * expand(b, x) * x, torch.sqrt(b * -torch.expm1(-2 * self.integral(t)))
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self.integral(t)))
 
     def marginal(self, t):
         a = torch.exp(-0.5 * self.integral(t))
@@ -194,9 +209,11 @@ class VESDE(SDE):
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
 
-    def drift_diffusion(self, x, t):
-        g = self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
-        return torch.zeros_like(x), g
+    def drift(self, x, t):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t):
+        return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
 
     def marginal(self, t):
         s = self.sigma(t)

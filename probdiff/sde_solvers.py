@@ -7,7 +7,8 @@ t_i = 1 - i dt, i = 0..N-1, with a score s(x, t) ~ grad log p_t(x):
 * ``reverse_diffusion``: the reverse of the SDE's own discrete chain (DDPM / SMLD step);
 * ``predictor_corrector``: a reverse-diffusion predictor, each step preceded by ``corrector``
   Langevin steps x <- x + tau s + sqrt(2 tau) z at fixed t with tau = 2 r (snr ||z|| / ||s||)^2
-  (Song et al. 2021, Algorithm 5; r = 1 - beta_i for VP, 1 otherwise);
+  (Song et al. 2021, Algorithms 4-5; r = alpha_i of the discrete chain for VP, here the
+  exact exp(-int beta) over the step, which stays in (0, 1) on coarse grids; 1 otherwise);
 * ``probability_flow``: the ODE dx/dt = f - g^2 s / 2, fixed-step Euler or Heun, or adaptive
   RK45 (SciPy) to tolerance.
 
@@ -88,7 +89,7 @@ def langevin_corrector(sde: SDE, score: ScoreFn, x: torch.Tensor, t: torch.Tenso
     z = _noise(x, generator)
     flat = len(x), -1
     ratio = z.reshape(flat).norm(dim=1).mean() / grad.reshape(flat).norm(dim=1).mean()
-    r = 1.0 - sde.beta(t) * dt if isinstance(sde, VPSDE) else torch.ones_like(t)
+    r = sde.step_alpha(t - dt, dt) if isinstance(sde, VPSDE) else torch.ones_like(t)
     tau = 2 * r * (snr * ratio) ** 2
     return x + expand(tau, x) * grad + expand(torch.sqrt(2 * tau), x) * z
 

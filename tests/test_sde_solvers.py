@@ -114,3 +114,180 @@ def sample(solver, sde_name, target_name, n=N, seed=0, steps=None, score_scale=1
 
 
 STEPS = {"em": 1000, "reverse_diffusion": 1000, "pc": 1000, "ode": 0, "ode_heun": 200}
+
+
+# ------------------------------------------------------------------------- the reference score
+def test_fast_score_is_the_mixture_score():
+    """The samplers' score is GaussianMixture.marginal_score (the library's closed form), and
+    ``at_time`` is the marginal that ``marginal_log_prob`` evaluates."""
+    gen = torch.Generator().manual_seed(0)
+    for name in ("vp", "subvp", "ve"):
+        sde = make_sde(name)
+        for gm in (MIXTURE, GAUSS):
+            for t in (EPS, 0.1, 0.5, 1.0):
+                x = at_time(gm, sde, t).sample(200, gen)
+                tt = torch.full((200,), t, dtype=F64)
+                torch.testing.assert_close(fast_score(gm, sde)(x, tt), gm.marginal_score(sde)(x, tt),
+                                           rtol=1e-9, atol=1e-9)
+                torch.testing.assert_close(at_time(gm, sde, t).log_prob(x),
+                                           gm.marginal_log_prob(sde, x, tt), rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------- (a) samplers reproduce p_eps
+SOLVER_NAMES = ["em", "reverse_diffusion", "pc", "ode", "ode_heun"]
+
+
+@pytest.mark.parametrize("target", ["gauss", "mixture"])
+@pytest.mark.parametrize("solver", SOLVER_NAMES)
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+def test_sampler_with_exact_score_reproduces_p_eps(sde_name, solver, target):
+    """Mean, covariance (and mixture weights) of N samples within 4 s.e. of p_eps's."""
+    x, p_eps = sample(solver, sde_name, target)
+    assert torch.isfinite(x).all()
+    z = moment_zscores(x, p_eps)
+    assert worst(z) < Z, z
+
+
+# ------------------------------------------------------------------------ (b) negative controls
+@pytest.mark.parametrize("broken", ["5 steps", "score x 0.5"])
+def test_moment_check_fails_on_a_broken_sampler(broken):
+    """The same check has power: Euler-Maruyama on 5 steps, or with half the score, fails it."""
+    if broken == "5 steps":
+        x, p_eps = sample("em", "vp", "mixture", steps=5)
+    else:
+        x, p_eps = sample("em", "vp", "mixture", steps=200, score_scale=0.5)
+    z = moment_zscores(x, p_eps)
+    assert worst(z) > Z, z
+
+
+# ------------------------------------------------------------ (c) probability-flow likelihood
+def _exact_p1_log_prob(gm, sde):
+    return lambda x1: gm.marginal_log_prob(sde, x1, torch.ones(len(x1), dtype=F64))
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+def test_ode_likelihood_exact_trace_is_the_closed_form(sde_name):
+    """Exact score, exact divergence and the exact p_1 as prior: log p_eps(x) per row to 1e-4."""
+    sde, gm = make_sde(sde_name), MIXTURE
+    x = gm.sample(48, torch.Generator().manual_seed(1))
+    eps = 1e-5
+    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="exact", eps=eps, rtol=1e-7,
+                             atol=1e-7, prior_log_prob=_exact_p1_log_prob(gm, sde))
+    want = gm.marginal_log_prob(sde, x, torch.full((len(x),), eps, dtype=F64))
+    torch.testing.assert_close(res.log_prob, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+def test_ode_likelihood_hutchinson_is_unbiased(sde_name):
+    """One Rademacher probe per row: the per-row error has mean 0 within 4 s.e. (correlated
+    Gaussian data, so dv/dx has off-diagonal terms and the estimate a real spread)."""
+    sde, gm = make_sde(sde_name), GAUSS
+    gen = torch.Generator().manual_seed(2)
+    x = gm.sample(400, gen)
+    eps = 1e-5
+    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="hutchinson", eps=eps,
+                             rtol=1e-7, atol=1e-7, generator=gen,
+                             prior_log_prob=_exact_p1_log_prob(gm, sde))
+    err = res.log_prob - gm.marginal_log_prob(sde, x, torch.full((len(x),), eps, dtype=F64))
+    se = err.std() / math.sqrt(len(err))
+    assert err.std() > 1e-2  # the probe does add noise, so the check below means something
+    assert abs(float(err.mean())) < Z * float(se), (float(err.mean()), float(se))
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve"])
+def test_ode_likelihood_dequantised_bound(sde_name):
+    """Integer data, bins of width w: the estimate is unbiased for the Jensen bound
+    J(x) = E_u log p_eps(x + u) + D log w, which for a Gaussian is log p_eps(x)
+    - sum_i w^2 / (24 s_i^2) + D log w, and J(x) <= log P_eps(bin of x) (mass by erf); so on
+    average over rows the estimate is <= the exact log bin mass within 4 s.e."""
+    sde, w = make_sde(sde_name), 1.0
+    loc, sd = torch.tensor([0.3, -0.2], dtype=F64), torch.tensor([1.0, 1.5], dtype=F64)
+    gm = GaussianMixture.make([1.0], [loc.tolist()], covs=[torch.diag(sd**2).tolist()])
+    gen = torch.Generator().manual_seed(3)
+    x = torch.round(gm.sample(300, gen))
+    eps = 1e-5
+    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="exact", eps=eps, rtol=1e-7,
+                             atol=1e-7, generator=gen, bin_width=w,
+                             prior_log_prob=_exact_p1_log_prob(gm, sde))
+    a, s = sde.marginal(torch.tensor([eps], dtype=F64))
+    m, sd_eps = a * loc, torch.sqrt(a**2 * sd**2 + s**2)
+    hi, lo = ((x + w / 2 - m) / sd_eps).numpy(), ((x - w / 2 - m) / sd_eps).numpy()
+    log_mass = torch.log(torch.as_tensor(ndtr(hi) - ndtr(lo))).sum(1)
+    log_p = gm.marginal_log_prob(sde, x, torch.full((len(x),), eps, dtype=F64))
+    jensen = log_p - (w**2 / (24 * sd_eps**2)).sum() + 2 * math.log(w)
+    assert torch.all(jensen <= log_mass)
+    n = len(x)
+    d_j = res.log_prob - jensen
+    assert abs(float(d_j.mean())) < Z * float(d_j.std()) / math.sqrt(n), float(d_j.mean())
+    d_m = res.log_prob - log_mass
+    assert float(d_m.mean()) < Z * float(d_m.std()) / math.sqrt(n), float(d_m.mean())
+
+
+# -------------------------------------------------------------- (d) forward discretisations
+def test_vp_discretize_is_the_ddpm_step():
+    sde = VPSDE(0.1, 20.0)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 3, generator=gen, dtype=F64)
+    t = torch.tensor([0.0, 0.1, 0.37, 0.8, 0.999], dtype=F64)
+    dt = 1e-3
+    F, G = sde.discretize(x, t, dt)
+    beta = (0.1 + t * 19.9) * dt
+    torch.testing.assert_close(x + F, torch.sqrt(1 - beta)[:, None] * x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(G, torch.sqrt(beta), rtol=1e-12, atol=1e-12)
+
+
+def test_ve_discretize_increments_sigma_squared():
+    sde = VESDE(0.01, 20.0)
+    x = torch.zeros(4, 2, dtype=F64)
+    t = torch.tensor([0.0, 0.25, 0.5, 0.9], dtype=F64)
+    dt = 0.01
+    F, G = sde.discretize(x, t, dt)
+    assert torch.all(F == 0)
+    torch.testing.assert_close(G**2, sde.sigma(t + dt) ** 2 - sde.sigma(t) ** 2, rtol=1e-12, atol=0)
+    # the SMLD chain's increments add up to the marginal variance exactly
+    grid = torch.linspace(0, 1, 101, dtype=F64)[:-1]
+    _, G = sde.discretize(torch.zeros(100, 1, dtype=F64), grid, 0.01)
+    torch.testing.assert_close((G**2).sum(), sde.marginal(torch.ones(1, dtype=F64))[1][0] ** 2,
+                               rtol=1e-10, atol=0)
+
+
+def _simulate(sde, x0, n, t_end, n_steps, gen, chain):
+    """Forward paths from x0 with Euler-Maruyama on (f, g), or the SDE's own discretize chain;
+    also the EM recursion's exact moments (the SDEs are linear: f = c(t) x)."""
+    dt = t_end / n_steps
+    x = x0.expand(n, -1).clone()
+    mean, var = x0.clone(), torch.zeros(1, dtype=F64)
+    for i in range(n_steps):
+        t = torch.full((n,), i * dt, dtype=F64)
+        if chain:
+            F, G = sde.discretize(x, t, dt)
+        else:
+            f, g = sde.drift_diffusion(x, t)
+            F, G = f * dt, g * math.sqrt(dt)
+        f1, g1 = sde.drift_diffusion(torch.ones(1, 1, dtype=F64), t[:1])
+        mean, var = (1 + f1[0, 0] * dt) * mean, (1 + f1[0, 0] * dt) ** 2 * var + g1[0] ** 2 * dt
+        x = x + F + G[:, None] * torch.randn(x.shape, generator=gen, dtype=F64)
+    return x, mean, var
+
+
+@pytest.mark.parametrize("chain", [False, True], ids=["euler_maruyama", "discretize"])
+@pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
+def test_forward_simulation_matches_marginal(sde_name, chain):
+    """x_t from x_0 at t = 0.5 by many small steps: mean a(t) x_0 and variance std(t)^2 within
+    4 s.e. per coordinate; the EM recursion's own moments are within 0.2 s.e. of the exact
+    ones (so the step's bias cannot explain a pass or a failure)."""
+    sde = make_sde(sde_name)
+    gen = torch.Generator().manual_seed(5)
+    x0 = torch.tensor([1.0, -2.0], dtype=F64)
+    n, t_end = 8000, 0.5
+    x, em_mean, em_var = _simulate(sde, x0, n, t_end, 2000, gen, chain)
+    a, s = sde.marginal(torch.tensor([t_end], dtype=F64))
+    mean, var = a * x0, s**2
+    se_mean = x.std(0) / math.sqrt(n)
+    dev2 = (x - mean) ** 2
+    se_var = dev2.std(0) / math.sqrt(n)
+    assert torch.all((x.mean(0) - mean).abs() < Z * se_mean), (x.mean(0), mean, se_mean)
+    assert torch.all((dev2.mean(0) - var).abs() < Z * se_var), (dev2.mean(0), var, se_var)
+    if not chain:
+        assert torch.all((em_mean - mean).abs() < 0.2 * se_mean)
+        assert torch.all((em_var - var).abs() < 0.2 * se_var)
