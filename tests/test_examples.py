@@ -14,6 +14,8 @@ TINY = {
     "ddpm_2d.py": ["--steps", "30", "--quick"],
     "ddpm_digits.py": ["--steps", "30", "--quick"],
     "indi.py": ["--steps", "30", "--quick", "--restore-steps", "5"],
+    "score_langevin.py": ["--steps", "30", "--quick"],
+    "score_sde.py": ["--steps", "30", "--quick"],
 }
 
 
