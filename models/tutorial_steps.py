@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from probdiff.models.ddpm_family import DDPMFamily
 from probdiff.models.gmm_family import GMMFamily
+from probdiff.models.ncsn_family import NCSNFamily
+from probdiff.models.sde_family import SDEFamily
 from probdiff.models.vae_family import VAEFamily
 
 
@@ -49,4 +51,12 @@ STEPS = [
     Step("ddpm_2d", "2. DDPM on the 2-D mixture: reverse chain = model, forward process = guide "
          "(Pyro)", "ddpm", "mixture2d", {"steps": 4000, "lr": 2e-3, "batch_size": 256},
          {"steps": 1500}, {"posterior_samples": 2}, DDPMFamily.default_options(T=100)),
+    Step("ncsn_2d", "3. NCSN on the 2-D mixture: the NCSN loss as a program (guide = noising), "
+         "annealed Langevin sampling (Pyro)", "ncsn", "mixture2d",
+         {"steps": 4000, "lr": 2e-3, "batch_size": 256}, {"steps": 1500}, {},
+         NCSNFamily.default_options()),
+    Step("sde_2d", "4. VP score SDE on the 2-D mixture: reverse-SDE and ODE samplers, exact "
+         "likelihood by the probability-flow ODE (Pyro)", "sde", "mixture2d",
+         {"steps": 4000, "lr": 2e-3, "batch_size": 256}, {"steps": 1500}, {},
+         SDEFamily.default_options()),
 ]
