@@ -18,7 +18,8 @@ def time_features(t: torch.Tensor, T: int, size: int) -> torch.Tensor:
     """(N,) steps -> (N, size) sinusoidal features of t / T (Vaswani et al.'s embedding with
     frequencies from 1 to 1000 over the unit interval)."""
     half = size // 2
-    freqs = torch.exp(torch.linspace(0, math.log(1000.0), half, dtype=torch.float64))
+    freqs = torch.exp(torch.linspace(0, math.log(1000.0), half, dtype=torch.float64,
+                                     device=t.device))
     angle = (t.to(torch.float64)[:, None] / T) * freqs[None, :] * math.pi
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 

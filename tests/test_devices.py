@@ -1,0 +1,48 @@
+"""Networks and score functions keep every tensor on their input's device.
+
+No GPU runs in CI, so the ``meta`` device stands in for one: a tensor created on the CPU
+inside a forward pass (the bug a CUDA run found in ``time_features``) fails here exactly as
+it would on ``cuda``. Pyro's sampling internals do not run on ``meta``, so whole programs
+are checked on a GPU by hand (README)."""
+
+import pytest
+import torch
+
+from probdiff.models.ddpm_networks import TimeMLP, UNet
+from probdiff.models.ncsn import NoiseConditionalScore
+from probdiff.models.score_sde import TimeScore
+from probdiff.models.vae_networks import ConvDecoderNet, ConvEncoderNet
+from probdiff.schedules import Schedule
+from probdiff.sde import ScheduleSDE, make_sde
+
+META = "meta"
+
+
+def on_meta(*shape):
+    return torch.zeros(*shape, device=META)
+
+
+@pytest.mark.parametrize("t", [3, "per-row", "float"])
+def test_time_networks_on_another_device(t):
+    mlp = TimeMLP(2, [8], 10).to(META)
+    unet = UNet((1, 8, 8), [4, 8], 10).to(META)
+    steps = {3: 3, "per-row": torch.arange(4), "float": torch.rand(4) * 10}[t]
+    assert mlp(on_meta(4, 2), steps).device.type == META
+    assert unet(on_meta(4, 64), steps).device.type == META
+
+
+@pytest.mark.parametrize("sde", ["vp", "ve", "subvp", "schedule"])
+def test_score_networks_on_another_device(sde):
+    process = (ScheduleSDE(Schedule.make("cosine", 10).abar) if sde == "schedule"
+               else make_sde(sde))
+    score = TimeScore(TimeMLP(2, [8], 1), process).to(META)
+    assert score(on_meta(4, 2), torch.rand(4, device=META)).device.type == META
+    ncsn = NoiseConditionalScore(TimeMLP(2, [8], 5), torch.linspace(1, 0.1, 5)).to(META)
+    assert ncsn(on_meta(4, 2), torch.arange(4)).device.type == META
+
+
+def test_vae_conv_networks_on_another_device():
+    enc = ConvEncoderNet((1, 8, 8), [4, 8], 4).to(META)
+    dec = ConvDecoderNet(2, (1, 8, 8), [4, 8]).to(META)
+    assert enc(on_meta(3, 64)).device.type == META
+    assert dec(on_meta(3, 2)).device.type == META
