@@ -226,7 +226,9 @@ class DDPMFamily(Family):
         program = self._program("closed", chain)
         chunk = chunk or max(1, 2_000_000 // (self.T * self.dim))
         totals, var, prior, decoder, kl = [], 0.0, 0.0, 0.0, np.zeros(self.T - 1)
-        with torch.random.fork_rng(), torch.no_grad():
+        # a scope of its own: the global store may hold the training run's (CUDA) tensors,
+        # which pyro.module would copy into this CPU chain
+        with torch.random.fork_rng(), torch.no_grad(), pyro.get_param_store().scope():
             pyro.set_rng_seed(seed)
             for start in range(0, len(x), chunk):
                 part = torch.as_tensor(x[start:start + chunk], dtype=torch.float32)
