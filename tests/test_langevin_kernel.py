@@ -200,12 +200,14 @@ def test_ula_stationary_variance_has_order_tau_bias():
     assert_moments(results[True], 0.0, 1.0)
 
 
+@pytest.mark.slow
 def test_kernel_pickles_and_runs_in_worker_processes(monkeypatch):
-    """pyro.infer.MCMC uses multiprocessing when cores allow; pretend they do (2 short chains)."""
+    """pyro.infer.MCMC uses multiprocessing when cores allow; pretend they do (2 short chains).
+    Spawned, not forked: the test process has imported JAX, whose threads a fork can deadlock."""
     pyro.set_rng_seed(0)
     kernel = pickle.loads(pickle.dumps(Langevin(normal_model)))
     monkeypatch.setattr(mp, "cpu_count", lambda: 8)
-    mcmc = run(kernel, 100, 50, Y_NORMAL, chains=2)
+    mcmc = run(kernel, 100, 50, Y_NORMAL, chains=2, mp_context="spawn")
     assert type(mcmc.sampler).__name__ == "_MultiSampler"
     idata = to_inference_data(mcmc)
     assert idata.posterior["mu"].shape == (2, 100)

@@ -150,10 +150,12 @@ SOLVER_NAMES = ["em", "reverse_diffusion", "pc", "ode", "ode_heun"]
 
 
 def _marks(sde_name, solver, target):
-    """slow: the mixture with 2000 score evaluations (pc; reverse diffusion on ve), ~4 s each;
-    the Gaussian case of each runs by default."""
+    """slow: the mixture with 2000 score evaluations (pc; reverse diffusion on ve), ~4 s each,
+    and, to keep the default run short, sub-VP and VE with the solvers other than EM and the
+    ODE (every solver runs on VP by default; the whole matrix with -m slow)."""
     long = solver == "pc" or (solver, sde_name) == ("reverse_diffusion", "ve")
-    return [pytest.mark.slow] if long and target == "mixture" else []
+    rest = sde_name != "vp" and solver not in ("em", "ode")
+    return [pytest.mark.slow] if (long and target == "mixture") or rest else []
 
 
 CASES = [pytest.param(s, v, t, marks=_marks(s, v, t))
