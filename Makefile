@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/vae_bench.py
 	$(BIN)/python benchmarks/ddpm_bench.py
 	$(BIN)/python benchmarks/ddpm_estimators.py
+	$(BIN)/python benchmarks/sde_samplers.py
 
 clean:
 	rm -rf runs .pytest_cache
