@@ -8,7 +8,8 @@ with each sampler and prints samples per second and the sliced Wasserstein dista
 held-out data, beside the floor (training data against held-out data at the same size) and,
 for the SDE solvers, the same solver driven by the exact score (closed form for the mixture:
 what is left is discretisation error). Budgets: EM / reverse diffusion / ODE Euler use B steps,
-predictor-corrector and Heun B / 2, annealed Langevin 10 levels x B / 10, DDIM B steps,
+predictor-corrector and Heun B / 2, annealed Langevin 10 levels x B / 10 (+ 1 denoising
+step), DDIM B steps,
 ancestral only at B = T; RK45 picks its own NFE (reported).
 """
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             if b >= lv:
                 name = f"annealed_langevin:{b // lv}"
                 x, sec, nfe = timed(lambda: (ncsn_f.run_sampler(ncsn_p, args.n, args.seed, name)[0].numpy(),
-                                             lv * (b // lv)))
+                                             lv * (b // lv) + 1))  # + the Tweedie step
                 rows.append((b, "ncsn " + name, nfe, args.n / sec, _sw(x, held, args), None))
             samplers = [f"ddim:{b}"] + (["ancestral"] if b == ddpm_f.T else [])
             for name in samplers:

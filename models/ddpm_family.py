@@ -126,6 +126,7 @@ class DDPMFamily(Family):
         self.scaling = DataScaling.of(data, self.decoder, target=(-1.0, 1.0))
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
+        ode_rows(o, data)  # a bad --ode-rows fails now, not after training
         self.samples: np.ndarray | None = None
         self.kl_profile: np.ndarray | None = None
         self.bound_parts: dict = {}
@@ -215,8 +216,9 @@ class DDPMFamily(Family):
         torch chain (NumPyro runs are converted: the twins agree to 1e-10).
 
         Returns per datum: ``elbo`` (mean), ``stderr`` (Monte Carlo standard error of the mean
-        over rows), ``prior``, ``decoder``, ``kl`` (sums), and ``kl_per_step`` (T - 1,) for
-        t = 2..T, each averaged over rows and draws."""
+        over rows), ``rows`` (each row's bound, averaged over its draws), ``prior``,
+        ``decoder``, ``kl`` (sums), and ``kl_per_step`` (T - 1,) for t = 2..T, each averaged
+        over rows and draws."""
         import pyro
         import torch
 
@@ -244,7 +246,8 @@ class DDPMFamily(Family):
                 totals.append(draws.mean(0))
                 var += float((draws.var(0, ddof=1) / EVAL_DRAWS).sum())
         n = len(x)
-        return {"elbo": float(np.concatenate(totals).mean()), "stderr": math.sqrt(var) / n,
+        rows = np.concatenate(totals)
+        return {"elbo": float(rows.mean()), "stderr": math.sqrt(var) / n, "rows": rows,
                 "prior": prior / n, "decoder": decoder / n, "kl": float(kl.sum()) / n,
                 "kl_per_step": kl / n}
 

@@ -19,8 +19,6 @@ from probdiff.family import register
 from probdiff.models.score_family import ScoreFamily, parse_sampler
 from probdiff.program import Program
 
-TRAIN_EVAL_ROWS = 500
-
 
 def largest_distance(x: np.ndarray, rows: int = 1000, seed: int = 0) -> float:
     """max ||x_i - x_j|| over (up to ``rows`` of) the rows of x."""
@@ -67,7 +65,8 @@ class NCSNFamily(ScoreFamily):
         if not 1 <= o["subsample"] <= o["levels"]:
             raise ProbdiffError(f"--subsample must be in 1..{o['levels']}, got {o['subsample']}")
         if o["steps_per_level"] < 1 or not o["langevin_eps"] > 0:
-            raise ProbdiffError("--steps-per-level must be >= 1 and --langevin-eps > 0")
+            raise ProbdiffError(f"--steps-per-level must be >= 1 and --langevin-eps > 0, got "
+                                f"{o['steps_per_level']} and {o['langevin_eps']}")
         from probdiff.langevin import geometric_sigmas
         self.sigmas = geometric_sigmas(o["sigma_max"], o["sigma_min"], o["levels"])
         self.levels_kept: list | None = None
@@ -96,19 +95,14 @@ class NCSNFamily(ScoreFamily):
     def evaluation_program(self, program: Program) -> Program:
         return self._program(program.model.score, None)
 
+    def loss_program(self, module) -> Program:
+        return self._program(module, None)
+
     def metrics(self, backend, program, params, train, test, seed):
         """The NCSN loss (all levels) per datum on the data, with standard errors; for a known
         density the explicit loss against the true blurred scores; for vectors the sliced
         Wasserstein distance of annealed-Langevin samples to the held-out data."""
-        program = self.evaluation_program(program)
-        out: dict = {}
-        rng = np.random.default_rng(seed)
-        for key, x in (("loss", train), ("test_loss", test)):
-            if x is None or len(x) == 0:
-                continue
-            if key == "loss" and len(x) > TRAIN_EVAL_ROWS:
-                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
-            out[key], out[key + "_stderr"] = self.held_out_loss(backend, program, params, x, seed)
+        out = self.loss_metrics(params, train, test, seed)
         held = test if test is not None and len(test) else train
         p = "test_" if held is test else ""
         if self.scaling.identity and "locs" in self.data.meta:  # a known mixture (mixture2d)

@@ -9,16 +9,17 @@ the DDPM's time-conditioned MLP (vectors) or U-Net (images); the family says wha
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, parse_widths
+from probdiff.program import Program
 from probdiff.scaling import DataScaling
 
-EVAL_REPEATS = 8  # independent passes over the held-out rows for the loss and its error
+EVAL_REPEATS = 8  # noise draws per row for the evaluated loss
+TRAIN_EVAL_ROWS = 500  # the training loss is evaluated on a random subset of this many rows
+FACTOR = "score_matching"  # the models' loss site
 
 
 class ScoreFamily(Family):
@@ -88,13 +89,45 @@ class ScoreFamily(Family):
         """The guide's latents are noised copies of the data: nothing to summarise."""
         return {}
 
-    def held_out_loss(self, backend, program, params, x: np.ndarray, seed: int) -> tuple[float, float]:
-        """Minus the program's ELBO per datum on ``x`` = the loss, with its standard error
-        from ``EVAL_REPEATS`` independent noise draws."""
-        data = backend.array(x)
-        backend.set_params(program, data, params)
-        value, err = backend.elbo(program, data, num_particles=1, repeats=EVAL_REPEATS, seed=seed)
-        return -value / len(x), err / len(x)
+    def loss_program(self, module) -> Program:
+        """The training program over every noise level / time, around a given score module."""
+        raise NotImplementedError
+
+    def per_datum_loss(self, params, x: np.ndarray, seed: int,
+                       repeats: int = EVAL_REPEATS) -> np.ndarray:
+        """The loss of each row of ``x``, averaged over ``repeats`` noise draws: the model's
+        ``score_matching`` factor (with its plate scales) replayed on the guide's draws, on
+        the CPU in a param-store scope of its own."""
+        import pyro
+        import torch
+        from pyro import poutine
+        program = self.loss_program(self.load_module(self.score_module(), params))
+        data = torch.as_tensor(x, dtype=torch.float32)
+        total = np.zeros(len(x))
+        with torch.no_grad(), torch.random.fork_rng(), pyro.get_param_store().scope():
+            pyro.set_rng_seed(seed)
+            for _ in range(repeats):
+                guide = poutine.trace(program.guide).get_trace(data)
+                model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(data)
+                site = model.nodes[FACTOR]
+                term = -site["fn"].log_prob(site["value"]) * site["scale"]
+                total += term.reshape(-1, len(x)).sum(0).double().numpy()
+        return total / repeats
+
+    def loss_metrics(self, params, train, test, seed: int) -> dict:
+        """``loss`` on (up to ``TRAIN_EVAL_ROWS`` of) the training rows and ``test_loss`` on the
+        held-out rows, per datum, each with its standard error over rows."""
+        out: dict = {}
+        rng = np.random.default_rng(seed)
+        for key, x in (("loss", train), ("test_loss", test)):
+            if x is None or len(x) == 0:
+                continue
+            if key == "loss" and len(x) > TRAIN_EVAL_ROWS:
+                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
+            rows = self.per_datum_loss(params, x, seed)
+            out[key] = float(rows.mean())
+            out[key + "_stderr"] = float(rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
+        return out
 
     def to_data_units(self, x: np.ndarray) -> np.ndarray:
         """Samples in model units (n, D) -> data units shaped like the data."""
@@ -131,6 +164,3 @@ def parse_sampler(text: str | None, names: tuple[str, ...], default: str, defaul
         raise ProbdiffError(f"--sampler {name}:STEPS needs STEPS >= 1, got {k}")
     return name, k
 
-
-def add_group(parser: argparse.ArgumentParser, name: str):
-    return parser.add_argument_group(name)

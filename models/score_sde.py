@@ -8,8 +8,10 @@ z / std(t)||^2 with z the noise of x_t, so the ELBO of the program is minus the 
 denoising score-matching loss (MATH.md section 4) with
 
 * ``weighting="sigma2"``: lambda(t) = std(t)^2 (Song et al.'s default), or
-* ``weighting="likelihood"``: lambda(t) = g(t)^2 (Song et al. 2021b, the weighting under which
-  the loss bounds the negative log-likelihood up to a constant).
+* ``weighting="likelihood"``: lambda(t) = g(t)^2 (Song et al. 2021b: the loss then bounds the
+  negative log-likelihood of the reverse-SDE model, not of the flow ODE, up to a constant).
+  t stays uniform here, so the weight g^2 / std^2 ~ 1 / t makes the estimate heavy-tailed
+  (Song et al. importance-sample t; not done here).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class TimeScore(nn.Module):
 class ScoreSDEModel:
     def __init__(self, score: TimeScore, eps: float = 1e-5, weighting: str = "sigma2"):
         if weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weighting!r}")
+            raise ValueError(f"unknown weighting {weighting!r}: choose {', '.join(WEIGHTINGS)}")
         self.score, self.eps, self.weighting = score, eps, weighting
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:

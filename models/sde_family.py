@@ -16,16 +16,21 @@ import numpy as np
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import register
-from probdiff.models.ncsn_family import TRAIN_EVAL_ROWS, largest_distance
+from probdiff.models.ncsn_family import largest_distance
 from probdiff.models.score_family import ScoreFamily, parse_sampler
 from probdiff.ode_likelihood import add_ode_rows_argument, ode_likelihood_metrics, ode_rows
 from probdiff.program import Program
+from probdiff.models.score_sde import WEIGHTINGS
 from probdiff.sde import SDE_NAMES, make_sde
 from probdiff.sde_solvers import SOLVERS
 
 SAMPLE_EPS = 1e-3  # solvers stop at t = eps (Song et al.)
 # samplers of the comparison figure, at about 200 network evaluations each
 FIGURE_SAMPLERS = ("em:200", "reverse_diffusion:200", "pc:100", "ode_heun:100", "ode")
+
+
+def _given(value, default: float) -> float:
+    return default if value is None else float(value)
 
 
 @register
@@ -41,13 +46,13 @@ class SDEFamily(ScoreFamily):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("sde")
         g.add_argument("--sde", choices=SDE_NAMES, default="vp")
-        g.add_argument("--beta-min", type=float, default=0.1, help="VP / sub-VP beta(0)")
-        g.add_argument("--beta-max", type=float, default=20.0, help="VP / sub-VP beta(1)")
-        g.add_argument("--sigma-min", type=float, default=0.01, help="VE sigma(0)")
+        g.add_argument("--beta-min", type=float, default=None, help="VP / sub-VP beta(0) (0.1)")
+        g.add_argument("--beta-max", type=float, default=None, help="VP / sub-VP beta(1) (20)")
+        g.add_argument("--sigma-min", type=float, default=None, help="VE sigma(0) (0.01)")
         g.add_argument("--sigma-max", type=float, default=None,
                        help="VE sigma(1) (default: largest distance between data points, from up to 1000)")
         g.add_argument("--eps", type=float, default=1e-5, help="smallest training time")
-        g.add_argument("--weighting", choices=("sigma2", "likelihood"), default="sigma2",
+        g.add_argument("--weighting", choices=WEIGHTINGS, default="sigma2",
                        help="lambda(t) = std(t)^2, or g(t)^2 (likelihood weighting)")
         add_ode_rows_argument(g)
         cls.add_network_arguments(g)
@@ -55,12 +60,22 @@ class SDEFamily(ScoreFamily):
     def __init__(self, options: dict, data: Dataset):
         super().__init__(options, data)
         o = self.options
-        if o["sde"] == "ve" and o["sigma_max"] is None:
+        ve = o["sde"] == "ve"
+        unused = [f"--{k.replace('_', '-')}" for k in
+                  (("beta_min", "beta_max") if ve else ("sigma_min", "sigma_max"))
+                  if o.get(k) is not None]
+        if unused:
+            raise ProbdiffError(f"{', '.join(unused)} do not apply to --sde {o['sde']}")
+        if ve and o["sigma_max"] is None:
             o["sigma_max"] = largest_distance(self.prepare(data))
         if not 0 < o["eps"] < SAMPLE_EPS:
             raise ProbdiffError(f"--eps must be in (0, {SAMPLE_EPS}), got {o['eps']}")
-        self.sde = make_sde(o["sde"], o["beta_min"], o["beta_max"], o["sigma_min"],
-                            o["sigma_max"] or 50.0)
+        ode_rows(o, data)  # a bad --ode-rows fails now, not after training
+        if ve:
+            self.sde = make_sde("ve", sigma_min=_given(o["sigma_min"], 0.01),
+                                sigma_max=o["sigma_max"])
+        else:
+            self.sde = make_sde(o["sde"], _given(o["beta_min"], 0.1), _given(o["beta_max"], 20.0))
         self.solver_samples: dict[str, np.ndarray] = {}
         self.nfe: dict[str, int] = {}
 
@@ -72,11 +87,14 @@ class SDEFamily(ScoreFamily):
         return TimeScore(self.network(1), self.sde).to(device=device, dtype=getattr(torch, dtype))
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
+        return self.loss_program(self.score_module(seed, dtype, device))
+
+    def loss_program(self, module) -> Program:
         from probdiff.guides.score_matching import SDEGuide
         from probdiff.models.score_sde import ScoreSDEModel
         o = self.options
-        model = ScoreSDEModel(self.score_module(seed, dtype, device), o["eps"], o["weighting"])
-        return Program(model, SDEGuide(self.sde, o["eps"]), elbo="meanfield")
+        return Program(ScoreSDEModel(module, o["eps"], o["weighting"]), SDEGuide(self.sde, o["eps"]),
+                       elbo="meanfield")
 
     def fitted_score(self, params):
         return self.load_module(self.score_module(), params)
@@ -88,14 +106,7 @@ class SDEFamily(ScoreFamily):
         vectors the sliced Wasserstein distance of samples (Heun on the flow ODE, 199 NFE; every
         sampler of the figure also gets its own ``sliced_wasserstein_<sampler>``)."""
         import torch
-        out: dict = {}
-        rng = np.random.default_rng(seed)
-        for key, x in (("loss", train), ("test_loss", test)):
-            if x is None or len(x) == 0:
-                continue
-            if key == "loss" and len(x) > TRAIN_EVAL_ROWS:
-                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
-            out[key], out[key + "_stderr"] = self.held_out_loss(backend, program, params, x, seed)
+        out = self.loss_metrics(params, train, test, seed)
         held = test if test is not None and len(test) else train
         p = "test_" if held is test else ""
         rows = held[:ode_rows(self.options, self.data)]
@@ -128,6 +139,9 @@ class SDEFamily(ScoreFamily):
 
         from probdiff.sde_solvers import solve
         name, steps = parse_sampler(sampler, SOLVERS, "ode_heun", 250)
+        if name == "ode" and ":" in (sampler or ""):
+            raise ProbdiffError("--sampler ode is adaptive (RK45) and takes no :STEPS; use "
+                                "ode_euler:N or ode_heun:N for a fixed number of steps")
         score = self.fitted_score(params)
         gen = torch.Generator().manual_seed(seed)
         x = self.sde.prior_sample((n, self.dim), gen)

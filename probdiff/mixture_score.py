@@ -97,8 +97,8 @@ class GaussianMixture:
     def marginal_score(self, sde: SDE):
         """score(x, t) = grad log p_t(x) under ``sde``, in x's dtype."""
         def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            a, s = sde.marginal(t.to(torch.float64))
-            return self.score(x, a, s**2).to(x.dtype)
+            a, s = sde.marginal(t.detach().cpu().to(torch.float64))
+            return self.score(x.cpu(), a, s**2).to(device=x.device, dtype=x.dtype)
         return score
 
     def marginal_log_prob(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -108,5 +108,6 @@ class GaussianMixture:
     def noisy_score(self, sigma: torch.Tensor):
         """score of the data blurred by N(0, sigma^2 I) (the NCSN / DSM target)."""
         def score(x: torch.Tensor) -> torch.Tensor:
-            return self.score(x, None, torch.as_tensor(sigma, dtype=torch.float64) ** 2).to(x.dtype)
+            var = torch.as_tensor(sigma, dtype=torch.float64) ** 2
+            return self.score(x.cpu(), None, var).to(device=x.device, dtype=x.dtype)
         return score

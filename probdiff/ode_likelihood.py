@@ -37,9 +37,6 @@ class ODELikelihood:
     log_prob: torch.Tensor  # (N,) float64
     nfe: int
 
-    def bits_per_dim(self, dim: int, log_jacobian: float = 0.0) -> float:
-        return -(float(self.log_prob.mean()) + log_jacobian) / (dim * math.log(2))
-
 
 def ode_log_likelihood(sde: SDE, score: ScoreFn, x: torch.Tensor, trace: str = "exact",
                        eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5,

@@ -109,16 +109,18 @@ class VPSDE(SDE):
 
     name = "vp"
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T_discrete: int = 1000):
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not 0 < beta_min <= beta_max:
             raise ProbdiffError(f"the VP SDE needs 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
-        self.beta_min, self.beta_max, self.T_discrete = float(beta_min), float(beta_max), T_discrete
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     @classmethod
     def from_schedule(cls, betas: np.ndarray) -> "VPSDE":
-        """betas (T,) of a linear DDPM schedule (t = 1..T) -> beta(t) = T beta_{tT}."""
+        """betas (T,) of a linear DDPM schedule (t = 1..T) -> beta(0) = T beta_1, beta(1) =
+        T beta_T, i.e. beta((i - 1) / (T - 1)) = T beta_i (Song et al.'s mapping; it puts step i
+        one grid point earlier than t = i / T, an O(1/T) difference)."""
         T = len(betas)
-        return cls(T * float(betas[0]), T * float(betas[-1]), T)
+        return cls(T * float(betas[0]), T * float(betas[-1]))
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -160,6 +162,10 @@ class ScheduleSDE(VPSDE):
 
     def __init__(self, abar: np.ndarray):
         abar = np.asarray(abar, dtype=np.float64)  # (T + 1,), abar[0] = 1
+        if abar.ndim != 1 or len(abar) < 2 or abar[0] != 1.0 or not np.all(np.diff(abar) < 0) \
+                or abar[-1] <= 0:
+            raise ProbdiffError("ScheduleSDE needs abar_0 = 1 > abar_1 > ... > abar_T > 0 "
+                                "(Schedule.abar, t = 0..T)")
         self.T_discrete = len(abar) - 1
         self._B = torch.as_tensor(-np.log(abar))
         self._beta = torch.as_tensor(np.diff(-np.log(abar)) * self.T_discrete)
@@ -216,8 +222,10 @@ class VESDE(SDE):
         return self.sigma(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
 
     def marginal(self, t):
-        s = self.sigma(t)
-        return torch.ones_like(t), torch.sqrt(s**2 - self.sigma_min**2)
+        """std = sqrt(sigma(t)^2 - smin^2) = smin sqrt(expm1(2 t log(smax / smin))), the
+        second form accurate in float32 at small t."""
+        rate = 2 * math.log(self.sigma_max / self.sigma_min)
+        return torch.ones_like(t), self.sigma_min * torch.sqrt(torch.expm1(rate * t))
 
     def prior_std(self) -> float:
         return math.sqrt(self.sigma_max**2 - self.sigma_min**2)

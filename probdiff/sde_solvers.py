@@ -51,7 +51,7 @@ def euler_maruyama(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
     for i, t in enumerate(ts):
         tt = _t(x, t)
         mean = x - sde.reverse_drift(score, x, tt) * dt
-        _, g = sde.drift_diffusion(x, tt)
+        g = sde.diffusion(tt)
         x = mean + expand(g, x) * dt**0.5 * _noise(x, generator) if i < n_steps - 1 else mean
         _keep(kept, record, i + 1, x, progress)
     return x, kept, n_steps

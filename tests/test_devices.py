@@ -3,7 +3,7 @@
 No GPU runs in CI, so the ``meta`` device stands in for one: a tensor created on the CPU
 inside a forward pass (the bug a CUDA run found in ``time_features``) fails here exactly as
 it would on ``cuda``. Pyro's sampling internals do not run on ``meta``, so whole programs
-are checked on a GPU by hand (README)."""
+were run on a GPU by hand (README, "Score matching ...": the H200 check)."""
 
 import pytest
 import torch
