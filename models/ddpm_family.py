@@ -331,21 +331,9 @@ class DDPMFamily(Family):
                                           self.data_log_jacobian, seed, prefix)
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
-        """The likelihood table: the ELBO bound beside the probability-flow ODE."""
-        p = "test_" if "test_ode_log_likelihood" in metrics else ""
-        if p + "ode_log_likelihood" not in metrics:
-            return []
-        ref = "test_elbo" if p else "elbo"
-        lines = ["likelihood (nats per datum, held-out):",
-                 f"  ELBO bound            {metrics.get(ref, float('nan')):.4f} +- "
-                 f"{metrics.get(ref + '_stderr', 0):.4f}  ({metrics.get('bits_per_dim', float('nan')):.4f} bits/dim)",
-                 f"  probability-flow ODE  {metrics[p + 'ode_log_likelihood']:.4f} +- "
-                 f"{metrics.get(p + 'ode_log_likelihood_stderr', 0):.4f}  "
-                 f"({metrics.get('ode_bits_per_dim', float('nan')):.4f} bits/dim, "
-                 f"{metrics.get('ode_nfe')} NFE, {metrics.get('ode_trace')} trace)"]
-        if p + "true_log_likelihood" in metrics:
-            lines.append(f"  true density          {metrics[p + 'true_log_likelihood']:.4f}")
-        return lines
+        """The likelihood table: the ELBO bound beside the probability-flow ODE and the true density."""
+        from probdiff.ode_likelihood import likelihood_table
+        return likelihood_table(metrics, bound=True)
 
     # -- sampling ---------------------------------------------------------------------------
     def fitted_chain(self, params: dict[str, np.ndarray]):

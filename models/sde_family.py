@@ -166,14 +166,5 @@ class SDEFamily(ScoreFamily):
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
         """The likelihood table: the flow ODE's log-likelihood beside the true density."""
-        p = "test_" if "test_ode_log_likelihood" in metrics else ""
-        ll = metrics.get(p + "ode_log_likelihood")
-        if ll is None:
-            return []
-        lines = ["likelihood (nats per datum, held-out rows):",
-                 f"  probability-flow ODE  {ll:.4f} +- {metrics.get(p + 'ode_log_likelihood_stderr', 0):.4f}"
-                 f"  ({metrics.get('ode_bits_per_dim', float('nan')):.4f} bits/dim, "
-                 f"{metrics.get('ode_nfe')} NFE, {metrics.get('ode_trace')} trace)"]
-        if p + "true_log_likelihood" in metrics:
-            lines.append(f"  true density          {metrics[p + 'true_log_likelihood']:.4f}")
-        return lines
+        from probdiff.ode_likelihood import likelihood_table
+        return likelihood_table(metrics, bound=False)

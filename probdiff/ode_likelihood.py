@@ -104,3 +104,26 @@ def ode_rows(options: dict, data) -> int:
     if n < 0:
         raise ProbdiffError(f"--ode-rows must be >= 0, got {n}")
     return n
+
+
+def likelihood_table(metrics: dict, bound: bool = False) -> list[str]:
+    """Report lines: the ELBO bound (with ``bound``), the flow ODE's log-likelihood and the
+    true density where the metrics have them, held-out values first."""
+    p = "test_" if "test_ode_log_likelihood" in metrics else ""
+    ll = metrics.get(p + "ode_log_likelihood")
+    if ll is None:
+        return []
+    nan = float("nan")
+    lines = ["likelihood (nats per datum, held-out rows):"]
+    if bound:
+        ref = p + "elbo"
+        lines.append(f"  ELBO bound            {metrics.get(ref, nan):.4f} +- "
+                     f"{metrics.get(ref + '_stderr', 0):.4f}  "
+                     f"({metrics.get('bits_per_dim', nan):.4f} bits/dim)")
+    lines.append(f"  probability-flow ODE  {ll:.4f} +- "
+                 f"{metrics.get(p + 'ode_log_likelihood_stderr', 0):.4f}  "
+                 f"({metrics.get('ode_bits_per_dim', nan):.4f} bits/dim, "
+                 f"{metrics.get('ode_nfe')} NFE, {metrics.get('ode_trace')} trace)")
+    if p + "true_log_likelihood" in metrics:
+        lines.append(f"  true density          {metrics[p + 'true_log_likelihood']:.4f}")
+    return lines
