@@ -86,13 +86,13 @@ def mcmc_comparison(samples: int, warmup: int, seed: int) -> None:
     nuts = NUTS(logistic_model, jit_compile=True, ignore_jit_warnings=True)
     for name, kernel in (("MALA (Langevin)", Langevin(logistic_model)), ("NUTS", nuts)):
         pyro.set_rng_seed(seed)
-        mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=4,
-                    disable_progbar=True)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             # chains drawn sequentially on 2 cores; torch.jit's deprecation notice
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
+            mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=4,
+                        disable_progbar=True)
             mcmc.run(x, y)
         seconds = time.perf_counter() - t0
         idata = (to_inference_data(mcmc, log_likelihood=False) if name.startswith("MALA")
