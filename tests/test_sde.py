@@ -59,6 +59,7 @@ def test_make_sde_rejects_bad_parameters():
         make_sde("ve", sigma_min=2.0, sigma_max=1.0)
 
 
+@pytest.mark.slow
 def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
     """The ELBO bounds the chain's log p(x); the flow ODE with the same network is another
     model (exact likelihood, same score), so ODE >= ELBO is an expected property, not a
