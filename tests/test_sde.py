@@ -1,7 +1,6 @@
 """The SDE view meets the DDPM (MATH.md section 4): VP marginals as T grows, the chain's own
 SDE, and the probability-flow likelihood of a trained chain beside its ELBO."""
 
-import json
 import math
 
 import numpy as np
