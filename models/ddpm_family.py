@@ -105,15 +105,8 @@ class DDPMFamily(Family):
         if self.net == "auto":
             self.net = "unet" if data.kind == "image" else "mlp"
         if self.net == "unet":
-            if len(data.event_shape) != 3:
-                raise ProbdiffError(f"--net unet needs image data (C, H, W), got shape "
-                                    f"{data.event_shape}")
-            self.channels = parse_widths(o.get("channels", "32,64"), "--channels")
-            f = 2 ** (len(self.channels) - 1)
-            if data.event_shape[1] % f or data.event_shape[2] % f:
-                raise ProbdiffError(f"a {len(self.channels)}-level U-Net needs height and width "
-                                    f"divisible by {f}, got {data.event_shape[1]}x"
-                                    f"{data.event_shape[2]}")
+            from probdiff.models.ddpm_networks import unet_widths
+            self.channels = unet_widths(data.event_shape, o.get("channels", "32,64"))
         if o.get("subsample") is None:
             o["subsample"] = min(8, self.T - 1)
         if o["estimator"] == "subsampled" and not 1 <= o["subsample"] <= self.T - 1:

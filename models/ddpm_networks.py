@@ -46,6 +46,21 @@ class TimeMLP(nn.Module):
         return self.net(torch.cat([x, feats], dim=-1))
 
 
+def unet_widths(event_shape: tuple[int, ...], text: str) -> list[int]:
+    """``--channels`` for a U-Net on data of ``event_shape``: image data (C, H, W) whose height
+    and width the levels' downsampling divides; one-line errors otherwise."""
+    from probdiff.errors import ProbdiffError
+    from probdiff.family import parse_widths
+    if len(event_shape) != 3:
+        raise ProbdiffError(f"--net unet needs image data (C, H, W), got shape {event_shape}")
+    channels = parse_widths(text, "--channels")
+    f = 2 ** (len(channels) - 1)
+    if event_shape[1] % f or event_shape[2] % f:
+        raise ProbdiffError(f"a {len(channels)}-level U-Net needs height and width divisible "
+                            f"by {f}, got {event_shape[1]}x{event_shape[2]}")
+    return channels
+
+
 class _ResBlock(nn.Module):
     """GroupNorm-free residual block: conv3x3 -> SiLU -> (+ time bias) -> conv3x3, plus skip."""
 

@@ -41,13 +41,8 @@ class ScoreFamily(Family):
         self.hidden = parse_widths(o["hidden"])
         self.net = o["net"] if o["net"] != "auto" else ("unet" if data.kind == "image" else "mlp")
         if self.net == "unet":
-            if len(data.event_shape) != 3:
-                raise ProbdiffError(f"--net unet needs image data (C, H, W), got shape {data.event_shape}")
-            self.channels = parse_widths(o["channels"], "--channels")
-            f = 2 ** (len(self.channels) - 1)
-            if data.event_shape[1] % f or data.event_shape[2] % f:
-                raise ProbdiffError(f"a {len(self.channels)}-level U-Net needs height and width "
-                                    f"divisible by {f}, got {data.event_shape[1]}x{data.event_shape[2]}")
+            from probdiff.models.ddpm_networks import unet_widths
+            self.channels = unet_widths(data.event_shape, o["channels"])
         self.scaling = DataScaling.of(data, "gaussian", target=(-1.0, 1.0))
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
