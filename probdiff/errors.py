@@ -10,3 +10,17 @@ class ProbdiffError(Exception):
     traceback is shown and no run folder is touched. Raise it at the boundary (data loading,
     option parsing, shape checks) with a message that names the bad value.
     """
+
+
+def user_code_error(program: str, what: str, error: BaseException,
+                    last_site: tuple[str, tuple] | None) -> ProbdiffError:
+    """One line for an exception raised while a user's program ran: the program, the phase,
+    the last sample site it reached (with its shape) and the first lines of the message."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    reason = " ".join(lines[:2]) if lines else ""
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    where = ("before its first sample site" if last_site is None
+             else f"after site {last_site[0]!r} of shape {last_site[1]}")
+    return ProbdiffError(f"{program} failed during {what}, {where}: "
+                         f"{type(error).__name__}: {reason}")

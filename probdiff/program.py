@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
 
 ElboName = Literal["trace", "enum", "meanfield"]
 ELBO_NAMES: tuple[str, ...] = ("trace", "enum", "meanfield")
 
+# Data as the engine passes it around: one array (rows first) or named arrays sharing rows.
+Data = Any
+
 
 @dataclass
 class Program:
-    """A generative model and its guide, both called as ``f(x, n_total=None)``.
+    """A generative model and its guide, and how they are called and scored.
 
     ``elbo`` picks the estimator: ``trace`` (Trace_ELBO, Monte Carlo), ``enum``
     (TraceEnum_ELBO: discrete sites marked ``enumerate`` are summed out exactly) or
     ``meanfield`` (TraceMeanField_ELBO: analytic KL where the backend knows it).
-    ``minibatch`` says whether the model accepts ``n_total`` (the size of the full data set)
-    to scale its data plate when given a minibatch; user models that do not take it are fitted
-    on the full data only.
+
+    Calling convention: data that is one array reaches the model as ``model(x)``; named arrays
+    (a dict) as ``model(**arrays)``. ``minibatch`` says whether the model and guide accept
+    ``n_total`` (the size of the full data set) to scale their data plate when given a
+    minibatch; only then does the engine pass it.
+
+    ``vectorize_particles`` lets a backend evaluate several ELBO particles in one vectorised
+    call (an extra batch dimension on every site). The built-in programs are written for it;
+    a user's program is evaluated particle by particle, exactly as it trained, unless its
+    author says otherwise. ``name`` labels the program in error messages (a user model's
+    ``file.py:function``); ``None`` for built-ins.
     """
 
     model: Callable
@@ -27,6 +40,8 @@ class Program:
     max_plate_nesting: int = 1
     num_particles: int = 1
     minibatch: bool = True
+    vectorize_particles: bool = True
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.elbo not in ELBO_NAMES:
@@ -35,3 +50,29 @@ class Program:
     def kwargs(self, n_total: int | None) -> dict:
         """Keyword arguments for the model and guide on a batch of a data set of size n_total."""
         return {"n_total": n_total} if (self.minibatch and n_total is not None) else {}
+
+    def inputs(self, data: Data, n_total: int | None = None) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` for the model and guide on ``data`` (a batch of ``n_total`` rows)."""
+        extra = self.kwargs(n_total)
+        if isinstance(data, Mapping):
+            return (), {**data, **extra}
+        return (data,), extra
+
+
+def num_rows(data: Data) -> int:
+    """Rows of one array or of named arrays (which share their first dimension)."""
+    if isinstance(data, Mapping):
+        return int(next(iter(data.values())).shape[0])
+    return int(data.shape[0])
+
+
+def map_arrays(fn: Callable[[Any], Any], data: Data) -> Data:
+    """``fn`` applied to one array or to each of named arrays."""
+    if isinstance(data, Mapping):
+        return {k: fn(v) for k, v in data.items()}
+    return fn(data)
+
+
+def take_rows(data: Data, idx: np.ndarray | slice) -> Data:
+    """The rows ``idx`` of one array or of every named array."""
+    return map_arrays(lambda a: a[idx], data)

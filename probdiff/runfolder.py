@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from probdiff import treefile
 from probdiff.errors import ProbdiffError
 
 CONFIG, METRICS, CHECKPOINT, IDATA = "config.json", "metrics.json", "checkpoint", "inference_data.nc"
@@ -99,14 +99,15 @@ class RunFolder:
         self.write_json(CONFIG, {**self.config, "status": status})
 
     def save_checkpoint(self, state: dict) -> None:
-        atomic_write(self.path / CHECKPOINT, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+        """Write the fitting loop's state as plain data (:mod:`probdiff.treefile`: arrays and
+        JSON, nothing that can run code when read)."""
+        atomic_write(self.path / CHECKPOINT, treefile.dumps(state))
 
     def load_checkpoint(self) -> dict | None:
         path = self.path / CHECKPOINT
         if not path.is_file():
             return None
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        return treefile.loads(path.read_bytes(), where=str(path))
 
     def save_inference_data(self, idata) -> None:
         """Write the ArviZ InferenceData to netCDF through a temporary file."""

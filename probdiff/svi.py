@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from probdiff.data import Minibatches
 from probdiff.errors import ProbdiffError
-from probdiff.program import Program
+from probdiff.program import Data, Program, num_rows
 
 
 @dataclass
@@ -66,9 +66,9 @@ class SVIResult:
     test_traces: list[np.ndarray]
 
 
-def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, settings: SVISettings,
+def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: SVISettings,
             save: Callable[[dict], None] | None = None, resume: dict | None = None,
-            x_test: np.ndarray | None = None, display_offset: float = 0.0,
+            x_test: Data | None = None, display_offset: float = 0.0,
             eval_program: Callable[[Program], Program] | None = None) -> SVIResult:
     """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
 
@@ -83,9 +83,9 @@ def run_svi(backend, make_program: Callable[[int], Program], x: np.ndarray, sett
     ``resume`` continues exactly where it stopped, also with more ``steps`` than before.
     """
     settings.validate()
-    n = x.shape[0]
+    n = num_rows(x)
     data = backend.array(x)
-    test = backend.array(x_test) if x_test is not None and len(x_test) else None
+    test = backend.array(x_test) if x_test is not None and num_rows(x_test) else None
     state = resume or {"restarts": [], "seconds": 0.0}
     entries: list = state["restarts"]
     for r in range(settings.restarts):
@@ -134,16 +134,11 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         """Append the held-out ELBO after ``step`` steps (once per step count)."""
         if test_trace and test_trace[-1][0] == step:
             return
-        try:
-            value, _ = backend.elbo(evaluator or program, test, num_particles=1, seed=seed + 1)
-        except ValueError:  # the last step left NaN parameters (Pyro's validation refuses them)
-            if all(np.isfinite(v).all() for v in backend.params().values()):
-                raise
-            value = math.nan
+        value, _ = backend.elbo(evaluator or program, test, num_particles=1, seed=seed + 1)
         if not math.isfinite(value):
             bar.close()
             raise _diverged(value, step - 1, restart)
-        test_trace.append((step, value / test.shape[0]))
+        test_trace.append((step, value / num_rows(test)))
 
     def snapshot() -> dict:
         return {"params": backend.params(), "backend": backend.state_dict(),
@@ -155,12 +150,7 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
                unit="step", dynamic_ncols=True, leave=False)
     for step in range(len(trace), settings.steps):
         idx = batches.next_batch()
-        try:
-            loss = backend.step(backend.take(data, idx), n)
-        except ValueError:  # a distribution refusing NaN parameters (Pyro's validation)
-            if all(np.isfinite(v).all() for v in backend.params().values()):
-                raise
-            loss = math.nan
+        loss = backend.step(backend.take(data, idx), n)  # NaN once parameters are not finite
         if not math.isfinite(loss):
             bar.close()
             raise _diverged(loss, step, restart)

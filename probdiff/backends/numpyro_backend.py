@@ -17,6 +17,7 @@ distribution, not draw for draw.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -24,12 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import random
 from numpyro import handlers
+from numpyro.primitives import Messenger
 from numpyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
-from probdiff.errors import ProbdiffError
-from probdiff.program import Program
+from probdiff.errors import ProbdiffError, user_code_error
+from probdiff.program import Data, Program, map_arrays, num_rows, take_rows
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -63,6 +65,34 @@ def make_elbo(program: Program, num_particles: int | None = None):
     return _ELBOS[program.elbo](num_particles=particles)
 
 
+class SiteTracker(Messenger):
+    """Remembers the last sample site a program reached, to name it when user code fails."""
+
+    def __init__(self) -> None:
+        super().__init__(fn=None)
+        self.last: tuple[str, tuple] | None = None
+
+    def postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            self.last = (msg["name"], tuple(getattr(msg.get("value"), "shape", ())))
+
+
+@contextlib.contextmanager
+def user_code(program: Program, what: str):
+    """Run (and trace) a program's code; a failure of a user's program becomes one line
+    naming the last site it reached."""
+    tracker = SiteTracker()
+    try:
+        with tracker:
+            yield
+    except ProbdiffError:
+        raise
+    except Exception as e:
+        if program.name is None:
+            raise
+        raise user_code_error(program.name, what, e, tracker.last) from None
+
+
 class NumPyroBackend:
     """Holds one NumPyro SVI object and its state for the fit in progress."""
 
@@ -89,12 +119,19 @@ class NumPyroBackend:
             jax.config.update("jax_enable_x64", True)
 
     # -- data ---------------------------------------------------------------------------
-    def array(self, x: np.ndarray) -> jax.Array:
+    def array(self, x: Data) -> Data:
+        """``x`` (one array or named arrays) on the device: floating point in the backend's
+        dtype; integers and booleans keep their kind (JAX's default integer width)."""
         self._ensure_x64()
-        return jax.device_put(np.asarray(x, dtype=self.dtype_name), self.device)
 
-    def take(self, x: jax.Array, idx: np.ndarray) -> jax.Array:
-        return x[jax.device_put(np.asarray(idx), self.device)]
+        def put(a):
+            a = np.asarray(a)
+            return jax.device_put(a if a.dtype.kind in "iub" else a.astype(self.dtype_name),
+                                  self.device)
+        return map_arrays(put, x)
+
+    def take(self, x: Data, idx: np.ndarray) -> Data:
+        return take_rows(x, jax.device_put(np.asarray(idx), self.device))
 
     # -- optimisation -------------------------------------------------------------------
     def start(self, program: Program, x: jax.Array, lr: float, seed: int,
@@ -118,13 +155,17 @@ class NumPyroBackend:
         program in float32 whatever the process-wide switch says.
         """
         # jit-compiled: run eagerly, a long model (a diffusion chain) compiles op by op
-        key = (id(self._svi), x.shape[0])
+        n = num_rows(x)
+        key = (id(self._svi), n)
         init = self._inits.get(key)
         if init is None or init[0] is not self._svi:
-            svi, kwargs = self._svi, self._program.kwargs(x.shape[0])
-            init = self._inits[key] = (svi, jax.jit(
-                lambda k, data, params: svi.init(k, data, init_params=params, **kwargs)))
-        with jax.default_device(self.device):
+            svi, program = self._svi, self._program
+
+            def init_fn(k, data, params):
+                args, kwargs = program.inputs(data, n)
+                return svi.init(k, *args, init_params=params, **kwargs)
+            init = self._inits[key] = (svi, jax.jit(init_fn))
+        with jax.default_device(self.device), user_code(self._program, "its first call"):
             state = init[1](rng_key, x, init_params)
         constrain = self._svi.constrain_fn
         self._svi.constrain_fn = lambda params: self._cast(constrain(params))
@@ -140,10 +181,13 @@ class NumPyroBackend:
         self._require_started()
         update = self._updates.get(n_total)
         if update is None:
-            svi, kwargs = self._svi, self._program.kwargs(n_total)
-            update = jax.jit(lambda state, b: svi.update(state, b, **kwargs))
-            self._updates[n_total] = update
-        with jax.default_device(self.device):
+            svi, program = self._svi, self._program
+
+            def update_fn(state, b):
+                args, kwargs = program.inputs(b, n_total)
+                return svi.update(state, *args, **kwargs)
+            update = self._updates[n_total] = jax.jit(update_fn)
+        with jax.default_device(self.device), user_code(self._program, "a training step"):
             self._state, loss = update(self._state, batch)
         return float(loss)
 
@@ -227,14 +271,17 @@ class NumPyroBackend:
         self._require_started()
         self._ensure_x64()
         params = self._svi.get_params(self._state)
-        key = (id(program), num_particles, x.shape[0])
+        n = num_rows(x)
+        key = (id(program), num_particles, n)
         cached = self._evals.get(key)
         if cached is None or cached[0] is not program:
-            loss, kwargs = make_elbo(program, num_particles), program.kwargs(x.shape[0])
-            fn = jax.jit(lambda k, p, data: -loss.loss(k, p, program.model, program.guide,
-                                                       data, **kwargs))
-            cached = self._evals[key] = (program, fn)
-        with jax.default_device(self.device):
+            loss = make_elbo(program, num_particles)
+
+            def elbo_fn(k, p, data):
+                args, kwargs = program.inputs(data, n)
+                return -loss.loss(k, p, program.model, program.guide, *args, **kwargs)
+            cached = self._evals[key] = (program, jax.jit(elbo_fn))
+        with jax.default_device(self.device), user_code(program, "evaluating the ELBO"):
             keys = random.split(random.PRNGKey(seed), repeats)
             values = np.array([float(cached[1](k, params, x)) for k in keys])
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
@@ -244,10 +291,10 @@ class NumPyroBackend:
                     seed: int = 0) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""
         self._require_started()
-        kwargs = program.kwargs(x.shape[0])
+        n = num_rows(x)
 
         def draw(key, params, data):
-            tr = _guide_trace(program.guide, key, params, data, kwargs)
+            tr = _guide_trace(program, key, params, data, n)
             return {name: site["value"] for name, site in tr.items()
                     if site["type"] == "sample" and not site["is_observed"]}
 
@@ -269,20 +316,21 @@ class NumPyroBackend:
         from numpyro.contrib.funsor import enum, log_density as enum_log_density  # funsor: lazily
 
         self._require_started()
-        kwargs = program.kwargs(x.shape[0])
+        n = num_rows(x)
         first_dim = -program.max_plate_nesting - 1
 
         def weight(key, params, data):
-            tr = _guide_trace(program.guide, key, params, data, kwargs)
+            tr = _guide_trace(program, key, params, data, n)
             drawn = {name: site["value"] for name, site in tr.items()
                      if site["type"] == "sample" and not site["is_observed"]}
             values = {**params, **drawn}
-            log_q, _ = log_density(program.guide, (data,), kwargs, values)
+            args, kwargs = program.inputs(data, n)
+            log_q, _ = log_density(program.guide, args, kwargs, values)
             # the guide's draws are values, not variables to sum over
             model = handlers.infer_config(
                 program.model, lambda msg: {"enumerate": None} if msg["name"] in drawn else {})
             log_p, _ = enum_log_density(enum(model, first_available_dim=first_dim),
-                                        (data,), kwargs, values)
+                                        args, kwargs, values)
             return log_p - log_q
 
         with jax.default_device(self.device):
@@ -303,11 +351,10 @@ class NumPyroBackend:
         """
         self._require_started()
         self._ensure_x64()
-        kwargs = program.kwargs(x.shape[0])
-        n = x.shape[0]
+        n = num_rows(x)
 
         def per_datum(tr) -> jax.Array:
-            total = jnp.zeros(n, dtype=x.dtype)
+            total = jnp.zeros(n, dtype=self.dtype)
             for name, site in tr.items():
                 if site["type"] != "sample":
                     continue
@@ -319,12 +366,13 @@ class NumPyroBackend:
             return total
 
         def weight(key, params, data):
-            guide_tr = _guide_trace(program.guide, key, params, data, kwargs)
+            guide_tr = _guide_trace(program, key, params, data, n)
             drawn = {name: site["value"] for name, site in guide_tr.items()
                      if site["type"] == "sample"}
             model = handlers.substitute(handlers.substitute(program.model, data=params),
                                         data=drawn)
-            model_tr = handlers.trace(handlers.seed(model, key)).get_trace(data, **kwargs)
+            args, kwargs = program.inputs(data, n)
+            model_tr = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
             return per_datum(model_tr) - per_datum(guide_tr)
 
         with jax.default_device(self.device):
@@ -339,10 +387,11 @@ class NumPyroBackend:
                                 "set_params() first")
 
 
-def _guide_trace(guide, key, params, x, kwargs) -> dict:
+def _guide_trace(program: Program, key, params, data, n_total: int) -> dict:
     """One draw of the guide at ``params``: its trace (no enumeration is active here)."""
-    seeded = handlers.seed(handlers.substitute(guide, data=params), key)
-    return handlers.trace(seeded).get_trace(x, **kwargs)
+    seeded = handlers.seed(handlers.substitute(program.guide, data=params), key)
+    args, kwargs = program.inputs(data, n_total)
+    return handlers.trace(seeded).get_trace(*args, **kwargs)
 
 
 def _flatten(params: dict) -> dict:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pyro
+import pyro.poutine.runtime
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.optim import ClippedAdam
 from pyro.poutine.util import site_is_subsample
 
-from probdiff.errors import ProbdiffError
-from probdiff.program import Program
+from probdiff.errors import ProbdiffError, user_code_error
+from probdiff.program import Data, Program, map_arrays, num_rows, take_rows
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
 
@@ -27,10 +29,24 @@ def torch_device(device: str) -> torch.device:
 
 
 def make_elbo(program: Program, num_particles: int | None = None):
-    """The Pyro ELBO object that ``program.elbo`` names."""
+    """The Pyro ELBO object that ``program.elbo`` names (particles vectorised only where the
+    program allows it)."""
     particles = num_particles or program.num_particles
     return _ELBOS[program.elbo](num_particles=particles, max_plate_nesting=program.max_plate_nesting,
-                                vectorize_particles=particles > 1)
+                                vectorize_particles=particles > 1 and program.vectorize_particles)
+
+
+class SiteTracker(pyro.poutine.messenger.Messenger):
+    """Remembers the last sample site a program reached, to name it when user code fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: tuple[str, tuple] | None = None
+
+    def _postprocess_message(self, msg) -> None:
+        if msg["type"] == "sample":
+            value = msg.get("value")
+            self.last = (msg["name"], tuple(getattr(value, "shape", ())))
 
 
 class PyroBackend:
@@ -49,12 +65,22 @@ class PyroBackend:
         self._optim: ClippedAdam | None = None
 
     # -- data ---------------------------------------------------------------------------
-    def array(self, x: np.ndarray) -> torch.Tensor:
-        """A copy of ``x`` as a tensor (never aliasing the caller's array, which steps would move)."""
-        return torch.tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+    def array(self, x: Data) -> Data:
+        """A copy of ``x`` (one array or named arrays) as tensors, never aliasing the caller's
+        arrays (which steps would move): floating point in the backend's dtype, integers as
+        int64, booleans as bool."""
+        return map_arrays(self._tensor, x)
 
-    def take(self, x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-        return x[torch.as_tensor(idx, device=x.device)]
+    def _tensor(self, a) -> torch.Tensor:
+        a = np.asarray(a)
+        if a.dtype.kind in "iu":
+            return torch.tensor(a, dtype=torch.int64, device=self.device)
+        if a.dtype.kind == "b":
+            return torch.tensor(a, device=self.device)
+        return torch.tensor(a, dtype=self.dtype, device=self.device)
+
+    def take(self, x: Data, idx: np.ndarray) -> Data:
+        return take_rows(x, torch.as_tensor(idx, device=self.device))
 
     # -- optimisation -------------------------------------------------------------------
     def start(self, program: Program, x: torch.Tensor, lr: float, seed: int,
@@ -67,84 +93,134 @@ class PyroBackend:
         self._svi = SVI(program.model, program.guide, self._optim, loss=make_elbo(program))
         self._create_params(program, x)
 
-    def _create_params(self, program: Program, x: torch.Tensor) -> None:
+    def _create_params(self, program: Program, x: Data) -> None:
         """Create every parameter now (Pyro would at the first step) by one traced call on the
         data (initialisers may look at it, e.g. ``x.var(0)``)."""
-        kw = program.kwargs(x.shape[0])
-        with torch.no_grad():
-            guide_trace = pyro.poutine.trace(program.guide).get_trace(x, **kw)
+        args, kw = program.inputs(x, num_rows(x))
+        with torch.no_grad(), self._user_code(program, "its first call"):
+            guide_trace = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
             # the model runs against the guide's draws: improper sites (ordered means) cannot sample
-            pyro.poutine.replay(program.model, trace=guide_trace)(x, **kw)
+            pyro.poutine.replay(program.model, trace=guide_trace)(*args, **kw)
 
-    def step(self, batch: torch.Tensor, n_total: int) -> float:
-        """One gradient step; returns the loss, an estimate of -ELBO of the whole data set."""
-        return float(self._svi.step(batch, **self._program.kwargs(n_total)))
+    def step(self, batch: Data, n_total: int) -> float:
+        """One gradient step; returns the loss, an estimate of -ELBO of the whole data set
+        (NaN where the step met non-finite parameters)."""
+        args, kw = self._program.inputs(batch, n_total)
+        with self._user_code(self._program, "a training step", diverged_ok=True) as outcome:
+            return float(self._svi.step(*args, **kw))
+        return outcome.value
 
     def params(self) -> dict[str, np.ndarray]:
         """Constrained values of every parameter, as NumPy arrays."""
         return {k: v.detach().cpu().numpy().copy() for k, v in pyro.get_param_store().items()}
 
-    def set_params(self, program: Program, x: torch.Tensor, params: dict[str, np.ndarray]) -> None:
-        """Create the program's parameters (one traced call) and overwrite them with ``params``."""
+    def set_params(self, program: Program, x: Data, params: dict[str, np.ndarray]) -> None:
+        """Create the program's parameters (one traced call) and set them to ``params``
+        (constrained values). Values are copied into the tensors the store holds, so networks
+        registered with ``pyro.module`` (whose weights *are* those tensors) follow."""
         store = pyro.get_param_store()
         self._create_params(program, x)
         for name, value in params.items():
             if name in store:
-                store[name] = self.array(value)
+                constraint = store._constraints[name]
+                unconstrained = torch.distributions.transform_to(constraint).inv(
+                    torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device))
+                self._copy_into(name, unconstrained)
+
+    def _copy_into(self, name: str, unconstrained: torch.Tensor) -> None:
+        target = pyro.get_param_store()._params[name]
+        if tuple(target.shape) != tuple(unconstrained.shape):
+            raise ProbdiffError(f"parameter {name!r} has shape {tuple(unconstrained.shape)} in the "
+                                f"saved state but {tuple(target.shape)} in the program")
+        with torch.no_grad():
+            target.copy_(unconstrained)
 
     def state_dict(self) -> dict:
-        store = pyro.get_param_store().get_state()
-        params = {k: v.detach().cpu() for k, v in store["params"].items()}
-        return {"params": params, "constraints": store["constraints"],
+        """Plain data (tensors, numbers, tuples): unconstrained parameters, Adam's state per
+        parameter, and the random states; constraints come back from the program itself."""
+        params = {k: v.detach().cpu().clone() for k, v in pyro.get_param_store()._params.items()}
+        return {"params": params,
                 "optim": _to_cpu(self._optim.get_state()) if self._optim else {},
                 "rng": pyro.util.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        pyro.get_param_store().set_state({
-            "params": {k: v.to(self.device, self.dtype).detach().clone().requires_grad_()
-                       for k, v in state["params"].items()},
-            "constraints": state["constraints"]})
+        """Restore :meth:`state_dict` output after :meth:`start` with the same program: values
+        are copied into the store's tensors (and so into ``pyro.module`` networks)."""
+        store = pyro.get_param_store()
+        missing = sorted(set(state["params"]) - set(store.keys()))
+        if missing:
+            raise ProbdiffError(f"the saved state has parameters {missing} that the program does "
+                                "not create")
+        for name, value in state["params"].items():
+            self._copy_into(name, value.to(self.device, self.dtype))
         self._optim.set_state(_to_device(state["optim"], self.device))
         pyro.util.set_rng_state(state["rng"])
 
+    @contextlib.contextmanager
+    def _user_code(self, program: Program, what: str, diverged_ok: bool = False):
+        """Run a program's code; a failure of a user's program becomes one line naming the
+        last site it reached, and with ``diverged_ok`` a failure on non-finite parameters
+        (Pyro's validation refusing NaN) becomes ``outcome.value = nan``."""
+        outcome = _Outcome()
+        tracker = SiteTracker()
+        try:
+            with tracker:
+                yield outcome
+        except (ProbdiffError, pyro.poutine.runtime.NonlocalExit):
+            raise
+        except Exception as e:
+            if diverged_ok and not all(torch.isfinite(v).all() for _, v in
+                                       pyro.get_param_store().items()):
+                outcome.value = math.nan
+                return
+            if program.name is None:
+                raise
+            raise user_code_error(program.name, what, e, tracker.last) from None
+
     # -- evaluation ---------------------------------------------------------------------
-    def elbo(self, program: Program, x: torch.Tensor, *, num_particles: int = 1,
+    def elbo(self, program: Program, x: Data, *, num_particles: int = 1,
              repeats: int = 1, seed: int = 0) -> tuple[float, float]:
         """ELBO of the whole data ``x`` at the current parameters: (mean, standard error),
         drawn from ``seed`` without disturbing the global random state.
 
-        ``repeats`` independent estimates of ``num_particles`` particles each give the standard
-        error; an estimator with no randomness (enumeration with point globals) has error 0.
+        A vectorisable program takes ``repeats`` independent estimates of ``num_particles``
+        particles each (vectorised); the standard error comes from their spread. Any other
+        program is evaluated as it trained, one particle per call, ``num_particles * repeats``
+        times, and the standard error is that of their mean. An estimator with no randomness
+        (enumeration with point globals) has error 0; one estimate gives NaN.
         """
         rng = pyro.util.get_rng_state()  # leave the training stream untouched
         pyro.set_rng_seed(seed)
-        loss = make_elbo(program, num_particles)
+        args, kw = program.inputs(x, num_rows(x))
+        if program.vectorize_particles:
+            loss, calls = make_elbo(program, num_particles), repeats
+        else:
+            loss, calls = make_elbo(program, 1), num_particles * repeats
+        values = np.full(calls, math.nan)  # stays NaN where the parameters are not finite
         try:
-            with torch.no_grad():
-                values = np.array([-loss.loss(program.model, program.guide, x,
-                                              **program.kwargs(x.shape[0]))
-                                   for _ in range(repeats)])
+            with torch.no_grad(), self._user_code(program, "evaluating the ELBO", diverged_ok=True):
+                values = np.array([-loss.loss(program.model, program.guide, *args, **kw)
+                                   for _ in range(calls)])
         finally:
             pyro.util.set_rng_state(rng)
-        err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
+        err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
         return float(values.mean()), float(err)
 
-
-    def guide_draws(self, program: Program, x: torch.Tensor, *, num_samples: int,
+    def guide_draws(self, program: Program, x: Data, *, num_samples: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""
         pyro.set_rng_seed(seed)
+        args, kw = program.inputs(x, num_rows(x))
         draws: dict[str, list] = {}
         with torch.no_grad():
             for _ in range(num_samples):
-                tr = pyro.poutine.trace(program.guide).get_trace(x, **program.kwargs(x.shape[0]))
+                tr = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
                 for name, site in tr.nodes.items():
                     if site["type"] == "sample" and not site["is_observed"]:
                         draws.setdefault(name, []).append(site["value"].detach().cpu().numpy())
         return {k: np.stack(v) for k, v in draws.items()}
 
-
-    def log_weights(self, program: Program, x: torch.Tensor, *, num_samples: int,
+    def log_weights(self, program: Program, x: Data, *, num_samples: int,
                     seed: int = 0) -> np.ndarray:
         """log p(x, z_s) - log q(z_s | x) for ``num_samples`` draws z_s of the guide, shape (S,).
 
@@ -154,31 +230,31 @@ class PyroBackend:
         """
         pyro.set_rng_seed(seed)
         loss = make_elbo(program, 1)
-        kw = program.kwargs(x.shape[0])
+        args, kw = program.inputs(x, num_rows(x))
         # guide sites are draws here, not enumerated: drop their enumerate marks
         guide = pyro.poutine.infer_config(program.guide, lambda site: {"enumerate": None})
         out = []
         with torch.no_grad():
             for _ in range(num_samples):
-                tr = pyro.poutine.trace(guide).get_trace(x, **kw)
-                out.append(-loss.loss(program.model, pyro.poutine.replay(guide, trace=tr), x, **kw))
+                tr = pyro.poutine.trace(guide).get_trace(*args, **kw)
+                out.append(-loss.loss(program.model, pyro.poutine.replay(guide, trace=tr),
+                                      *args, **kw))
         return np.asarray(out)
 
-
-    def local_log_weights(self, program: Program, x: torch.Tensor, *, num_samples: int,
+    def local_log_weights(self, program: Program, x: Data, *, num_samples: int,
                           seed: int = 0) -> np.ndarray:
         """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
         site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat."""
         pyro.set_rng_seed(seed)
-        kw = program.kwargs(x.shape[0])
-        n = x.shape[0]
+        n = num_rows(x)
+        args, kw = program.inputs(x, n)
         out = np.empty((num_samples, n))
         with torch.no_grad():
             for s in range(num_samples):
-                guide_trace = pyro.poutine.trace(program.guide).get_trace(x, **kw)
+                guide_trace = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
                 model_trace = pyro.poutine.trace(
-                    pyro.poutine.replay(program.model, trace=guide_trace)).get_trace(x, **kw)
-                total = torch.zeros(n, dtype=x.dtype, device=x.device)
+                    pyro.poutine.replay(program.model, trace=guide_trace)).get_trace(*args, **kw)
+                total = torch.zeros(n, dtype=self.dtype, device=self.device)
                 for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
                     trace.compute_log_prob()
                     for name, site in trace.nodes.items():
@@ -191,6 +267,10 @@ class PyroBackend:
                         total = total + sign * lp
                 out[s] = total.cpu().numpy()
         return out
+
+
+class _Outcome:
+    value: float = math.nan
 
 
 def _to_cpu(state):
