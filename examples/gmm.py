@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sk = GaussianMixture(3, covariance_type="spherical", n_init=3, random_state=args.seed).fit(x)
     print(f"scikit-learn EM log-likelihood per datum: {sk.score(x):.4f}")
 
-    m = run.metrics()
+    m = run.metrics
     fitted = gmm_em.MixtureParams(*(np.load(run.file("params.npz"))[k]
                                     for k in ("weights", "locs", "scales")))
     z = gmm_em.hard_encode(x[:10], fitted)

@@ -14,13 +14,16 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor",
                         category=FutureWarning)
 
+from probdiff.api import fit, open_run  # noqa: E402
 from probdiff.data import Dataset, load_dataset, train_test_split  # noqa: E402
 from probdiff.errors import ProbdiffError  # noqa: E402
 from probdiff.family import Family, families, get_family, register  # noqa: E402
 from probdiff.program import Program  # noqa: E402
+from probdiff.run import Run  # noqa: E402
 from probdiff.svi import SVIResult, SVISettings, run_svi  # noqa: E402
 
 __all__ = [
-    "Dataset", "Family", "Program", "ProbdiffError", "SVIResult", "SVISettings", "__version__",
-    "families", "get_family", "load_dataset", "register", "run_svi", "train_test_split",
+    "Dataset", "Family", "Program", "ProbdiffError", "Run", "SVIResult", "SVISettings",
+    "__version__", "families", "fit", "get_family", "load_dataset", "open_run", "register",
+    "run_svi", "train_test_split",
 ]

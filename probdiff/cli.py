@@ -46,6 +46,9 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its checkpoint (settings from its config; "
                    "--steps may be raised)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="with --resume of a user's model: run the copy of its code that the run "
+                   "folder keeps")
 
 
 def fit_main(argv: list[str]) -> int:
@@ -72,17 +75,19 @@ def fit_main(argv: list[str]) -> int:
         if fixed:
             raise ProbdiffError(f"--resume takes the run's settings from its config.json; only "
                                 f"--steps may change, not {', '.join(fixed)}")
-        req = request_from_config(RunFolder.existing(args.out).config)
+        req = request_from_config(RunFolder.existing(args.out).config, out=args.out)
         if args.steps is not None:
             if args.steps < req.settings.steps:
                 raise ProbdiffError(f"--steps {args.steps} is below the run's {req.settings.steps}")
             req.settings = replace(req.settings, steps=args.steps)
         req.settings.progress = not args.quiet
-        run = fit(req, resume=True)
+        run = fit(req, resume=True, trust_model_code=args.trust_model_code)
         print(f"resumed and finished {run.path}")
         return 0
     if args.data is None:
         raise ProbdiffError("--data is required (a built-in name such as blobs, or a file)")
+    if args.trust_model_code:
+        raise ProbdiffError("--trust-model-code is for --resume (a new fit runs the file you name)")
     options = {k: v for k, v in vars(args).items() if k not in common}
     settings = SVISettings(steps=args.steps if args.steps is not None else family.default_steps,
                            lr=args.lr if args.lr is not None else family.default_lr,
@@ -95,7 +100,7 @@ def fit_main(argv: list[str]) -> int:
                      threads=args.threads,
                      settings=settings, options=options)
     run = fit(req)
-    metrics = run.metrics()
+    metrics = run.metrics
     shown = {k: metrics[k] for k in ("elbo", "test_elbo", "log_likelihood", "seconds") if k in metrics}
     print(f"wrote {run.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return 0
@@ -116,8 +121,10 @@ def sample_main(argv: list[str]) -> int:
     p.add_argument("-n", type=int, default=16, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="sampler, where the model has several")
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="a user's model: run the copy of its code that the run folder keeps")
     args = p.parse_args(argv)
-    print(sample(args.dir, args.n, args.seed, args.sampler))
+    print(sample(args.dir, args.n, args.seed, args.sampler, args.trust_model_code))
     return 0
 
 
@@ -127,8 +134,10 @@ def evaluate_main(argv: list[str]) -> int:
     p.add_argument("dir")
     p.add_argument("--data", default=None, help="data to evaluate on (default: the run's held-out split)")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="a user's model: run the copy of its code that the run folder keeps")
     args = p.parse_args(argv)
-    metrics = evaluate(args.dir, args.data)
+    metrics = evaluate(args.dir, args.data, args.trust_model_code)
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:

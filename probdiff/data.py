@@ -26,6 +26,9 @@ __all__ = [
     "BUILTIN_DATASETS",
     "Dataset",
     "Minibatches",
+    "as_dataset",
+    "data_sha256",
+    "dataset_from_arrays",
     "SphericalGaussianMixture",
     "load_dataset",
     "mixture2d_density",
@@ -61,33 +64,45 @@ class Dataset:
     ``log_prob`` is the true log density per row where it is known, else ``None``.
     ``meta`` carries extras such as ``{"integer": True, "levels": 17, "low": 0.0,
     "high": 16.0}`` for integer-valued images or the mixture parameters of synthetic sets.
+
+    ``fields`` holds the named arrays of data given as several arrays (an ``.npz`` with more
+    than one array, a CSV with a header, a dict): they share their first dimension and reach a
+    user's model as keyword arguments. ``x`` may then be None (no array named ``x``); the
+    built-in models, which read ``x``, refuse such data.
     """
 
-    x: np.ndarray
+    x: np.ndarray | None
     y: np.ndarray | None
     name: str
     kind: str
     log_prob: Callable[[np.ndarray], np.ndarray] | None = None
     meta: dict = field(default_factory=dict)
+    fields: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("vector", "image"):
             raise ProbdiffError(f"data set kind must be 'vector' or 'image', not {self.kind!r}")
-        if self.x.ndim < 2:
+        if self.x is None and not self.fields:
+            raise ProbdiffError(f"data set {self.name!r} has no arrays")
+        if self.x is not None and self.x.ndim < 2:
             raise ProbdiffError(
                 f"data set {self.name!r}: x needs at least 2-D: (N, D), got shape {self.x.shape}"
             )
-        if self.y is not None and len(self.y) != len(self.x):
+        if self.y is not None and len(self.y) != self.n:
             raise ProbdiffError(
-                f"data set {self.name!r}: y has {len(self.y)} entries but x has {len(self.x)} rows"
+                f"data set {self.name!r}: y has {len(self.y)} entries but x has {self.n} rows"
             )
+        if self.fields:
+            rows = {k: len(v) for k, v in self.fields.items()}
+            if len(set(rows.values()) | {self.n}) > 1:
+                listed = ", ".join(f"{k} {r}" for k, r in rows.items())
+                raise ProbdiffError(f"data set {self.name!r}: arrays differ in rows ({listed})")
 
     def __repr__(self) -> str:
         labels = "" if self.y is None else ", labelled"
-        return (
-            f"Dataset(name={self.name!r}, kind={self.kind!r}, n={self.n}, "
-            f"event_shape={self.event_shape}{labels})"
-        )
+        named = "" if not self.fields else f", arrays={list(self.fields)}"
+        shape = "" if self.x is None else f", event_shape={self.event_shape}"
+        return f"Dataset(name={self.name!r}, kind={self.kind!r}, n={self.n}{shape}{labels}{named})"
 
     def __len__(self) -> int:
         return self.n
@@ -95,12 +110,25 @@ class Dataset:
     @property
     def n(self) -> int:
         """Number of data points."""
-        return int(self.x.shape[0])
+        if self.x is not None:
+            return int(self.x.shape[0])
+        return int(len(next(iter(self.fields.values()))))
+
+    def require_x(self) -> np.ndarray:
+        """``x``, or a one-line error for data the built-in models cannot read."""
+        if self.x is None:
+            if self.meta.get("single"):
+                raise ProbdiffError(
+                    f"x in {self.name!r} has shape {self.fields['x'].shape}: the built-in models "
+                    "need at least 2-D: (N, D) for vectors or (N, C, H, W) for images")
+            raise ProbdiffError(f"data {self.name!r} holds the arrays {', '.join(self.fields)} and "
+                                "none named 'x': the built-in models need x")
+        return self.x
 
     @property
     def event_shape(self) -> tuple[int, ...]:
         """Shape of one data point."""
-        return tuple(int(s) for s in self.x.shape[1:])
+        return tuple(int(s) for s in self.require_x().shape[1:])
 
     @property
     def dim(self) -> int:
@@ -109,16 +137,25 @@ class Dataset:
 
     def flat(self) -> np.ndarray:
         """``x`` as ``(N, dim)`` (a view when ``x`` is contiguous)."""
-        return self.x.reshape(self.n, self.dim)
+        return self.require_x().reshape(self.n, self.dim)
+
+    def arrays(self) -> np.ndarray | dict[str, np.ndarray]:
+        """What a user's model is called with: the named arrays, or the one array as loaded."""
+        if self.meta.get("single"):
+            return self.fields["x"]
+        return dict(self.fields) if self.fields else self.require_x()
 
     def subset(self, idx: Any) -> Dataset:
-        """The rows ``idx`` (indices, boolean mask or slice), keeping name, kind, log_prob, meta."""
+        """The rows ``idx`` (indices, boolean mask or slice) of every array, keeping name,
+        kind, log_prob and meta."""
         if not isinstance(idx, slice):
             idx = np.asarray(idx)
             if idx.ndim == 0:
                 idx = idx.reshape(1)
         y = None if self.y is None else self.y[idx]
-        return Dataset(self.x[idx], y, self.name, self.kind, self.log_prob, self.meta)
+        x = None if self.x is None else self.x[idx]
+        fields = None if self.fields is None else {k: v[idx] for k, v in self.fields.items()}
+        return Dataset(x, y, self.name, self.kind, self.log_prob, self.meta, fields)
 
 
 @dataclass(frozen=True, eq=False)
@@ -375,7 +412,7 @@ def _load_path(spec: str) -> Dataset:
         return _load_png_folder(path, spec)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        x, y = _read_npz(path, spec)
+        return _npz_dataset(_read_npz(path, spec), spec)
     elif suffix == ".npy":
         x, y = _read_array(path, spec, ".npy"), None
     elif suffix == ".csv":
@@ -405,8 +442,8 @@ def _read_array(path: Path, spec: str, what: str) -> np.ndarray:
     return arr
 
 
-def _read_npz(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Arrays ``x`` (required) and ``y`` (optional) of an ``.npz`` archive."""
+def _read_npz(path: Path, spec: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, by name."""
     with open(path, "rb") as handle:  # our handle, so a failed parse leaks no file
         try:
             archive = np.load(handle, allow_pickle=False)
@@ -415,27 +452,69 @@ def _read_npz(path: Path, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
         if isinstance(archive, np.ndarray):
             raise ProbdiffError(f"cannot read {spec!r} as .npz: it holds a single array (an .npy file?)")
         with archive:
-            return _npz_arrays(archive, spec)
+            try:
+                arrays = {k: archive[k] for k in archive.files}
+            except Exception as err:
+                reason = _one_line(err)
+                raise ProbdiffError(f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)") from None
+    if not arrays:
+        raise ProbdiffError(f"{spec!r} holds no arrays")
+    return arrays
 
 
-def _npz_arrays(archive: Any, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read ``x`` and optional ``y`` from an open ``NpzFile``."""
-    present = list(archive.files)
-    if "x" not in present:
-        listed = ", ".join(present) if present else "none"
-        raise ProbdiffError(f"{spec!r} has no array 'x' (arrays present: {listed})")
-    try:
-        x = archive["x"]
-        y = archive["y"] if "y" in present else None
-    except Exception as err:
-        reason = _one_line(err)
-        raise ProbdiffError(f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)") from None
-    return x, y
+def _npz_dataset(arrays: dict[str, np.ndarray], spec: str) -> Dataset:
+    """One array ``x`` as before; several arrays as named fields (``x``, when present, and
+    integer labels ``y`` also serve the built-in models)."""
+    if set(arrays) == {"x"}:
+        return _from_array(arrays["x"], None, spec)
+    return dataset_from_arrays(arrays, spec)
+
+
+def dataset_from_arrays(arrays: dict[str, Any], name: str = "arrays") -> Dataset:
+    """Named arrays sharing their first dimension (a dict, an ``.npz`` with several arrays):
+    each numeric, finite, at least 1-D. Integers and booleans keep their dtype (counts and
+    class labels), floating point becomes float64. ``x``, when it is 2-D or more, is also the
+    data of the built-in models; ``y`` their labels when it holds integers."""
+    if not isinstance(arrays, dict) or not arrays:
+        raise ProbdiffError(f"{name!r}: expected a non-empty dict of arrays")
+    fields: dict[str, np.ndarray] = {}
+    for key, value in arrays.items():
+        if not isinstance(key, str) or not key:
+            raise ProbdiffError(f"{name!r}: array names must be non-empty strings, got {key!r}")
+        a = np.asarray(value)
+        _check_numeric(a, name, key)
+        if a.ndim < 1:
+            raise ProbdiffError(f"{key} in {name!r} is a scalar: every array needs a row per datum")
+        if a.shape[0] == 0:
+            raise ProbdiffError(f"{key} in {name!r} holds no data (0 rows)")
+        if a.dtype.kind == "f":
+            a = np.ascontiguousarray(a, dtype=np.float64)
+            _check_finite(a, name, key)
+        fields[key] = np.ascontiguousarray(a)
+    rows = {k: len(v) for k, v in fields.items()}
+    if len(set(rows.values())) > 1:
+        listed = ", ".join(f"{k} {r}" for k, r in rows.items())
+        raise ProbdiffError(f"arrays in {name!r} differ in rows ({listed}): each needs one row per datum")
+    x = fields.get("x")
+    x = np.asarray(x, dtype=np.float64) if x is not None and 2 <= x.ndim <= 4 else None
+    if x is not None and x.ndim == 3:
+        x = x[:, None]
+    y = fields.get("y")
+    labels = None
+    if y is not None and y.ndim == 1 and np.array_equal(y, np.round(y)):
+        labels = y.astype(np.int64)
+    kind = "image" if x is not None and x.ndim == 4 else "vector"
+    meta = dict(_INTEGER_8BIT) if "x" in fields and fields["x"].dtype == np.uint8 else {}
+    return Dataset(x, labels, name, kind, None, meta, fields)
 
 
 def _from_array(x: np.ndarray, y: np.ndarray | None, spec: str) -> Dataset:
-    """Shape an array from ``.npz`` / ``.npy`` into a vector or image data set."""
+    """Shape an array from ``.npz`` / ``.npy`` into a vector or image data set (a 1-D array
+    is one value per datum: a user's model takes it, the built-in models refuse it)."""
     _check_numeric(x, spec, "x")
+    if x.ndim == 1 and y is None:
+        ds = dataset_from_arrays({"x": x}, spec)
+        return Dataset(None, None, spec, "vector", None, {"single": True}, ds.fields)
     if x.ndim < 2:
         raise ProbdiffError(
             f"x in {spec!r} has shape {x.shape}: need at least 2-D: (N, D) for vectors "
@@ -466,14 +545,23 @@ def _load_csv(path: Path, spec: str) -> Dataset:
     label_col = _label_column(header, spec)
     meta: dict = {}
     y = None
+    fields = None
+    if header is not None:
+        if len(set(header)) != len(header):
+            raise ProbdiffError(f"{spec!r} has repeated column names: {', '.join(header)}")
+        fields = {h: values[:, i].copy() for i, h in enumerate(header)}
     if label_col is not None:
         y = values[:, label_col]
         values = np.delete(values, label_col, axis=1)
+        if not np.array_equal(y, np.round(y)):  # a numeric target, not class labels
+            y = None
     if header is not None:
         meta["columns"] = [h for i, h in enumerate(header) if i != label_col]
     if values.shape[1] == 0:
         raise ProbdiffError(f"{spec!r} has no feature columns")
-    return _finish(values, y, spec, "vector", spec, meta=meta)
+    ds = _finish(values, y, spec, "vector", spec, meta=meta)
+    return ds if fields is None else Dataset(ds.x, ds.y, ds.name, ds.kind, None, ds.meta,
+                                             _finite_fields(fields, spec))
 
 
 def _read_csv_rows(path: Path, spec: str) -> list[tuple[int, list[str]]]:
@@ -514,6 +602,12 @@ def _csv_matrix(rows: list[tuple[int, list[str]]], spec: str, header: list[str] 
                     f"{spec!r} line {line}, column {column!r}: non-numeric value {text!r}"
                 )
     raise ProbdiffError(f"{spec!r}: cannot parse as a numeric table")  # pragma: no cover
+
+
+def _finite_fields(fields: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    for key, value in fields.items():
+        _check_finite(value, spec, key)
+    return fields
 
 
 def _label_column(header: list[str] | None, spec: str) -> int | None:
@@ -620,6 +714,46 @@ def _finish(
     _check_finite(x, where, "x")
     labels = _labels(y, len(x), where)
     return Dataset(x, labels, name, kind, log_prob, dict(meta or {}))
+
+
+def as_dataset(data: Any, *, seed: int = 0) -> Dataset:
+    """A :class:`Dataset` from what the Python API accepts: a data spec (built-in name or
+    path), one array (rows first), a dict of named arrays, or a Dataset."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return load_dataset(data, seed=seed)
+    if isinstance(data, dict):
+        return dataset_from_arrays(data)
+    if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
+        x = np.asarray(data)
+        return _finish_single(x) if x.ndim >= 2 else _from_array(x, None, "array")
+    raise ProbdiffError(f"data must be a spec, an array or a dict of arrays, got {type(data).__name__}")
+
+
+def _finish_single(x: np.ndarray) -> Dataset:
+    """One array of rows given in Python: kept with its own shape for a user's model."""
+    ds = _from_array(x, None, "array")
+    if x.dtype.kind in "iub":  # counts and labels keep their dtype
+        return Dataset(ds.x, None, ds.name, ds.kind, None, {**ds.meta, "single": True},
+                       {"x": np.ascontiguousarray(x)})
+    return ds
+
+
+def data_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a data file, or of a PNG folder (its sorted PNG names and contents)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(q for q in path.iterdir() if q.suffix.lower() == ".png" and q.is_file()):
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    else:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- splits and batches

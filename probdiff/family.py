@@ -75,6 +75,8 @@ class Family:
     held_out_objective: str = "ELBO"
     # metrics defined on held-out data without a test_ prefix (evaluate refreshes them too)
     held_out_keys: ClassVar[tuple[str, ...]] = ()
+    # the engine draws ArviZ's posterior densities and predictive check (posterior.png, ppc.png)
+    generic_figures: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any], data: Dataset):
         self.options = dict(options)
@@ -98,6 +100,11 @@ class Family:
     def validate_request(self, inference: str, backend: str, settings, n_train: int,
                          dtype: str) -> None:
         """Reject option combinations this family cannot honour, before any folder is made."""
+
+    def check(self, backend, backend_name: str, x, settings) -> dict[str, Any]:
+        """Checks that need the backend and the prepared training data (run before any folder
+        is made); returns options resolved on the way, which the run's config records."""
+        return {}
 
     def prepare(self, data: Dataset) -> np.ndarray:
         """The array the model sees; by default each datum flattened to a vector."""
@@ -139,6 +146,15 @@ class Family:
         data = backend.array(x)
         backend.set_params(program, data, params)
         return backend.guide_draws(program, data, num_samples=num_samples, seed=seed)
+
+    def inference_groups(self, backend, program: Program, params: dict[str, np.ndarray],
+                         x: np.ndarray, num_samples: int, seed: int):
+        """The ArviZ groups of a fit (:class:`probdiff.inference_data.InferenceGroups`): by
+        default the guide's draws, identical draws kept once as point estimates, auxiliary
+        sites left out, and ``x`` as the observed data."""
+        from probdiff.inference_data import InferenceGroups
+        draws = self.posterior(backend, program, params, x, num_samples, seed)
+        return InferenceGroups.from_draws(draws, x, self.auxiliary_sites)
 
     def restore(self, idata) -> None:
         """Take back what a finished run's InferenceData holds (e.g. MCMC draws) before

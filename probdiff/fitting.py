@@ -1,8 +1,9 @@
 """``probdiff fit``: validate everything, then fit, evaluate and fill the run folder.
 
 Order matters for the run-folder contract: every check that can fail on bad input (options,
-data, model file, device) runs before the folder is created, and ``config.json`` says
-``"status": "complete"`` only once metrics, ArviZ data and figures are written.
+data, model code, device, minibatch scaling) runs before the folder is created, and
+``config.json`` says ``"status": "complete"`` only once metrics, ArviZ data and figures are
+written.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -21,16 +24,23 @@ from probdiff.data import Dataset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, get_family
 from probdiff.inference_data import svi_inference_data
+from probdiff.program import num_rows
 from probdiff.runfolder import METRICS, RunFolder, atomic_write
 from probdiff.svi import SVISettings, run_svi
-from probdiff.usermodel import UserFamily, is_reference
+from probdiff.usermodel import CodeRef, UserCode, UserFamily, is_reference
 
 PARAMS = "params.npz"
+CODE_DIR = "code"
+DATA_COPY = "data.npz"
 
 
 @dataclass
 class FitRequest:
-    """Everything ``probdiff fit`` was asked, as written to ``config.json``."""
+    """Everything ``probdiff fit`` was asked, as written to ``config.json``.
+
+    ``model`` is a built-in name, ``path/to/file.py:function``, or (through the Python API)
+    the label of a callable; ``data`` a data spec (built-in or path).
+    """
 
     model: str
     data: str
@@ -59,25 +69,65 @@ class FitRequest:
             raise ProbdiffError(f"--posterior-samples must be >= 1, got {self.posterior_samples}")
 
 
-def make_family(model: str, options: dict, data: Dataset) -> Family:
-    """A built-in family by name, or a user's model given as ``file.py:function``."""
-    if is_reference(model):
-        return UserFamily(options, data, model)
+def user_code_from_request(req: FitRequest) -> UserCode:
+    """The code of a model given as ``file.py:function`` (and ``--guide``) on the command line."""
+    guide = req.options.get("guide")
+    if guide is not None and not isinstance(guide, str):
+        raise ProbdiffError("--guide must be path/to/file.py:guide or an autoguide name")
+    return UserCode(CodeRef.parse(req.model),
+                    CodeRef.parse(guide) if is_reference(guide) else guide)
+
+
+def make_family(model: str, options: dict, data: Dataset, *, code: UserCode | None = None,
+                base_seed: int = 0, runtime: dict | None = None) -> Family:
+    """A built-in family by name, or a user's model (``code``, or ``file.py:function``);
+    ``runtime`` (``get_backend`` arguments) is where a user's model draws samples."""
+    if code is None and is_reference(model):
+        code = user_code_from_request(FitRequest(model=model, data="", out="", options=options))
+    if code is not None:
+        return UserFamily(options, data, code, base_seed, runtime)
+    data.require_x()
     return get_family(model)(options, data)
 
 
-def request_from_config(config: dict) -> FitRequest:
-    req = dict(config["request"])
-    req["settings"] = SVISettings(**req["settings"])
-    return FitRequest(**req)
+def runtime(req: FitRequest) -> dict:
+    """``get_backend`` arguments of a request."""
+    return {"name": req.backend, "device": req.device, "dtype": req.dtype, "threads": req.threads}
 
 
-def fit(req: FitRequest, resume: bool = False) -> RunFolder:
-    """Run one fit into ``req.out`` and return its run folder."""
+def request_from_config(config: dict, out: str) -> FitRequest:
+    """The request a run's config records, acting on the folder ``out`` where it now lies."""
+    try:
+        req = dict(config["request"])
+        req["settings"] = SVISettings(**req["settings"])
+        req["out"] = out
+        return FitRequest(**req)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProbdiffError(f"config.json does not describe a fit: {type(e).__name__}: {e}") from None
+
+
+def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
+        dataset: Dataset | None = None, trust_model_code: bool = False):
+    """Run one fit into ``req.out`` and return it as a :class:`probdiff.run.Run`.
+
+    ``code`` and ``dataset`` carry a user's callables and in-memory arrays (the Python API);
+    otherwise both come from ``req``. Resuming a run of a user's model executes the run
+    folder's copy of its code, so it needs ``trust_model_code``.
+    """
+    from probdiff.run import Run, code_from_config, dataset_from_config
     req.validate()
     run = RunFolder.existing(req.out) if resume else RunFolder.check_new(req.out)
-    dataset = load_dataset(req.data, seed=req.settings.seed)
-    family = make_family(req.model, req.options, dataset)
+    if resume:
+        config = run.config
+        dataset = dataset_from_config(run, config)
+        if config.get("code") is not None:
+            code = code_from_config(run, config, trust_model_code)
+    elif dataset is None:
+        dataset = load_dataset(req.data, seed=req.settings.seed)
+    if code is None and is_reference(req.model):
+        code = user_code_from_request(req)
+    family = make_family(req.model, req.options, dataset, code=code, base_seed=req.settings.seed,
+                         runtime=runtime(req))
     if req.backend not in family.backends:
         raise ProbdiffError(f"model {req.model} has no {req.backend} backend")
     if req.inference not in family.inferences:
@@ -86,26 +136,35 @@ def fit(req: FitRequest, resume: bool = False) -> RunFolder:
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
+    if not resume:
+        req.options.update(family.check(backend, req.backend, family.prepare(train), req.settings))
     run.create()
-    run.write_json("config.json", _config(req, dataset))
+    if not resume:
+        config = _config(req, dataset)
+        if code is not None:
+            config["code"] = _copy_code(run, code)
+        config["data"].update(_record_data(run, req, dataset))
+        run.write_json("config.json", config)
     try:
-        return _fit(req, run, family, backend, dataset, train, test, resume)
+        _fit(req, run, family, backend, train, test, resume)
     except Exception:  # not KeyboardInterrupt: an interrupted fit keeps its checkpoint
         if not resume:  # the folder was new or empty: leave nothing half-made behind
             shutil.rmtree(run.path, ignore_errors=True)
         raise
+    return Run(run, family=family, dataset=dataset)
 
 
-def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Dataset,
-         train: Dataset, test: Dataset, resume: bool) -> RunFolder:
+def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Dataset,
+         test: Dataset, resume: bool) -> None:
     checkpoint = run.load_checkpoint() if resume else None
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
     if req.inference == "svi":
         def make_program(seed: int):
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
+        n_test = num_rows(x_test)
         result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
-                         resume=checkpoint, x_test=x_test[:family.trace_rows(len(x_test))],
+                         resume=checkpoint, x_test=_head(x_test, family.trace_rows(n_test)),
                          display_offset=family.data_log_jacobian,
                          eval_program=family.evaluation_program)
         params, seconds = result.params, result.seconds
@@ -123,21 +182,26 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, dataset: Data
                    if idata is None else None)
     metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
     if req.inference == "svi" or idata is None:
-        draws = (family.posterior(backend, program, params, x_train, req.posterior_samples,
-                                  req.settings.seed) if program is not None else {})
-        idata = svi_inference_data(draws, traces, x_train, test_traces=test_traces,
+        groups = (family.inference_groups(backend, program, params, x_train,
+                                          req.posterior_samples, req.settings.seed)
+                  if program is not None else {})
+        idata = svi_inference_data(groups, traces, x_train, test_traces=test_traces,
                                    attrs={"model": req.model, "backend": req.backend,
                                           "inference": req.inference})
     metrics.update({"steps": req.settings.steps, "seconds": seconds, "backend": req.backend,
                     "device": req.device, "inference": req.inference, **extra,
                     **mcmc_metrics(idata)})
-    _save_params(run, params)
+    save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.report import write_figures
-    write_figures(run, family, idata, params, dataset)
+    write_figures(run, family, idata, params, train)
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
-    return run
+
+
+def _head(x, rows: int):
+    from probdiff.program import take_rows
+    return take_rows(x, slice(0, rows))
 
 
 def mcmc_metrics(idata) -> dict:
@@ -154,7 +218,7 @@ def mcmc_metrics(idata) -> dict:
     return out
 
 
-def _save_params(run: RunFolder, params: dict[str, np.ndarray]) -> None:
+def save_params(run: RunFolder, params: dict[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
     atomic_write(run.file(PARAMS), buf.getvalue())
@@ -164,18 +228,76 @@ def load_params(run: RunFolder) -> dict[str, np.ndarray]:
     path = run.file(PARAMS)
     if not path.is_file():
         raise ProbdiffError(f"{path} is missing: the run did not finish")
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ProbdiffError(f"{path} is not a readable parameter file: {type(e).__name__}") from None
+
+
+def _copy_code(run: RunFolder, code: UserCode) -> dict:
+    """Copy the model's and guide's source files into ``DIR/code/`` with their SHA-256; the
+    config's record of what later commands may (on request) run."""
+    from probdiff.usermodel import callable_source
+    record = {}
+    for role, ref in (("model", code.model), ("guide", code.guide)):
+        if ref is None or isinstance(ref, str):
+            record[role] = None if ref is None else {"autoguide": ref}
+            continue
+        if not isinstance(ref, CodeRef):
+            ref, reopen = callable_source(ref)
+        else:
+            reopen = True
+        if ref is None:
+            record[role] = {"file": None, "reopen": False}
+            continue
+        target = run.path / CODE_DIR / ref.path.name
+        target.parent.mkdir(exist_ok=True)
+        source = ref.path.read_bytes()
+        if target.exists() and target.read_bytes() != source:
+            raise ProbdiffError(f"model and guide come from two files named {ref.path.name}")
+        atomic_write(target, source)
+        record[role] = {"file": f"{CODE_DIR}/{ref.path.name}", "function": ref.function,
+                        "sha256": ref.sha256(), "source": str(ref.path), "reopen": reopen}
+    return record
+
+
+def _record_data(run: RunFolder, req: FitRequest, dataset: Dataset) -> dict:
+    """Where the data comes from: a built-in spec, a file (absolute path and SHA-256), or
+    arrays given in Python (saved into the run folder)."""
+    from probdiff.data import BUILTIN_DATASETS, data_sha256
+    name = req.data.partition(":")[0]
+    if req.data and name in BUILTIN_DATASETS:
+        return {"spec": req.data}
+    path = Path(req.data).expanduser() if req.data else None
+    if path is not None and path.exists():
+        return {"spec": req.data, "path": str(path.resolve()), "sha256": data_sha256(path)}
+    arrays = dataset.fields or {"x": dataset.x}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(run.file(DATA_COPY), buf.getvalue())
+    return {"spec": DATA_COPY, "in_run": True, "single": dataset.fields is None}
 
 
 def _config(req: FitRequest, dataset: Dataset) -> dict:
-    import arviz, jax, numpyro, pyro, torch
+    request = asdict(req)
+    request.pop("out")  # a run folder acts where it lies, not where it was made
     return {
-        "request": asdict(req),
+        "request": request,
         "status": "running",
-        "data": {"name": dataset.name, "n": dataset.n, "event_shape": list(dataset.event_shape),
+        "data": {"name": dataset.name, "n": dataset.n,
+                 "event_shape": list(dataset.event_shape) if dataset.x is not None else None,
+                 "arrays": list(dataset.fields) if dataset.fields else None,
                  "kind": dataset.kind},
         "versions": {"probdiff": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "pyro": pyro.__version__, "jax": jax.__version__,
-                     "numpyro": numpyro.__version__, "arviz": arviz.__version__},
+                     **{pkg: _version(pkg) for pkg in ("torch", "pyro-ppl", "jax", "numpyro",
+                                                       "arviz")}},
     }
+
+
+def _version(package: str) -> str | None:
+    """A package's installed version, read from its metadata (without importing it)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

@@ -1,4 +1,5 @@
-"""Figures every fit gets: the ELBO trace, and trace/rank plots of MCMC posteriors."""
+"""Figures every fit gets: the ELBO trace, trace/rank plots of MCMC posteriors, posterior and
+predictive checks."""
 
 from __future__ import annotations
 
@@ -68,6 +69,49 @@ def mcmc_figures(folder: Path, idata, var_names: list[str]) -> list[str]:
                         labeller=None)
     np.ravel(axes)[0].figure.tight_layout()
     names.append(save(np.ravel(axes)[0].figure, folder / "rank.png"))
+    return names
+
+
+def posterior_figures(folder: Path, idata, max_panels: int = 12) -> list[str]:
+    """ArviZ's posterior densities of the global latent sites (``posterior.png``, at most
+    ``max_panels`` scalar components) and its posterior-predictive check (``ppc.png``)."""
+    import warnings
+
+    import arviz as az
+    names = []
+    row_dim = idata.posterior.attrs.get("row_dim", "row") if "posterior" in idata.groups() else ""
+    if "posterior" in idata.groups():
+        post = idata.posterior
+        small = [k for k, v in post.data_vars.items() if row_dim not in v.dims
+                 and np.prod(v.shape[2:], dtype=int) <= max_panels]
+        panels, chosen = 0, []
+        for k in small:
+            size = int(np.prod(post[k].shape[2:], dtype=int))
+            if panels + size <= max_panels:
+                chosen.append(k)
+                panels += size
+        if chosen:
+            cols = min(3, panels)
+            axes = az.plot_posterior(idata, var_names=chosen, figsize=(3.4 * cols,
+                                     2.6 * int(np.ceil(panels / cols))), textsize=9)
+            fig = np.ravel(axes)[0].figure
+            fig.tight_layout()
+            names.append(save(fig, folder / "posterior.png"))
+    if {"posterior_predictive", "observed_data"} <= set(idata.groups()):
+        shared = [k for k in idata.posterior_predictive.data_vars if k in idata.observed_data][:3]
+        if shared:
+            # integer-valued data (counts, 0/1) as integers: ArviZ then draws histograms
+            pp, obs = idata.posterior_predictive[shared], idata.observed_data[shared]
+            for k in shared:
+                if np.array_equal(obs[k].values, np.round(obs[k].values)) and \
+                        np.array_equal(pp[k].values, np.round(pp[k].values)):
+                    pp[k], obs[k] = pp[k].astype(np.int64), obs[k].astype(np.int64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = az.plot_ppc(az.InferenceData(posterior_predictive=pp, observed_data=obs),
+                                   num_pp_samples=50, figsize=(5 * len(shared), 3.4), textsize=9)
+            fig = np.ravel(axes)[0].figure
+            names.append(save(fig, folder / "ppc.png"))
     return names
 
 

@@ -1,18 +1,20 @@
-"""``probdiff report DIR``: an ArviZ summary, diagnostics and figures of a finished run."""
+"""``probdiff report DIR``: metrics, point estimates, an ArviZ summary, diagnostics and figures
+of a finished run. It reads the folder only: no code from it runs."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from probdiff.data import Dataset, load_dataset
+from probdiff.data import Dataset
 from probdiff.diagnostics import summary
 from probdiff.family import Family
-from probdiff.plots import elbo_trace_figure, mcmc_figures
+from probdiff.plots import elbo_trace_figure, mcmc_figures, posterior_figures
 from probdiff.runfolder import RunFolder
 
 
-def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dataset) -> list[str]:
-    """Every figure of a run: the ELBO trace (SVI), trace/rank plots (MCMC), the family's own."""
+def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dataset | None) -> list[str]:
+    """Every figure of a run: the ELBO trace (SVI), trace/rank plots (MCMC), posterior and
+    predictive plots (a user's model), the family's own."""
     names = []
     if "sample_stats" in idata.groups() and "elbo" in idata.sample_stats:
         ref = {k: v for k, v in run.metrics().items()
@@ -28,36 +30,106 @@ def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dat
                  and k not in family.auxiliary_sites]
         if small:
             names += mcmc_figures(run.path, idata, small)
-    names += family.figures(run, idata, params, data)
+    if family.generic_figures:
+        names += posterior_figures(run.path, idata)
+    if data is not None:
+        names += family.figures(run, idata, params, data)
     return names
 
 
-def report(path: str) -> str:
-    """Return the report text of the run in ``path`` (and refresh its figures)."""
-    from probdiff.fitting import load_params, make_family, request_from_config
-    run = RunFolder.existing(path)
-    config = run.config
-    lines = [f"run {run.path}: {config['request']['model']} on {config['data']['name']} "
-             f"({config['data']['n']} points), backend {config['request']['backend']}, "
-             f"inference {config['request']['inference']}"]
-    if config.get("status") != "complete":
-        lines.append(f"INCOMPLETE: status is {config.get('status')!r}; the run stopped before it "
+def _family_for_report(run) -> Family:
+    """The run's family where it can be rebuilt without running a user's code; for a user's
+    model, a family without code (figures and lines come from the folder alone)."""
+    if run.config.get("code") is None:
+        return run.family
+    from probdiff.usermodel import UserFamily
+    return UserFamily(dict(run.request.options), None, None)
+
+
+def report(run) -> str:
+    """The report text of ``run`` (a :class:`probdiff.run.Run` or a folder path); refreshes its
+    figures."""
+    from probdiff.run import open_run
+    if not hasattr(run, "folder"):
+        run = open_run(run)
+    config, req = run.config, run.request
+    data = config.get("data", {})
+    lines = [f"run {run.path}: {req.model} on {data.get('name')} ({data.get('n')} points), "
+             f"backend {req.backend}, inference {req.inference}"]
+    if run.status != "complete":
+        lines.append(f"INCOMPLETE: status is {run.status!r}; the run stopped before it "
                      "finished (resume with probdiff fit ... --resume)")
         return "\n".join(lines)
-    metrics = run.metrics()
+    metrics = run.metrics
     lines.append("metrics (per datum, nats):")
     lines += [f"  {k:24s} {v:.6g}" if isinstance(v, float) else f"  {k:24s} {v}"
               for k, v in sorted(metrics.items()) if not isinstance(v, (list, dict))]
-    idata = run.load_inference_data()
-    req = request_from_config(config)
-    data = load_dataset(req.data, seed=req.settings.seed)
-    family = make_family(req.model, dict(req.options), data)
+    for key, why in (metrics.get("skipped") or {}).items():
+        lines.append(f"  {key:24s} not computed: {why}")
+    idata = run.idata
+    family = _family_for_report(run)
+    lines += point_lines(idata)
     if "posterior" in idata.groups():
-        names = [k for k in idata.posterior.data_vars if k not in family.auxiliary_sites]
-        table = summary(idata, names)
+        row_dim = idata.posterior.attrs.get("row_dim", "row")
+        names = [k for k, v in idata.posterior.data_vars.items()
+                 if k not in family.auxiliary_sites and not _per_datum(v, row_dim)]
+        table = summary(idata, names) if names else None
         if table is not None:
             lines += ["posterior summary (ArviZ):", table.to_string()]
+        local = [k for k, v in idata.posterior.data_vars.items() if _per_datum(v, row_dim)]
+        if local:
+            lines.append("local latent sites (one value per datum, in inference_data.nc): "
+                         + ", ".join(local))
+    lines += loo_lines(idata)
+    notes = idata.sample_stats.attrs.get("notes") if "sample_stats" in idata.groups() else None
+    if notes:
+        lines.append(f"note: {notes}")
     lines += family.report_lines(idata, metrics)
-    names = write_figures(run, family, idata, load_params(run), data)
+    dataset = run.dataset if config.get("code") is None else None
+    names = write_figures(run.folder, family, idata, run.params, dataset)
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)
+
+
+def _per_datum(da, row_dim: str) -> bool:
+    return row_dim in da.dims
+
+
+def point_lines(idata) -> list[str]:
+    """Point estimates (maximum likelihood, MAP, AutoDelta), small ones in full."""
+    if "point_estimate" not in idata.groups():
+        return []
+    lines = ["point estimates:"]
+    for name, da in idata.point_estimate.data_vars.items():
+        value = da.values
+        if value.size <= 12:
+            text = np.array2string(value, precision=4, separator=", ", suppress_small=True)
+        else:
+            text = f"shape {value.shape}, mean {value.mean():.4g}, sd {value.std():.4g}"
+        lines.append(f"  {name:24s} {' '.join(text.split())}")
+    return lines
+
+
+def loo_lines(idata) -> list[str]:
+    """PSIS-LOO of the fit where its log-likelihood has several posterior draws."""
+    import warnings
+
+    import arviz as az
+    if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
+        return []
+    row_dim = idata.posterior.attrs.get("row_dim", "row")
+    local = [k for k, v in idata.posterior.data_vars.items() if row_dim in v.dims]
+    if local:
+        return [f"PSIS-LOO not shown: the log-likelihood is conditional on the local latent "
+                f"sites {', '.join(local)}, which leave-one-out would have to integrate out"]
+    ll = idata.log_likelihood
+    if ll.sizes.get("draw", 0) * ll.sizes.get("chain", 0) < 2 or len(ll.data_vars) != 1:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(idata, pointwise=True)
+    k = np.asarray(loo.pareto_k)
+    n = k.size
+    return [f"PSIS-LOO (ArviZ): elpd_loo {loo.elpd_loo:.2f} +- {loo.se:.2f} "
+            f"({loo.elpd_loo / n:.4f} per datum), p_loo {loo.p_loo:.2f}, "
+            f"Pareto k > 0.7 for {int((k > 0.7).sum())} of {n} data"]

@@ -40,8 +40,8 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
             run = fit(req)
         except ProbdiffError as e:
             raise ProbdiffError(f"tutorial step {step.folder}: {e}") from None
-        text = report(str(run.path))
-        m = run.metrics()
+        text = report(run)
+        m = run.metrics
         rows.append(f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
                     f"{_fmt(m.get('elbo'))} | {_fmt(m.get('test_elbo'))} | {_fmt(m.get('iwae'))} | "
                     f"{_fmt(m.get('log_likelihood'))} | "

@@ -154,7 +154,7 @@ def test_svi_fit_matches_sklearn_and_enumerated_elbo_is_exact(tmp_path, backend)
                      test_fraction=0.0, settings=SVISettings(steps=400, lr=0.05, restarts=3,
                                                              progress=False),
                      options=GMMFamily.default_options())
-    metrics = fit(req).metrics()
+    metrics = fit(req).metrics
     x = load_dataset("mixture2d", seed=0).flat()
     assert metrics["log_likelihood"] == pytest.approx(sklearn_best(x, 3), rel=0.005)
     # float32 evaluation of a sum over 1000 points: relative error ~1e-6

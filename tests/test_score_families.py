@@ -243,23 +243,19 @@ def test_trained_sde_likelihood_and_samples(tmp_path):
     ODE-Heun samples are within twice the train-to-test sliced Wasserstein floor."""
     import torch
 
-    from probdiff.data import load_dataset, train_test_split
-    from probdiff.fitting import load_params, make_family, request_from_config
+    from probdiff import open_run
     from probdiff.ode_likelihood import ode_log_likelihood
-    from probdiff.runfolder import RunFolder
     out = tmp_path / "sde"
     assert main(["fit", "sde", "--data", "mixture2d:n=2000", "--out", str(out), "--steps", "4000",
                  "--batch-size", "256", "--quiet"]) == 0
     m = metrics(out)
     assert m["test_sliced_wasserstein"] < 2 * m["sliced_wasserstein_train_test"]
-    run = RunFolder.existing(str(out))
-    req = request_from_config(run.config)
-    data = load_dataset(req.data, seed=req.settings.seed)
-    family = make_family("sde", dict(req.options), data)
-    _, test = train_test_split(data, req.test_fraction, req.settings.seed)
+    run = open_run(out)
+    family, data = run.family, run.dataset
+    _, test = run.split()
     x = family.prepare(test)
     with torch.no_grad():
-        ode = ode_log_likelihood(family.sde, family.fitted_score(load_params(run)),
+        ode = ode_log_likelihood(family.sde, family.fitted_score(run.params),
                                  torch.as_tensor(x, dtype=torch.float32)).log_prob.numpy()
     diff = data.log_prob(x) - ode
     se = diff.std(ddof=1) / math.sqrt(len(diff))

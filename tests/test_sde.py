@@ -63,20 +63,15 @@ def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
     """The ELBO bounds the chain's log p(x); the flow ODE with the same network is another
     model (exact likelihood, same score), so ODE >= ELBO is an expected property, not a
     theorem. Checked per held-out row, paired: mean(ODE - ELBO) > -3 s.e. of the differences."""
-    from probdiff.data import load_dataset, train_test_split
-    from probdiff.fitting import load_params, make_family, request_from_config
+    from probdiff import open_run
     from probdiff.ode_likelihood import ode_log_likelihood
-    from probdiff.runfolder import RunFolder
     out = tmp_path / "ddpm"
     assert main(["fit", "ddpm", "--data", "mixture2d", "--out", str(out), "--T", "50",
                  "--steps", "800", "--batch-size", "256", "--quiet", "--hidden", "64,64",
                  "--posterior-samples", "1", "--ode-rows", "0"]) == 0
-    run = RunFolder.existing(str(out))
-    req = request_from_config(run.config)
-    data = load_dataset(req.data, seed=req.settings.seed)
-    family = make_family("ddpm", dict(req.options), data)
-    params = load_params(run)
-    _, test = train_test_split(data, req.test_fraction, req.settings.seed)
+    run = open_run(out)
+    family, params = run.family, run.params
+    _, test = run.split()
     x = family.prepare(test)
     bound = family.variational_bound(params, x, seed=1)["rows"]
     sde, score = family.continuous_score(family.fitted_chain(params))

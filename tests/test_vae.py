@@ -92,9 +92,7 @@ def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
     IWAE_100, each step beyond 3 standard errors of the paired per-datum differences."""
     from probdiff.backends import get_backend
     from probdiff.diagnostics import iwae_bound
-    from probdiff.fitting import load_params, make_family, request_from_config
-    from probdiff.runfolder import RunFolder
-    from probdiff.data import load_dataset, train_test_split
+    from probdiff import open_run
 
     out = tmp_path / "vae"
     assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--steps", "800",
@@ -103,17 +101,15 @@ def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
     assert {"elbo", "test_elbo", "iwae", "iwae_k"} <= set(m) and m["iwae_k"] == 10
     assert m["test_elbo"] <= m["iwae"] + 3 * np.hypot(m["test_elbo_stderr"], m["test_iwae_stderr"])
 
-    run = RunFolder.existing(out)
-    req = request_from_config(run.config)
-    data = load_dataset(req.data)
-    _, test = train_test_split(data, req.test_fraction, req.settings.seed)
-    family = make_family("vae", req.options, data)
+    run = open_run(out)
+    _, test = run.split()
+    family = run.family
     x = family.prepare(test)[:120]
     backend = get_backend("pyro")
-    program = family.program("pyro", x, req.settings.seed)
+    program = family.program("pyro", x, run.request.settings.seed)
     arr = backend.array(x)
     backend.start(program, arr, lr=1e-3, seed=0)
-    backend.set_params(program, arr, load_params(run))
+    backend.set_params(program, arr, run.params)
     lw = backend.local_log_weights(program, arr, num_samples=2000, seed=3)
     elbo_mean, elbo_err = backend.elbo(program, arr, num_particles=100, repeats=10, seed=4)
     bounds = {k: iwae_bound(lw[i * 600:(i + 1) * 600] if k > 1 else lw[1800:], k)[0]

@@ -287,6 +287,29 @@ class NumPyroBackend:
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)
 
+    def trace_joint(self, program: Program, data: Data, *, seed: int, n_total: int | None = None,
+                    fixed: dict[str, np.ndarray] | None = None, predictive: bool = False):
+        """One joint draw of the guide and the model at the current parameters, as plain
+        sites (:func:`probdiff.backends.numpyro_traces.trace_joint`), from ``PRNGKey(seed)``."""
+        from probdiff.backends import numpyro_traces as nt
+        self._require_started()
+        values = {k: jnp.asarray(v) for k, v in fixed.items()} if fixed else None
+        with jax.default_device(self.device), user_code(program, "a joint trace of model and guide"):
+            return nt.trace_joint(program, self._svi.get_params(self._state), data,
+                                  random.PRNGKey(seed), n_total=n_total, fixed=values,
+                                  predictive=predictive)
+
+    def trace_forward(self, program: Program, data: Data, *, seed: int,
+                      fixed: dict[str, np.ndarray]):
+        """The model run forwards with ``fixed`` latent values (observed sites drawn), as
+        plain sites (:func:`probdiff.backends.numpyro_traces.trace_forward`)."""
+        from probdiff.backends import numpyro_traces as nt
+        self._require_started()
+        values = {k: jnp.asarray(v) for k, v in fixed.items()}
+        with jax.default_device(self.device), user_code(program, "a forward run of the model"):
+            return nt.trace_forward(program, self._svi.get_params(self._state), data,
+                                    random.PRNGKey(seed), values)
+
     def guide_draws(self, program: Program, x: jax.Array, *, num_samples: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""

@@ -206,6 +206,25 @@ class PyroBackend:
         err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
         return float(values.mean()), float(err)
 
+    def trace_joint(self, program: Program, data: Data, *, seed: int, n_total: int | None = None,
+                    fixed: dict[str, np.ndarray] | None = None, predictive: bool = False):
+        """One joint draw of the guide and the model at the current parameters, as plain
+        sites (:func:`probdiff.backends.pyro_traces.trace_joint`), drawn from ``seed``
+        without disturbing the global random state."""
+        from probdiff.backends import pyro_traces as pt
+        values = pt.as_values(fixed, self.dtype, self.device) if fixed else None
+        with pt.seeded(seed), self._user_code(program, "a joint trace of model and guide"):
+            return pt.trace_joint(program, data, n_total=n_total, fixed=values,
+                                  predictive=predictive)
+
+    def trace_forward(self, program: Program, data: Data, *, seed: int,
+                      fixed: dict[str, np.ndarray]):
+        """The model run forwards with ``fixed`` latent values (observed sites drawn), as
+        plain sites (:func:`probdiff.backends.pyro_traces.trace_forward`)."""
+        from probdiff.backends import pyro_traces as pt
+        with pt.seeded(seed), self._user_code(program, "a forward run of the model"):
+            return pt.trace_forward(program, data, pt.as_values(fixed, self.dtype, self.device))
+
     def guide_draws(self, program: Program, x: Data, *, num_samples: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""
