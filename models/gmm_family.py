@@ -207,6 +207,31 @@ class GMMFamily(Family):
         draws["assignment"] = (u > cum[None]).sum(-1).clip(max=resp.shape[1] - 1)
         return draws
 
+    def inference_groups(self, backend, program, params, x, num_samples, seed):
+        """The default groups, plus ``log_likelihood`` (log p(x_n | pi, mu, sigma) with z summed
+        out, per draw of the globals; one draw at a point estimate) and ``posterior_predictive``
+        (a data set of N rows per draw), both in closed form."""
+        groups = super().inference_groups(backend, program, params, x, num_samples, seed)
+        x = np.asarray(x, float)
+        draws = self._global_draws(groups, params)
+        rng = np.random.default_rng(seed + 1)
+        groups.log_likelihood["obs"] = np.stack([gmm_em.log_likelihood(x, p) for p in draws])
+        groups.posterior_predictive["obs"] = np.stack([gmm_em.sample(len(x), p, rng)[0]
+                                                       for p in draws])
+        if len(draws) == 1 and num_samples > 1:  # a point estimate: one draw, stated as such
+            groups.notes.append("log_likelihood and posterior_predictive at the point estimate "
+                                "(one draw): PSIS-LOO needs posterior draws (--prior with "
+                                "--globals meanfield, or --inference nuts)")
+        return groups
+
+    def _global_draws(self, groups, params) -> list[MixtureParams]:
+        """pi, mu, sigma per posterior draw where the globals vary, else the point estimate."""
+        post = groups.posterior
+        if all(k in post for k in ("weights", "locs", "scales")):
+            return [MixtureParams(w, m, s) for w, m, s in
+                    zip(post["weights"], post["locs"], post["scales"])]
+        return [self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})]
+
     def sample(self, params, n, seed):
         """Decoder draws at the fitted point, or from the posterior predictive of a NUTS fit
         (each sample under its own posterior draw, so label switching cannot blur them)."""

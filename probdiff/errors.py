@@ -16,7 +16,8 @@ def user_code_error(program: str, what: str, error: BaseException,
                     last_site: tuple[str, tuple] | None) -> ProbdiffError:
     """One line for an exception raised while a user's program ran: the program, the phase,
     the last sample site it reached (with its shape) and the first lines of the message."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    text = str(error).split("Trace Shapes:")[0]  # Pyro appends a table of shapes
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     reason = " ".join(lines[:2]) if lines else ""
     if len(reason) > 300:
         reason = reason[:297] + "..."

@@ -16,7 +16,7 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.program import Program
+from probdiff.program import Program, num_rows
 
 _FAMILIES: dict[str, type["Family"]] = {}
 
@@ -131,13 +131,13 @@ class Family:
         Carlo), plus ``data_log_jacobian``."""
         out = {}
         for key, x in (("elbo", train), ("test_elbo", test)):  # either may be None
-            if x is None or len(x) == 0:
+            if x is None or num_rows(x) == 0:
                 continue
             data = backend.array(x)
             backend.set_params(program, data, params)
             value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed)
-            out[key] = value / len(x) + self.data_log_jacobian
-            out[key + "_stderr"] = err / len(x)
+            out[key] = value / num_rows(x) + self.data_log_jacobian
+            out[key + "_stderr"] = err / num_rows(x)
         return out
 
     def posterior(self, backend, program: Program, params: dict[str, np.ndarray], x: np.ndarray,

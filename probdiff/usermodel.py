@@ -299,6 +299,7 @@ class UserFamily(Family):
         self.base_seed = base_seed  # the first restart's seed: later ones re-initialise
         if self.options.get("particles", 1) < 1:
             raise ProbdiffError(f"--particles must be >= 1, got {self.options['particles']}")
+        self._programs: dict[tuple, Program] = {}
         depth = self.options.get("max_plate_nesting")
         if depth is not None and depth < 0:
             raise ProbdiffError(f"--max-plate-nesting must be >= 0, got {depth}")
@@ -309,6 +310,14 @@ class UserFamily(Family):
 
     def program(self, backend: str, x: Data, seed: int, dtype: str = "float32",
                 device: str = "cpu") -> Program:
+        """The program of the restart with ``seed`` (built once per seed and backend: a
+        backend's compiled functions are kept per program)."""
+        key = (backend, seed)
+        if key not in self._programs:
+            self._programs[key] = self._build(backend, seed)
+        return self._programs[key]
+
+    def _build(self, backend: str, seed: int) -> Program:
         model, guide = self.code.functions(backend, seed, restart=seed != self.base_seed)
         autoguided = isinstance(self.code.guide, str)
         scales = accepts(model, "n_total") and (
@@ -316,13 +325,15 @@ class UserFamily(Family):
         return Program(model, guide, elbo=self.options.get("elbo") or "trace",
                        max_plate_nesting=self.options.get("max_plate_nesting") or 1,
                        num_particles=self.options.get("particles", 1), minibatch=scales,
-                       vectorize_particles=False, name=self.code.label)
+                       vectorize_particles=bool(self.options.get("vectorize_particles")),
+                       name=self.code.label)
 
     def check(self, backend, backend_name: str, x: Data, settings) -> dict:
         """Before any folder is made: the code is written for this backend, records sample
         sites and an observation, and under ``--batch-size`` scales its likelihood. Returns
         the options read from a trace (``elbo``: enum where the model marks sites for
-        enumeration; ``max_plate_nesting``), which the run records."""
+        enumeration; ``max_plate_nesting``; whether particles may be vectorised), which the
+        run records."""
         seed = self.base_seed
         program = self.program(backend_name, x, seed)
         ppl = detect_ppl(program.model)
@@ -351,11 +362,13 @@ class UserFamily(Family):
         if marked and self.options.get("elbo") not in (None, "enum"):
             raise ProbdiffError(f"{label} marks {marked} for enumeration: use --elbo enum")
         depth = max((len(s.plates) for s in guide_sites + model_sites), default=1)
-        resolved = {"elbo": self.options.get("elbo") or ("enum" if marked else "trace"),
-                    "max_plate_nesting": self.options.get("max_plate_nesting") or max(depth, 1)}
+        program.elbo = self.options.get("elbo") or ("enum" if marked else "trace")
+        program.max_plate_nesting = self.options.get("max_plate_nesting") or max(depth, 1)
+        program.vectorize_particles = backend.vectorizes(program, probe, seed)
+        resolved = {"elbo": program.elbo, "max_plate_nesting": program.max_plate_nesting,
+                    "vectorize_particles": program.vectorize_particles}
         self.options.update(resolved)
-        self._check_scaling(backend, self.program(backend_name, x, seed), x,
-                            settings.batch_size, seed)
+        self._check_scaling(backend, program, x, settings.batch_size, seed)
         return resolved
 
     def _check_scaling(self, backend, program: Program, x: Data, batch_size: int | None,
@@ -365,7 +378,6 @@ class UserFamily(Family):
         if batch_size is None or batch_size >= n:
             return
         data = backend.array(x)
-        backend.start(program, data, 1e-3, seed)
         layout = read_layout(backend, program, data, seed)
         label = self.code.label
         if layout.subsample_size:

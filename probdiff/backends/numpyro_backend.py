@@ -112,6 +112,8 @@ class NumPyroBackend:
         self._updates: dict = {}
         self._inits: dict = {}
         self._evals: dict = {}
+        from probdiff.backends.numpyro_traces import JointTraces
+        self._joint = JointTraces()
 
     def _ensure_x64(self) -> None:
         """float64 needs JAX's process-wide x64 switch (set again if someone turned it off)."""
@@ -291,13 +293,18 @@ class NumPyroBackend:
                     fixed: dict[str, np.ndarray] | None = None, predictive: bool = False):
         """One joint draw of the guide and the model at the current parameters, as plain
         sites (:func:`probdiff.backends.numpyro_traces.trace_joint`), from ``PRNGKey(seed)``."""
-        from probdiff.backends import numpyro_traces as nt
         self._require_started()
         values = {k: jnp.asarray(v) for k, v in fixed.items()} if fixed else None
         with jax.default_device(self.device), user_code(program, "a joint trace of model and guide"):
-            return nt.trace_joint(program, self._svi.get_params(self._state), data,
-                                  random.PRNGKey(seed), n_total=n_total, fixed=values,
-                                  predictive=predictive)
+            out = self._joint(program, self._svi.get_params(self._state), data,
+                              random.PRNGKey(seed), n_total=n_total, fixed=values,
+                              predictive=predictive)
+        return tuple(None if group is None else [_as_numpy(site) for site in group]
+                     for group in out)
+
+    def vectorizes(self, program: Program, data: Data, seed: int = 0) -> bool:
+        """NumPyro evaluates particles with ``vmap``, which is exact for any program."""
+        return True
 
     def trace_forward(self, program: Program, data: Data, *, seed: int,
                       fixed: dict[str, np.ndarray]):
@@ -307,8 +314,8 @@ class NumPyroBackend:
         self._require_started()
         values = {k: jnp.asarray(v) for k, v in fixed.items()}
         with jax.default_device(self.device), user_code(program, "a forward run of the model"):
-            return nt.trace_forward(program, self._svi.get_params(self._state), data,
-                                    random.PRNGKey(seed), values)
+            return [_as_numpy(site) for site in nt.trace_forward(
+                program, self._svi.get_params(self._state), data, random.PRNGKey(seed), values)]
 
     def guide_draws(self, program: Program, x: jax.Array, *, num_samples: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
@@ -408,6 +415,13 @@ class NumPyroBackend:
         if self._svi is None:
             raise ProbdiffError("the NumPyro backend has no program yet: call start() or "
                                 "set_params() first")
+
+
+def _as_numpy(site):
+    """A site with NumPy value and log density."""
+    from dataclasses import replace
+    return replace(site, value=np.asarray(site.value),
+                   log_prob=None if site.log_prob is None else np.asarray(site.log_prob))
 
 
 def _guide_trace(program: Program, key, params, data, n_total: int) -> dict:

@@ -53,15 +53,67 @@ def to_sites(trace: dict, log_probs: bool = True) -> list[Site]:
             lp = fn.log_prob(site["value"])
             if site.get("mask") is not None:
                 lp = jax.numpy.where(site["mask"], lp, 0.0)
-            lp = np.asarray(lp)
-        out.append(Site(name, kind, np.asarray(site["value"]), lp, plates,
+        out.append(Site(name, kind, site["value"], lp, plates,
                         base_name(fn) if fn is not None else "",
                         site.get("infer", {}).get("enumerate") == "parallel"
                         and kind == "latent" and _is_enumerated(site),
-                        float(site.get("scale") or 1.0) if np.ndim(site.get("scale") or 1.0) == 0
-                        else np.nan, int(getattr(fn, "event_dim", 0) or 0),
+                        _scale(site.get("scale")), int(getattr(fn, "event_dim", 0) or 0),
                         site.get("infer", {}).get("enumerate") == "parallel"))
     return out
+
+
+def _scale(scale) -> float:
+    try:
+        return float(1.0 if scale is None else scale)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return np.nan  # a per-element or traced scale
+
+
+class JointTraces:
+    """:func:`trace_joint` compiled once per program and input structure: the site records
+    (names, kinds, plates) are taken while the function is traced, and each call returns only
+    the arrays. A program that cannot be compiled is traced eagerly instead."""
+
+    def __init__(self) -> None:
+        self._cache: dict = {}
+
+    def __call__(self, program: Program, params: dict, data, key, **kw):
+        fixed = kw.get("fixed") or {}
+        shapes = jax.tree.map(lambda a: (np.shape(a), np.result_type(a).str), (data, fixed))
+        cache_key = (id(program), kw.get("n_total"), kw.get("predictive", False),
+                     kw.get("log_probs", True), str(jax.tree.structure((data, fixed))), str(shapes))
+        hit = self._cache.get(cache_key)
+        if hit is None or hit[0] is not program:
+            meta: dict = {}
+
+            def arrays(p, d, k, f):
+                out = trace_joint(program, p, d, k, **{**kw, "fixed": f})
+                meta["sites"] = out
+                return [None if group is None else [(x.value, x.log_prob) for x in group]
+                        for group in out]
+            hit = self._cache[cache_key] = (program, meta, jax.jit(arrays))
+        _, meta, fn = hit
+        if fn is not None:
+            try:
+                values = fn(params, data, key, fixed)  # traces (and fills meta) on first use
+                return _rebuild(meta["sites"], values)
+            except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                    jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError):
+                self._cache[cache_key] = (program, meta, None)  # Python control flow on values
+        return trace_joint(program, params, data, key, **kw)
+
+
+def _rebuild(meta, arrays):
+    out = []
+    for group, values in zip(meta, arrays):
+        if group is None:
+            out.append(None)
+            continue
+        if len(group) != len(values):
+            raise ValueError("the program's sites changed between calls")
+        out.append([Site(s.name, s.kind, v, lp, s.plates, s.dist, s.enumerated, s.scale,
+                         s.event_dim, s.marked) for s, (v, lp) in zip(group, values)])
+    return tuple(out)
 
 
 def _is_enumerated(site) -> bool:

@@ -44,7 +44,7 @@ class SiteTracker(pyro.poutine.messenger.Messenger):
         self.last: tuple[str, tuple] | None = None
 
     def _postprocess_message(self, msg) -> None:
-        if msg["type"] == "sample":
+        if msg["type"] == "sample" and not site_is_subsample(msg):
             value = msg.get("value")
             self.last = (msg["name"], tuple(getattr(value, "shape", ())))
 
@@ -97,7 +97,7 @@ class PyroBackend:
         """Create every parameter now (Pyro would at the first step) by one traced call on the
         data (initialisers may look at it, e.g. ``x.var(0)``)."""
         args, kw = program.inputs(x, num_rows(x))
-        with torch.no_grad(), self._user_code(program, "its first call"):
+        with torch.no_grad(), self._user_code(program, "its first call", inputs=(args, kw)):
             guide_trace = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
             # the model runs against the guide's draws: improper sites (ordered means) cannot sample
             pyro.poutine.replay(program.model, trace=guide_trace)(*args, **kw)
@@ -106,7 +106,8 @@ class PyroBackend:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set
         (NaN where the step met non-finite parameters)."""
         args, kw = self._program.inputs(batch, n_total)
-        with self._user_code(self._program, "a training step", diverged_ok=True) as outcome:
+        with self._user_code(self._program, "a training step", diverged_ok=True,
+                             inputs=(args, kw)) as outcome:
             return float(self._svi.step(*args, **kw))
         return outcome.value
 
@@ -119,6 +120,7 @@ class PyroBackend:
         (constrained values). Values are copied into the tensors the store holds, so networks
         registered with ``pyro.module`` (whose weights *are* those tensors) follow."""
         store = pyro.get_param_store()
+        store.clear()  # the program's own tensors (its pyro.module networks), nobody else's
         self._create_params(program, x)
         for name, value in params.items():
             if name in store:
@@ -157,7 +159,7 @@ class PyroBackend:
         pyro.util.set_rng_state(state["rng"])
 
     @contextlib.contextmanager
-    def _user_code(self, program: Program, what: str, diverged_ok: bool = False):
+    def _user_code(self, program: Program, what: str, diverged_ok: bool = False, inputs=None):
         """Run a program's code; a failure of a user's program becomes one line naming the
         last site it reached, and with ``diverged_ok`` a failure on non-finite parameters
         (Pyro's validation refusing NaN) becomes ``outcome.value = nan``."""
@@ -175,7 +177,8 @@ class PyroBackend:
                 return
             if program.name is None:
                 raise
-            raise user_code_error(program.name, what, e, tracker.last) from None
+            raise user_code_error(program.name, what, e,
+                                  tracker.last or _failing_site(program, inputs)) from None
 
     # -- evaluation ---------------------------------------------------------------------
     def elbo(self, program: Program, x: Data, *, num_particles: int = 1,
@@ -198,7 +201,8 @@ class PyroBackend:
             loss, calls = make_elbo(program, 1), num_particles * repeats
         values = np.full(calls, math.nan)  # stays NaN where the parameters are not finite
         try:
-            with torch.no_grad(), self._user_code(program, "evaluating the ELBO", diverged_ok=True):
+            with torch.no_grad(), self._user_code(program, "evaluating the ELBO", diverged_ok=True,
+                                                  inputs=(args, kw)):
                 values = np.array([-loss.loss(program.model, program.guide, *args, **kw)
                                    for _ in range(calls)])
         finally:
@@ -213,16 +217,28 @@ class PyroBackend:
         without disturbing the global random state."""
         from probdiff.backends import pyro_traces as pt
         values = pt.as_values(fixed, self.dtype, self.device) if fixed else None
-        with pt.seeded(seed), self._user_code(program, "a joint trace of model and guide"):
+        inputs = program.inputs(data, n_total or num_rows(data))
+        with pt.seeded(seed), self._user_code(program, "a joint trace of model and guide",
+                                              inputs=inputs):
             return pt.trace_joint(program, data, n_total=n_total, fixed=values,
                                   predictive=predictive)
+
+    def vectorizes(self, program: Program, data: Data, seed: int = 0) -> bool:
+        """Whether the program may evaluate ELBO particles vectorised: checked on ``data``
+        (:func:`probdiff.backends.pyro_traces.vectorizes`); never under enumeration."""
+        from probdiff.backends import pyro_traces as pt
+        if program.elbo == "enum":
+            return False
+        with pt.seeded(seed):
+            return pt.vectorizes(program, data)
 
     def trace_forward(self, program: Program, data: Data, *, seed: int,
                       fixed: dict[str, np.ndarray]):
         """The model run forwards with ``fixed`` latent values (observed sites drawn), as
         plain sites (:func:`probdiff.backends.pyro_traces.trace_forward`)."""
         from probdiff.backends import pyro_traces as pt
-        with pt.seeded(seed), self._user_code(program, "a forward run of the model"):
+        with pt.seeded(seed), self._user_code(program, "a forward run of the model",
+                                              inputs=program.inputs(data, num_rows(data))):
             return pt.trace_forward(program, data, pt.as_values(fixed, self.dtype, self.device))
 
     def guide_draws(self, program: Program, x: Data, *, num_samples: int,
@@ -286,6 +302,20 @@ class PyroBackend:
                         total = total + sign * lp
                 out[s] = total.cpu().numpy()
         return out
+
+
+def _failing_site(program: Program, args) -> tuple[str, tuple] | None:
+    """Where the model alone fails, when the failure happened out of sight (an autoguide
+    traces the model behind ``poutine.block``): the last site of a model-only run."""
+    tracker = SiteTracker()
+    if args is None:
+        return None
+    try:
+        with torch.no_grad(), tracker:
+            program.model(*args[0], **args[1])
+    except Exception:  # noqa: BLE001 - the failure being located
+        return tracker.last
+    return None
 
 
 class _Outcome:

@@ -134,3 +134,60 @@ def seeded(seed: int):
         def __exit__(self, *exc):
             pyro.util.set_rng_state(self.state)
     return _Seeded()
+
+
+def vectorizes(program: Program, data, num: int = 3) -> bool:
+    """Whether ``num`` particles drawn at once (an extra plate left of the program's plates,
+    as Pyro's ``vectorize_particles`` does) give each particle the same log p - log q as that
+    particle's values replayed one at a time. User code that indexes or multiplies with fixed
+    shapes (``locs[assignment]``, ``x @ w``) fails this and is evaluated particle by particle."""
+    args, kw = program.inputs(data, num_rows(data))
+    dim = -program.max_plate_nesting - 1
+
+    def vectorised(fn):
+        def run(*a, **k):
+            with pyro.plate("_particles", num, dim=dim):
+                return fn(*a, **k)
+        return run
+
+    def log_ratio(guide_trace, model_trace, per_particle: bool):
+        """log p - log q summed over everything but (with ``per_particle``) the particles."""
+        total = 0.0
+        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+            trace.compute_log_prob()
+            for site in trace.nodes.values():
+                if site["type"] == "sample" and not site_is_subsample(site):
+                    lp = site["log_prob"]
+                    if per_particle and lp.dim() >= -dim:
+                        lp = lp.movedim(dim, 0).reshape(num, -1).sum(-1)
+                    else:
+                        lp = lp.sum()
+                    total = total + sign * lp
+        return total
+
+    try:
+        with torch.no_grad():
+            plain = poutine.trace(program.guide).get_trace(*args, **kw)
+            guide = poutine.trace(vectorised(program.guide)).get_trace(*args, **kw)
+            model = poutine.trace(poutine.replay(vectorised(program.model), trace=guide)
+                                  ).get_trace(*args, **kw)
+            together = log_ratio(guide, model, True)
+            if not (torch.is_tensor(together) and together.shape == (num,)):
+                return False
+            for i in range(num):
+                values = {}
+                for name, site in guide.nodes.items():
+                    if site["type"] == "sample" and not site_is_subsample(site):
+                        shape = plain.nodes[name]["value"].shape
+                        v = site["value"]
+                        axis = v.dim() - site["fn"].event_dim + dim
+                        values[name] = (v.select(axis, i) if axis >= 0 else v).reshape(shape)
+                g = poutine.trace(poutine.replay(program.guide, trace=fixed_trace(values))
+                                  ).get_trace(*args, **kw)
+                m = poutine.trace(poutine.replay(program.model, trace=g)).get_trace(*args, **kw)
+                alone = torch.as_tensor(log_ratio(g, m, False))
+                if not torch.allclose(alone, together[i], rtol=1e-4, atol=1e-3):
+                    return False
+    except Exception:  # the program cannot run vectorised
+        return False
+    return True
