@@ -362,6 +362,11 @@ class DDPMFamily(Family):
                                progress=bar)
         return x, kept
 
+    def posterior(self, backend, program, params, x, num_samples, seed):
+        """The guide is the fixed forward process q(x_1:T | x_0), not a fitted posterior, and
+        its draws (x_t at randomly chosen steps) summarise nothing: none are kept."""
+        return {}
+
     def sample(self, params, n, seed, sampler: str | None = None):
         """x_0 from the reverse chain (``ancestral``, or ``ddim[:steps]``), in data units;
         integer images are clipped to the range and rounded to their levels."""

@@ -39,13 +39,15 @@ class Program:
     elbo: ElboName = "trace"
     max_plate_nesting: int = 1
     num_particles: int = 1
-    minibatch: bool = True
+    minibatch: bool | None = None  # None: whether both take ``n_total`` (their signatures)
     vectorize_particles: bool = True
     name: str | None = None
 
     def __post_init__(self) -> None:
         if self.elbo not in ELBO_NAMES:
             raise ValueError(f"elbo must be one of {ELBO_NAMES}, got {self.elbo!r}")
+        if self.minibatch is None:
+            self.minibatch = takes_n_total(self.model) and takes_n_total(self.guide)
 
     def kwargs(self, n_total: int | None) -> dict:
         """Keyword arguments for the model and guide on a batch of a data set of size n_total."""
@@ -57,6 +59,16 @@ class Program:
         if isinstance(data, Mapping):
             return (), {**data, **extra}
         return (data,), extra
+
+
+def takes_n_total(fn: Callable) -> bool:
+    """Whether ``fn`` accepts the keyword ``n_total`` (by name or through ``**kwargs``)."""
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "n_total" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def num_rows(data: Data) -> int:

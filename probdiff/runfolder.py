@@ -20,14 +20,23 @@ from probdiff.errors import ProbdiffError
 CONFIG, METRICS, CHECKPOINT, IDATA = "config.json", "metrics.json", "checkpoint", "inference_data.nc"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
+    The file gets the permissions any new file gets (``0o666`` less the umask), not the
+    owner-only ones of a temporary file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -115,6 +124,7 @@ class RunFolder:
         os.close(fd)
         try:
             idata.to_netcdf(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, self.path / IDATA)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -150,7 +150,8 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
                unit="step", dynamic_ncols=True, leave=False)
     for step in range(len(trace), settings.steps):
         idx = batches.next_batch()
-        loss = backend.step(backend.take(data, idx), n)  # NaN once parameters are not finite
+        batch = data if batches.full_batch else backend.take(data, idx)
+        loss = backend.step(batch, n)  # NaN once parameters are not finite
         if not math.isfinite(loss):
             bar.close()
             raise _diverged(loss, step, restart)

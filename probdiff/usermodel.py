@@ -31,7 +31,7 @@ import numpy as np
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family
-from probdiff.program import Data, Program, num_rows, take_rows
+from probdiff.program import Data, Program, num_rows, take_rows, takes_n_total
 
 AUTOGUIDES = {"auto:normal": "AutoNormal", "auto:diagonal": "AutoDiagonalNormal",
               "auto:delta": "AutoDelta", "auto:lowrank": "AutoLowRankMultivariateNormal"}
@@ -112,15 +112,6 @@ def _seed_torch(seed: int) -> None:
     if "torch" in sys.modules:
         import pyro
         pyro.set_rng_seed(seed)
-
-
-def accepts(fn: Callable, keyword: str) -> bool:
-    """Whether ``fn`` takes ``keyword`` (by name or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 # -- which PPL a function is written for --------------------------------------------------
@@ -320,8 +311,8 @@ class UserFamily(Family):
     def _build(self, backend: str, seed: int) -> Program:
         model, guide = self.code.functions(backend, seed, restart=seed != self.base_seed)
         autoguided = isinstance(self.code.guide, str)
-        scales = accepts(model, "n_total") and (
-            autoguided or guide is _empty_guide or accepts(guide, "n_total"))
+        scales = takes_n_total(model) and (
+            autoguided or guide is _empty_guide or takes_n_total(guide))
         return Program(model, guide, elbo=self.options.get("elbo") or "trace",
                        max_plate_nesting=self.options.get("max_plate_nesting") or 1,
                        num_particles=self.options.get("particles", 1), minibatch=scales,

@@ -16,6 +16,7 @@ TINY = {
     "indi.py": ["--steps", "30", "--quick", "--restore-steps", "5"],
     "score_langevin.py": ["--steps", "30", "--quick"],
     "score_sde.py": ["--steps", "30", "--quick"],
+    "your_model.py": ["--steps", "50"],
 }
 
 

@@ -139,6 +139,10 @@ def test_coin_with_beta_guide_from_a_file(tmp_path, capsys, backend, source):
     train, test = run.split()
     p = run.params
     coin_checks(run, train.arrays(), test.arrays(), float(p["alpha_q"]), float(p["beta_q"]))
+    # the final ELBO metric and the end of the training trace estimate one quantity
+    m, tail = run.metrics, run.idata.sample_stats["elbo"].values[0, -200:]
+    se_tail = tail.std(ddof=1) / math.sqrt(len(tail))
+    assert abs(m["elbo"] - tail.mean()) < 4 * math.hypot(se_tail, m["elbo_stderr"])
 
 
 def test_model_file_for_the_other_backend_is_one_line_before_training(tmp_path, capsys):
@@ -517,6 +521,11 @@ def test_run_folder_is_self_contained_and_runs_only_its_checked_copy(tmp_path, c
     monkeypatch.chdir(elsewhere)
     run = tmp_path / "run"
     assert (run / "code" / "coin.py").read_text() == path.read_text()
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "checkpoint", "params.npz", "inference_data.nc", "code/coin.py"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # as other outputs
     assert cli(capsys, "report", run)[0] == 0  # reads files only
     code, out, err = cli(capsys, "evaluate", run, "--json", "--trust-model-code")
     assert code == 0, err

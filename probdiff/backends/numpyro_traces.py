@@ -79,7 +79,7 @@ class JointTraces:
 
     def __call__(self, program: Program, params: dict, data, key, **kw):
         fixed = kw.get("fixed") or {}
-        shapes = jax.tree.map(lambda a: (np.shape(a), np.result_type(a).str), (data, fixed))
+        shapes = jax.tree.map(lambda a: (np.shape(a), str(a.dtype)), (data, fixed))
         cache_key = (id(program), kw.get("n_total"), kw.get("predictive", False),
                      kw.get("log_probs", True), str(jax.tree.structure((data, fixed))), str(shapes))
         hit = self._cache.get(cache_key)

@@ -164,10 +164,8 @@ class PyroBackend:
         last site it reached, and with ``diverged_ok`` a failure on non-finite parameters
         (Pyro's validation refusing NaN) becomes ``outcome.value = nan``."""
         outcome = _Outcome()
-        tracker = SiteTracker()
         try:
-            with tracker:
-                yield outcome
+            yield outcome
         except (ProbdiffError, pyro.poutine.runtime.NonlocalExit):
             raise
         except Exception as e:
@@ -177,8 +175,7 @@ class PyroBackend:
                 return
             if program.name is None:
                 raise
-            raise user_code_error(program.name, what, e,
-                                  tracker.last or _failing_site(program, inputs)) from None
+            raise user_code_error(program.name, what, e, _failing_site(program, inputs)) from None
 
     # -- evaluation ---------------------------------------------------------------------
     def elbo(self, program: Program, x: Data, *, num_particles: int = 1,
@@ -304,17 +301,24 @@ class PyroBackend:
         return out
 
 
-def _failing_site(program: Program, args) -> tuple[str, tuple] | None:
-    """Where the model alone fails, when the failure happened out of sight (an autoguide
-    traces the model behind ``poutine.block``): the last site of a model-only run."""
-    tracker = SiteTracker()
-    if args is None:
+def _failing_site(program: Program, inputs) -> tuple[str, tuple] | None:
+    """The last sample site reached before a user's program fails, found after the fact (no
+    bookkeeping on the hot path): the guide, then the model against its draws, and then the
+    model alone (an autoguide traces it out of sight, behind ``poutine.block``), are run
+    again under a :class:`SiteTracker`."""
+    if inputs is None:
         return None
-    try:
-        with torch.no_grad(), tracker:
-            program.model(*args[0], **args[1])
-    except Exception:  # noqa: BLE001 - the failure being located
-        return tracker.last
+    args, kw = inputs
+    attempts = (lambda: pyro.poutine.replay(program.model, trace=pyro.poutine.trace(
+        program.guide).get_trace(*args, **kw))(*args, **kw), lambda: program.model(*args, **kw))
+    for attempt in attempts:
+        tracker = SiteTracker()
+        try:
+            with torch.no_grad(), tracker:
+                attempt()
+        except Exception:  # noqa: BLE001 - the failure being located
+            if tracker.last is not None:
+                return tracker.last
     return None
 
 
