@@ -32,6 +32,8 @@ class InferenceGroups:
     row_dim: str = "row"
     row_axes: dict[str, int | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # local latent sites the log-likelihood is conditional on (drawn, not summed out)
+    conditional_on: list[str] = field(default_factory=list)
 
     @classmethod
     def from_draws(cls, draws: dict[str, np.ndarray], observed: np.ndarray | None = None,
@@ -110,6 +112,7 @@ def svi_inference_data(groups: InferenceGroups | dict, traces: list[np.ndarray],
             k: (_dims(k, np.shape(v), None, None), np.asarray(v)) for k, v in groups.point.items()})
     if groups.log_likelihood:
         out["log_likelihood"] = _draw_group(groups.log_likelihood, "ll", groups)
+        out["log_likelihood"].attrs["conditional_on"] = ", ".join(groups.conditional_on)
     if groups.posterior_predictive:
         out["posterior_predictive"] = _draw_group(groups.posterior_predictive, "pred", groups)
     if groups.observed_data:

@@ -117,12 +117,11 @@ def loo_lines(idata) -> list[str]:
     import arviz as az
     if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
         return []
-    row_dim = idata.posterior.attrs.get("row_dim", "row")
-    local = [k for k, v in idata.posterior.data_vars.items() if row_dim in v.dims]
+    ll = idata.log_likelihood
+    local = ll.attrs.get("conditional_on", "")
     if local:
         return [f"PSIS-LOO not shown: the log-likelihood is conditional on the local latent "
-                f"sites {', '.join(local)}, which leave-one-out would have to integrate out"]
-    ll = idata.log_likelihood
+                f"sites {local}, which leave-one-out would have to integrate out"]
     if ll.sizes.get("draw", 0) * ll.sizes.get("chain", 0) < 2 or len(ll.data_vars) != 1:
         return []
     with warnings.catch_warnings():

@@ -445,7 +445,8 @@ class UserFamily(Family):
                                posterior_predictive={k: v for k, v in draws.predictive.items()
                                                      if k in observed},
                                observed_data=observed, row_dim=layout.data_plate or "row",
-                               row_axes=draws.data_axes, notes=draws.notes)
+                               row_axes=draws.data_axes, notes=draws.notes,
+                               conditional_on=[k for k in layout.latent if k in layout.local])
 
 
     # -- drawing from the fitted model -----------------------------------------------------

@@ -223,3 +223,15 @@ def test_resume_with_more_steps_extends_the_trace(tmp_path, capsys):
     import arviz as az
     assert az.from_netcdf(out / "inference_data.nc").sample_stats["elbo"].shape == (1, 40)
     assert json.loads((out / "metrics.json").read_text())["steps"] == 40
+
+
+def test_posterior_holds_latent_sites_only(tmp_path, capsys):
+    """No plate indices (the encoder guide's data plate) among the posterior's variables."""
+    import arviz as az
+    out = tmp_path / "encoder"
+    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out),
+                           "--assignment", "encoder", *FAST)
+    assert code == 0, err
+    idata = az.from_netcdf(out / "inference_data.nc")
+    assert set(idata.posterior.data_vars) == {"assignment"}
+    assert set(idata.point_estimate.data_vars) == {"weights", "locs", "scales"}

@@ -248,7 +248,8 @@ class PyroBackend:
             for _ in range(num_samples):
                 tr = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
                 for name, site in tr.nodes.items():
-                    if site["type"] == "sample" and not site["is_observed"]:
+                    if site["type"] == "sample" and not site["is_observed"] \
+                            and not site_is_subsample(site):  # a plate's indices: not a latent
                         draws.setdefault(name, []).append(site["value"].detach().cpu().numpy())
         return {k: np.stack(v) for k, v in draws.items()}
 
