@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ddpm_bench.py
 	$(BIN)/python benchmarks/ddpm_estimators.py
 	$(BIN)/python benchmarks/sde_samplers.py
+	$(BIN)/python benchmarks/usermodel_bench.py
 
 clean:
 	rm -rf runs .pytest_cache
