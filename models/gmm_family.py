@@ -17,6 +17,7 @@ from probdiff.family import Family, register
 from probdiff.models import gmm_em
 from probdiff.models.gmm_em import MixtureParams
 from probdiff.program import Program
+from probdiff.seeds import derive
 
 
 @register
@@ -214,7 +215,7 @@ class GMMFamily(Family):
         groups = super().inference_groups(backend, program, params, x, num_samples, seed)
         x = np.asarray(x, float)
         draws = self._global_draws(groups, params)
-        rng = np.random.default_rng(seed + 1)
+        rng = np.random.default_rng(derive(seed, 1))
         groups.log_likelihood["obs"] = np.stack([gmm_em.log_likelihood(x, p) for p in draws])
         groups.posterior_predictive["obs"] = np.stack([gmm_em.sample(len(x), p, rng)[0]
                                                        for p in draws])
@@ -250,7 +251,7 @@ class GMMFamily(Family):
             best = None
             for r in range(settings.restarts):
                 init = gmm_em.kmeans_pp_init(x, o["components"],
-                                             np.random.default_rng(settings.seed + 1000 * r))
+                                             np.random.default_rng(derive(settings.seed, 1000 * r)))
                 p, trace = gmm_em.em_fit(x, init, max_iter=max(settings.steps, 1))
                 if best is None or trace[-1] > best[1][-1]:
                     best = (p, trace)

@@ -25,6 +25,7 @@ from scipy.special import logsumexp
 from probdiff.errors import ProbdiffError
 from probdiff.program import Data, Program, num_rows, take_rows
 from probdiff.sites import Layout, Site, is_point, per_datum
+from probdiff.seeds import derive
 
 CHUNK_ROWS = 4096
 
@@ -94,7 +95,7 @@ def draw_program(backend, program: Program, data: Data, layout: Layout, num_samp
         for c, idx in enumerate(chunks):
             chunk, fixed, n_total = _visit(data, idx, layout, n)
             guide, model, pred = backend.trace_joint(
-                program, chunk, seed=seed + 100_003 * s + c, n_total=n_total,
+                program, chunk, seed=derive(seed, 100_003 * s + c), n_total=n_total,
                 fixed={**fixed_globals, **fixed}, predictive=predictive)
             if c == 0:
                 fixed_globals = {g.name: g.value for g in guide if g.kind in (

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import io
 import platform
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -25,9 +24,10 @@ from probdiff.errors import ProbdiffError
 from probdiff.family import Family, get_family
 from probdiff.inference_data import svi_inference_data
 from probdiff.program import num_rows
-from probdiff.runfolder import METRICS, RunFolder, atomic_write
+from probdiff.runfolder import CHECKPOINT, CONFIG, METRICS, RunFolder, atomic_write
 from probdiff.svi import SVISettings, run_svi
 from probdiff.usermodel import CodeRef, UserCode, UserFamily, is_reference
+from probdiff.seeds import derive
 
 PARAMS = "params.npz"
 CODE_DIR = "code"
@@ -96,14 +96,43 @@ def runtime(req: FitRequest) -> dict:
 
 
 def request_from_config(config: dict, out: str) -> FitRequest:
-    """The request a run's config records, acting on the folder ``out`` where it now lies."""
+    """The request a run's config records, acting on the folder ``out`` where it now lies;
+    every setting and option checked as if given on the command line."""
+    where = Path(out) / CONFIG
     try:
         req = dict(config["request"])
         req["settings"] = SVISettings(**req["settings"])
         req["out"] = out
-        return FitRequest(**req)
+        req = FitRequest(**req)
     except (KeyError, TypeError, ValueError) as e:
-        raise ProbdiffError(f"config.json does not describe a fit: {type(e).__name__}: {e}") from None
+        raise ProbdiffError(f"{where} does not describe a fit: {type(e).__name__}: {e}") from None
+    try:
+        if not isinstance(req.model, str) or not isinstance(req.options, dict):
+            raise ProbdiffError("the model is not a name or the options not an object")
+        req.validate()
+        check_options(req.model, req.options)
+    except ProbdiffError as e:
+        raise ProbdiffError(f"{where}: {e}") from None
+    return req
+
+
+def check_options(model: str, options: dict) -> None:
+    """Each recorded option known to the model's family and of its default's type."""
+    family = UserFamily if is_reference(model) else get_family(model)
+    defaults = family.default_options()
+    defaults.update(getattr(family, "resolved_options", {}))
+    for key, value in options.items():
+        if key not in defaults:
+            raise ProbdiffError(f"unknown option {key!r} for model {model}")
+        default = defaults[key]
+        if default is None or value is None:
+            continue
+        kind = float if isinstance(default, float) else type(default)
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise ProbdiffError(f"option {key!r} is {value!r}, expected a {kind.__name__}")
 
 
 def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
@@ -113,19 +142,43 @@ def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
     ``code`` and ``dataset`` carry a user's callables and in-memory arrays (the Python API);
     otherwise both come from ``req``. Resuming a run of a user's model executes the run
     folder's copy of its code, so it needs ``trust_model_code``.
+
+    Everything that can fail on bad input is checked before the folder is touched. A new fit
+    that fails before its first checkpoint removes what it wrote (the folder too, if it made
+    it); one that fails later, and any resumed fit that fails, keeps its folder with status
+    ``"failed"``, the reason, and its last good checkpoint, from which ``--resume`` continues.
+    Ctrl-C leaves status ``"interrupted"`` and the checkpoint.
     """
-    from probdiff.run import Run, code_from_config, dataset_from_config
     req.validate()
-    run = RunFolder.existing(req.out) if resume else RunFolder.check_new(req.out)
     if resume:
-        config = run.config
-        dataset = dataset_from_config(run, config)
-        if config.get("code") is not None:
-            code = code_from_config(run, config, trust_model_code)
-    elif dataset is None:
+        return _resume(req, trust_model_code)
+    run = RunFolder.check_new(req.out)
+    if dataset is None:
         dataset = load_dataset(req.data, seed=req.settings.seed)
     if code is None and is_reference(req.model):
         code = user_code_from_request(req)
+    family, backend, train, test = _prepare(req, dataset, code)
+    req.options.update(family.check(backend, req.backend, family.prepare(train), req.settings))
+    created = run.create()
+    with run.lock("fit"):
+        run.require_empty()  # under the lock: another fit may have got here first
+        try:
+            config = _config(req, dataset)
+            if code is not None:
+                config["code"] = _copy_code(run, code)
+            config["data"].update(_record_data(run, req, dataset))
+            config["history"] = [_history_entry("fit", req)]
+            run.write_json(CONFIG, config)
+        except BaseException:
+            run.discard(created)
+            raise
+        _guarded(run, lambda: _fit(req, run, family, backend, train, test, False),
+                 fresh=created)
+    return _opened(run, family, dataset)
+
+
+def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
+    """The family, backend and split of a request, every option checked."""
     family = make_family(req.model, req.options, dataset, code=code, base_seed=req.settings.seed,
                          runtime=runtime(req))
     if req.backend not in family.backends:
@@ -136,27 +189,102 @@ def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
-    if not resume:
-        req.options.update(family.check(backend, req.backend, family.prepare(train), req.settings))
-    run.create()
-    if not resume:
-        config = _config(req, dataset)
-        if code is not None:
-            config["code"] = _copy_code(run, code)
-        config["data"].update(_record_data(run, req, dataset))
-        run.write_json("config.json", config)
+    return family, backend, train, test
+
+
+def _resume(req: FitRequest, trust_model_code: bool):
+    from probdiff.run import code_from_config, dataset_from_config
+    run = RunFolder.existing(req.out)
+    with run.lock("fit --resume"):
+        config = run.config
+        checkpoint = run.load_checkpoint()  # validated before anything is written
+        if checkpoint is None and config["status"] != "complete":
+            raise ProbdiffError(f"{run.path} has no checkpoint to resume from (the fit stopped "
+                                "before its first one): start it again into a new folder")
+        _check_checkpoint(run, checkpoint)
+        dataset = dataset_from_config(run, config)
+        code = (code_from_config(run, config, trust_model_code)
+                if config.get("code") is not None else None)
+        family, backend, train, test = _prepare(req, dataset, code)
+        settings = asdict(req.settings)
+        run.write_json(CONFIG, {**{k: v for k, v in config.items() if k != "error"},
+                                "status": "running",
+                                "request": {**config["request"], "settings": settings},
+                                "history": [*config.get("history", []),
+                                            _history_entry("fit --resume", req)]})
+        _guarded(run, lambda: _fit(req, run, family, backend, train, test, True,
+                                   checkpoint=checkpoint), fresh=False)
+    return _opened(run, family, dataset)
+
+
+def _guarded(run: RunFolder, work, fresh: bool) -> None:
+    """Run ``work``; on failure keep what has value (status and reason beside the last
+    checkpoint), or, for a new fit with no checkpoint yet, remove what it made."""
     try:
-        _fit(req, run, family, backend, train, test, resume)
-    except Exception:  # not KeyboardInterrupt: an interrupted fit keeps its checkpoint
-        if not resume:  # the folder was new or empty: leave nothing half-made behind
-            shutil.rmtree(run.path, ignore_errors=True)
+        work()
+    except KeyboardInterrupt:
+        if (run.path / CHECKPOINT).exists() or not fresh:
+            run.set_status("interrupted")
+        else:
+            run.discard(fresh)
         raise
+    except Exception as e:
+        if (run.path / CHECKPOINT).exists():
+            reason = str(e) if isinstance(e, ProbdiffError) else f"{type(e).__name__}: {e}"
+            run.set_status("failed", error=" ".join(reason.split()))
+        else:
+            run.discard(fresh)
+        raise
+
+
+def _opened(run: RunFolder, family: Family, dataset: Dataset):
+    from probdiff.run import Run
     return Run(run, family=family, dataset=dataset)
 
 
+def _history_entry(command: str, req: FitRequest) -> dict:
+    import datetime
+    return {"command": command, "time": datetime.datetime.now().isoformat(timespec="seconds"),
+            "steps": req.settings.steps, "lr": req.settings.lr,
+            "clip_norm": req.settings.clip_norm}
+
+
+def _check_checkpoint(run: RunFolder, state: dict | None) -> None:
+    """The checkpoint's layout, before a resume trusts it (a one-line error naming it)."""
+    if state is None:
+        return
+    where = run.path / CHECKPOINT
+    entries = state.get("restarts") if isinstance(state, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and {"params", "backend", "batches", "trace", "finished"} <= set(e)
+            for e in entries):
+        raise ProbdiffError(f"{where} is not a probdiff checkpoint (its layout is unknown)")
+
+
+def resume_request(out: str, model: str | None, changes: dict, progress: bool = True) -> FitRequest:
+    """The request to continue the run in ``out``: its recorded settings with ``changes``
+    (``steps``, ``lr``, ``clip_norm``); ``model``, when given, must be the run's."""
+    run = RunFolder.existing(out)
+    req = request_from_config(run.config, out=out)
+    if model and not _same_model(model, req.model):
+        raise ProbdiffError(f"{run.path} holds a fit of {req.model}, not {model}")
+    if changes.get("steps") is not None and changes["steps"] < req.settings.steps:
+        raise ProbdiffError(f"--steps {changes['steps']} is below the run's {req.settings.steps}")
+    req.settings = replace(req.settings, progress=progress,
+                           **{k: v for k, v in changes.items() if v is not None})
+    req.validate()
+    return req
+
+
+def _same_model(given: str, recorded: str) -> bool:
+    if is_reference(given) and is_reference(recorded):
+        return given.rsplit(":", 1)[1] == recorded.rsplit(":", 1)[1] and \
+            Path(given.rsplit(":", 1)[0]).name == Path(recorded.rsplit(":", 1)[0]).name
+    return given == recorded
+
+
 def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Dataset,
-         test: Dataset, resume: bool) -> None:
-    checkpoint = run.load_checkpoint() if resume else None
+         test: Dataset, resume: bool, checkpoint: dict | None = None) -> None:
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
     if req.inference == "svi":
@@ -170,7 +298,7 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
         params, seconds = result.params, result.seconds
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]
-        program = make_program(req.settings.seed + 1000 * result.best)
+        program = make_program(derive(req.settings.seed, 1000 * result.best))
         extra = {"restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
                  "best_restart": result.best}
     else:

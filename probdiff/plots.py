@@ -13,12 +13,16 @@ import numpy as np  # noqa: E402
 
 
 def save(fig, path: Path) -> str:
-    """Save through a temporary name so a figure is never half-written."""
+    """Save through a unique temporary name so a figure is never half-written."""
+    from probdiff.runfolder import publish, temporary
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    tmp = temporary(path)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        publish(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path.name
 
 

@@ -86,7 +86,9 @@ def report(run) -> str:
         lines.append(f"note: {notes}")
     lines += family.report_lines(idata, metrics)
     dataset = run.dataset if config.get("code") is None else None
-    names = write_figures(run.folder, family, idata, run.params, dataset)
+    params = run.params
+    with run.folder.lock("report"):
+        names = write_figures(run.folder, family, idata, params, dataset)
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ the SHA-256 recorded at fit time. Data recorded by path must still have its reco
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from functools import cached_property
 from pathlib import Path
@@ -221,14 +222,15 @@ class Run:
         backend = self.backend()
         program = (family.program(req.backend, x, req.settings.seed, req.dtype, req.device)
                    if req.inference in ("svi", "em") else None)
-        values = family.metrics(backend, program, self.params, None, x, req.settings.seed)
-        # the data's own density describes the run's data set, not other data
-        named = {prefix + k[len("test_"):]: v for k, v in values.items()
-                 if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)}
-        if prefix == "test_":
-            named.update({k: values[k] for k in family.held_out_keys if k in values})
-        if update:
-            self.folder.update_metrics(named)
+        with self.folder.lock("evaluate") if update else contextlib.nullcontext():
+            values = family.metrics(backend, program, self.params, None, x, req.settings.seed)
+            # the data's own density describes the run's data set, not other data
+            named = {prefix + k[len("test_"):]: v for k, v in values.items()
+                     if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)}
+            if prefix == "test_":
+                named.update({k: values[k] for k in family.held_out_keys if k in values})
+            if update:
+                self.folder.update_metrics(named)
         return named
 
     def report(self) -> str:

@@ -16,17 +16,18 @@ def sample(path: str, n: int, seed: int = 0, sampler: str | None = None,
     """Write ``samples.npz`` (and ``samples.png`` where the samples look like the data) into
     the run folder; return a one-line summary."""
     run = open_run(path, trust_model_code=trust_model_code)
-    x = run.sample(n, seed, sampler)
-    arrays = x if isinstance(x, dict) else {"x": x}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(run.folder.file("samples.npz"), buf.getvalue())
-    written = [run.folder.file("samples.npz")]
-    data = run.dataset
-    if data.x is not None and isinstance(x, np.ndarray) and x.shape[1:] == data.x.shape[1:]:
-        from probdiff.plots import samples_figure
-        samples_figure(run.folder.file("samples.png"), x, data)
-        written.append(run.folder.file("samples.png"))
+    with run.folder.lock("sample"):
+        x = run.sample(n, seed, sampler)
+        data = run.dataset
+        arrays = x if isinstance(x, dict) else {"x": x}
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(run.folder.file("samples.npz"), buf.getvalue())
+        written = [run.folder.file("samples.npz")]
+        if data.x is not None and isinstance(x, np.ndarray) and x.shape[1:] == data.x.shape[1:]:
+            from probdiff.plots import samples_figure
+            samples_figure(run.folder.file("samples.png"), x, data)
+            written.append(run.folder.file("samples.png"))
     return f"wrote {n} samples to " + " and ".join(str(p) for p in written)
 
 

@@ -18,6 +18,9 @@ from tqdm.auto import tqdm
 from probdiff.data import Minibatches
 from probdiff.errors import ProbdiffError
 from probdiff.program import Data, Program, num_rows
+from probdiff.seeds import MAX_SEED, derive
+
+MAX_STEPS = 10**9
 
 
 @dataclass
@@ -33,23 +36,36 @@ class SVISettings:
     eval_particles: int = 16
     progress: bool = True
     eval_every: int | None = None  # held-out ELBO every this many steps (None: steps // 50)
+    clip_norm: float = 10.0  # ClippedAdam: each gradient entry clipped to [-clip_norm, clip_norm]
 
     def validate(self) -> None:
-        if self.steps < 0:
-            raise ProbdiffError(f"--steps must be >= 0, got {self.steps}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ProbdiffError(f"--lr must be a positive number, got {self.lr}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ProbdiffError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.restarts < 1:
-            raise ProbdiffError(f"--restarts must be >= 1, got {self.restarts}")
-        if self.eval_every is not None and self.eval_every < 0:
-            raise ProbdiffError(f"--eval-every must be >= 0 (0: never), got {self.eval_every}")
+        _integer("--steps", self.steps, 0, MAX_STEPS)
+        _integer("--seed", self.seed, 0, MAX_SEED)
+        _integer("--restarts", self.restarts, 1, 1000)
+        _integer("--checkpoint-every", self.checkpoint_every, 0)
+        _integer("--eval-particles", self.eval_particles, 1)
+        if self.batch_size is not None:
+            _integer("--batch-size", self.batch_size, 1)
+        if self.eval_every is not None:
+            _integer("--eval-every", self.eval_every, 0)
+        for flag, value in (("--lr", self.lr), ("--clip-norm", self.clip_norm)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not (value > 0 and math.isfinite(value)):
+                raise ProbdiffError(f"{flag} must be a positive number, got {value!r}")
 
     @property
     def test_interval(self) -> int:
         """Steps between held-out ELBO evaluations (0: none)."""
         return max(1, self.steps // 50) if self.eval_every is None else self.eval_every
+
+
+def _integer(flag: str, value, low: int, high: int | None = None) -> None:
+    """A one-line error unless ``value`` is an integer in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ProbdiffError(f"{flag} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise ProbdiffError(f"{flag} must be {bound}, got {value}")
 
 
 @dataclass
@@ -92,7 +108,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: 
         entry = entries[r] if r < len(entries) else None
         if entry is not None and entry["finished"] and len(entry["trace"]) >= settings.steps:
             continue
-        seed = settings.seed + 1000 * r
+        seed = derive(settings.seed, 1000 * r)
         program = make_program(seed)
 
         def checkpoint(inner: dict, r=r) -> None:
@@ -119,7 +135,7 @@ def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: 
 def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint,
                  test=None, display_offset=0.0, evaluator=None) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
-    backend.start(program, data, settings.lr, seed)
+    backend.start(program, data, settings.lr, seed, clip_norm=settings.clip_norm)
     trace: list[float] = []
     test_trace: list[tuple[int, float]] = []
     if entry is not None:
@@ -134,7 +150,7 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         """Append the held-out ELBO after ``step`` steps (once per step count)."""
         if test_trace and test_trace[-1][0] == step:
             return
-        value, _ = backend.elbo(evaluator or program, test, num_particles=1, seed=seed + 1)
+        value, _ = backend.elbo(evaluator or program, test, num_particles=1, seed=derive(seed, 1))
         if not math.isfinite(value):
             bar.close()
             raise _diverged(value, step - 1, restart)

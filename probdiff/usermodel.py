@@ -32,6 +32,7 @@ from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family
 from probdiff.program import Data, Program, num_rows, take_rows, takes_n_total
+from probdiff.seeds import derive
 
 AUTOGUIDES = {"auto:normal": "AutoNormal", "auto:diagonal": "AutoDiagonalNormal",
               "auto:delta": "AutoDelta", "auto:lowrank": "AutoLowRankMultivariateNormal"}
@@ -268,6 +269,8 @@ class UserFamily(Family):
     name = "user"
     summary = "your own model: path/to/file.py:model --guide path/to/file.py:guide|auto:normal"
     generic_figures = True
+    # options read from a trace at fit time and recorded with the run
+    resolved_options = {"vectorize_particles": False}
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -417,7 +420,7 @@ class UserFamily(Family):
         data = backend.array(test)
         backend.set_params(program, data, params)
         layout = read_layout(backend, program, data, seed)
-        draws = draw_program(backend, program, data, layout, num_samples, seed + 17,
+        draws = draw_program(backend, program, data, layout, num_samples, derive(seed, 17),
                              local_values=False)
         if draws.local_log_weights is None:
             return {}
@@ -481,8 +484,9 @@ class UserFamily(Family):
         new = backend.array(self.prepare(data))
         draws: dict[str, list] = {}
         for s in range(num_samples):
-            fixed = self._global_draw(backend, program, head, layout, seed + 2 * s)
-            for site in backend.trace_forward(program, new, seed=seed + 2 * s + 1, fixed=fixed):
+            fixed = self._global_draw(backend, program, head, layout, derive(seed, 2 * s))
+            for site in backend.trace_forward(program, new, seed=derive(seed, 2 * s + 1),
+                                              fixed=fixed):
                 if site.name in layout.observed and site.kind in ("latent", "observed"):
                     draws.setdefault(site.name, []).append(site.value)
         return {k: np.stack(v) for k, v in draws.items()}
@@ -507,9 +511,10 @@ class UserFamily(Family):
         for i, rows in enumerate(rng_rows):
             blank = {k: np.zeros((len(rows),) + v.shape[1:], v.dtype) for k, v in arrays.items()}
             data = backend.array(blank if isinstance(x, dict) else blank["x"])
-            fixed = self._global_draw(backend, program, head, layout, seed + 2 * i)
+            fixed = self._global_draw(backend, program, head, layout, derive(seed, 2 * i))
             values = {site.name: site.value for site in
-                      backend.trace_forward(program, data, seed=seed + 2 * i + 1, fixed=fixed)}
+                      backend.trace_forward(program, data, seed=derive(seed, 2 * i + 1),
+                                            fixed=fixed)}
             for key in arrays:
                 pieces.setdefault(key, []).append(np.asarray(values[site_of[key]]))
         out = {k: np.concatenate(v) for k, v in pieces.items()}

@@ -482,9 +482,9 @@ def test_vae_with_pyro_module_networks_evaluates_and_resumes_with_fitted_weights
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert cli(capsys, *fit, "--out", whole, "--steps", 200)[0] == 0
     assert cli(capsys, *fit, "--out", half, "--steps", 100)[0] == 0
-    code, _, err = cli(capsys, "fit", "x.py:model", "--out", half, "--resume", "--steps", 200)
+    code, _, err = cli(capsys, "fit", "vae.py:model", "--out", half, "--resume", "--steps", 200)
     assert code == 2 and "--trust-model-code" in err, err
-    code, _, err = cli(capsys, "fit", "x.py:model", "--out", half, "--resume", "--steps", 200,
+    code, _, err = cli(capsys, "fit", "vae.py:model", "--out", half, "--resume", "--steps", 200,
                        "--trust-model-code")
     assert code == 0, err
     a, b = probdiff.open_run(whole).params, probdiff.open_run(half).params

@@ -155,7 +155,12 @@ class PyroBackend:
                                 "not create")
         for name, value in state["params"].items():
             self._copy_into(name, value.to(self.device, self.dtype))
-        self._optim.set_state(_to_device(state["optim"], self.device))
+        optim = _to_device(state["optim"], self.device)
+        settings = self._optim.pt_optim_args  # this fit's lr and clip_norm: a resume may change them
+        for saved in optim.values():
+            for group in saved.get("param_groups", []):
+                group.update({k: v for k, v in settings.items() if k in group})
+        self._optim.set_state(optim)
         pyro.util.set_rng_state(state["rng"])
 
     @contextlib.contextmanager
