@@ -16,7 +16,7 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.program import Program, num_rows
+from probdiff.program import EVAL_ROWS, Program, num_rows
 
 _FAMILIES: dict[str, type["Family"]] = {}
 
@@ -135,9 +135,12 @@ class Family:
                 continue
             data = backend.array(x)
             backend.set_params(program, data, params)
-            value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed)
+            value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed,
+                                      max_rows=EVAL_ROWS)
             out[key] = value / num_rows(x) + self.data_log_jacobian
             out[key + "_stderr"] = err / num_rows(x)
+            if program.minibatch and num_rows(x) > EVAL_ROWS:
+                out[key + "_rows_per_estimate"] = EVAL_ROWS
         return out
 
     def posterior(self, backend, program: Program, params: dict[str, np.ndarray], x: np.ndarray,

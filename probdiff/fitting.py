@@ -110,15 +110,15 @@ def request_from_config(config: dict, out: str) -> FitRequest:
         if not isinstance(req.model, str) or not isinstance(req.options, dict):
             raise ProbdiffError("the model is not a name or the options not an object")
         req.validate()
-        check_options(req.model, req.options)
+        check_options(req.model, req.options, user=config.get("code") is not None)
     except ProbdiffError as e:
         raise ProbdiffError(f"{where}: {e}") from None
     return req
 
 
-def check_options(model: str, options: dict) -> None:
+def check_options(model: str, options: dict, user: bool = False) -> None:
     """Each recorded option known to the model's family and of its default's type."""
-    family = UserFamily if is_reference(model) else get_family(model)
+    family = UserFamily if user or is_reference(model) else get_family(model)
     defaults = family.default_options()
     defaults.update(getattr(family, "resolved_options", {}))
     for key, value in options.items():
@@ -172,8 +172,8 @@ def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
         except BaseException:
             run.discard(created)
             raise
-        _guarded(run, lambda: _fit(req, run, family, backend, train, test, False),
-                 fresh=created)
+        _guarded(run, lambda: _fit(req, run, family, backend, train, test, False), new=True,
+                 created=created)
     return _opened(run, family, dataset)
 
 
@@ -197,10 +197,9 @@ def _resume(req: FitRequest, trust_model_code: bool):
     run = RunFolder.existing(req.out)
     with run.lock("fit --resume"):
         config = run.config
-        checkpoint = run.load_checkpoint()  # validated before anything is written
-        if checkpoint is None and config["status"] != "complete":
-            raise ProbdiffError(f"{run.path} has no checkpoint to resume from (the fit stopped "
-                                "before its first one): start it again into a new folder")
+        # validated before anything is written; none (a fit stopped before its first
+        # checkpoint) means starting from step 0 with the recorded settings
+        checkpoint = run.load_checkpoint()
         _check_checkpoint(run, checkpoint)
         dataset = dataset_from_config(run, config)
         code = (code_from_config(run, config, trust_model_code)
@@ -213,27 +212,24 @@ def _resume(req: FitRequest, trust_model_code: bool):
                                 "history": [*config.get("history", []),
                                             _history_entry("fit --resume", req)]})
         _guarded(run, lambda: _fit(req, run, family, backend, train, test, True,
-                                   checkpoint=checkpoint), fresh=False)
+                                   checkpoint=checkpoint), new=False)
     return _opened(run, family, dataset)
 
 
-def _guarded(run: RunFolder, work, fresh: bool) -> None:
+def _guarded(run: RunFolder, work, new: bool, created: bool = False) -> None:
     """Run ``work``; on failure keep what has value (status and reason beside the last
-    checkpoint), or, for a new fit with no checkpoint yet, remove what it made."""
+    checkpoint); only a new fit with no checkpoint yet removes what it made (the folder too
+    where it ``created`` it). A resumed run is never removed."""
     try:
         work()
-    except KeyboardInterrupt:
-        if (run.path / CHECKPOINT).exists() or not fresh:
+    except BaseException as e:
+        if new and not (run.path / CHECKPOINT).exists():
+            run.discard(created)
+        elif isinstance(e, KeyboardInterrupt):
             run.set_status("interrupted")
-        else:
-            run.discard(fresh)
-        raise
-    except Exception as e:
-        if (run.path / CHECKPOINT).exists():
+        elif isinstance(e, Exception):
             reason = str(e) if isinstance(e, ProbdiffError) else f"{type(e).__name__}: {e}"
             run.set_status("failed", error=" ".join(reason.split()))
-        else:
-            run.discard(fresh)
         raise
 
 
@@ -309,20 +305,25 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
         program = (family.program(req.backend, x_train, req.settings.seed, req.dtype, req.device)
                    if idata is None else None)
     metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
+    # draws, per-datum values and figures on at most DRAW_ROWS training rows (stated in idata)
+    from probdiff.run import shown_subset
+    shown = shown_subset(train, req.settings.seed)
+    x_shown = family.prepare(shown)
     if req.inference == "svi" or idata is None:
-        groups = (family.inference_groups(backend, program, params, x_train,
+        groups = (family.inference_groups(backend, program, params, x_shown,
                                           req.posterior_samples, req.settings.seed)
                   if program is not None else {})
-        idata = svi_inference_data(groups, traces, x_train, test_traces=test_traces,
-                                   attrs={"model": req.model, "backend": req.backend,
-                                          "inference": req.inference})
+        attrs = {"model": req.model, "backend": req.backend, "inference": req.inference}
+        if shown.n < train.n:
+            attrs["rows"] = f"{shown.n} random rows of {train.n} training rows"
+        idata = svi_inference_data(groups, traces, x_shown, test_traces=test_traces, attrs=attrs)
     metrics.update({"steps": req.settings.steps, "seconds": seconds, "backend": req.backend,
                     "device": req.device, "inference": req.inference, **extra,
                     **mcmc_metrics(idata)})
     save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.report import write_figures
-    write_figures(run, family, idata, params, train)
+    write_figures(run, family, idata, params, shown)
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
 

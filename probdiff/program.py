@@ -13,6 +13,13 @@ ELBO_NAMES: tuple[str, ...] = ("trace", "enum", "meanfield")
 # Data as the engine passes it around: one array (rows first) or named arrays sharing rows.
 Data = Any
 
+# Post-training budgets: an ELBO is estimated on at most EVAL_ROWS rows per repeat (a fresh
+# random subset each time, scaled to the full data, so the estimate stays unbiased and its
+# standard error includes the subsampling); posterior draws, per-datum log-likelihoods and
+# predictive draws are kept for at most DRAW_ROWS rows.
+EVAL_ROWS = 50_000
+DRAW_ROWS = 10_000
+
 
 @dataclass
 class Program:
@@ -88,3 +95,10 @@ def map_arrays(fn: Callable[[Any], Any], data: Data) -> Data:
 def take_rows(data: Data, idx: np.ndarray | slice) -> Data:
     """The rows ``idx`` of one array or of every named array."""
     return map_arrays(lambda a: a[idx], data)
+
+
+def row_subset(n: int, size: int | None, seed: int) -> np.ndarray | None:
+    """A seeded random subset of ``size`` of ``n`` rows, in order; None where all rows fit."""
+    if size is None or size >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))

@@ -85,7 +85,7 @@ def report(run) -> str:
     if notes:
         lines.append(f"note: {notes}")
     lines += family.report_lines(idata, metrics)
-    dataset = run.dataset if config.get("code") is None else None
+    dataset = run.shown() if config.get("code") is None else None
     params = run.params
     with run.folder.lock("report"):
         names = write_figures(run.folder, family, idata, params, dataset)

@@ -26,6 +26,14 @@ from probdiff.errors import ProbdiffError
 from probdiff.runfolder import RunFolder
 
 
+def shown_subset(train: Dataset, seed: int) -> Dataset:
+    """The training rows a fit keeps draws for and draws figures of: all of them, or
+    ``DRAW_ROWS`` random ones (the same for ``fit`` and ``report``)."""
+    from probdiff.program import DRAW_ROWS, row_subset
+    rows = row_subset(train.n, DRAW_ROWS, seed)
+    return train if rows is None else train.subset(rows)
+
+
 def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     """The data a run was fitted on: the built-in spec, the run's own copy, or the recorded
     file (refused if its content changed since the fit)."""
@@ -149,6 +157,10 @@ class Run:
         """(train, held-out) exactly as the fit split them."""
         req = self.request
         return train_test_split(self.dataset, req.test_fraction, req.settings.seed)
+
+    def shown(self) -> Dataset:
+        """The training rows its draws and figures cover (see :func:`shown_subset`)."""
+        return shown_subset(self.split()[0], self.request.settings.seed)
 
     @property
     def family(self):

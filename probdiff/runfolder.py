@@ -20,6 +20,7 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -54,6 +55,23 @@ def publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+_WRITES: dict[str, int] = {}
+
+
+def _fault_point(name: str) -> None:
+    """Fault injection for the test suite: ``PROBDIFF_FAULT_KILL=NAME:N`` kills this process
+    (SIGKILL) at its N-th write of a file NAME, after the temporary file is written and before
+    it replaces the old one. Unset (always, outside tests), it costs one lookup."""
+    spec = os.environ.get("PROBDIFF_FAULT_KILL")
+    if not spec:
+        return
+    target, _, count = spec.rpartition(":")
+    if target == name:
+        _WRITES[name] = _WRITES.get(name, 0) + 1
+        if str(_WRITES[name]) == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     tmp = temporary(path)
@@ -62,6 +80,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _fault_point(path.name)
         publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

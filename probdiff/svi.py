@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from probdiff.data import Minibatches
 from probdiff.errors import ProbdiffError
-from probdiff.program import Data, Program, num_rows
+from probdiff.program import EVAL_ROWS, Data, Program, num_rows
 from probdiff.seeds import MAX_SEED, derive
 
 MAX_STEPS = 10**9
@@ -121,7 +121,8 @@ def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: 
                              display_offset, eval_program(program) if eval_program else program)
         state["seconds"] += time.perf_counter() - t0
         backend.set_params(program, data, inner["params"])
-        final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed)
+        final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed,
+                                max_rows=EVAL_ROWS)
         entries[r:] = [{**inner, "finished": True, "final": final / n}]
         if save:
             save(state)
@@ -157,7 +158,13 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         test_trace.append((step, value / num_rows(test)))
 
     def snapshot() -> dict:
-        return {"params": backend.params(), "backend": backend.state_dict(),
+        params = backend.params()
+        bad = sorted(k for k, v in params.items() if not np.isfinite(v).all())
+        if bad:  # a checkpoint never holds what it could not resume from
+            bar.close()
+            raise _diverged(math.nan, len(trace), restart, f"parameters {', '.join(bad[:3])} "
+                            "are not finite")
+        return {"params": params, "backend": backend.state_dict(),
                 "batches": batches.state_dict(), "trace": np.asarray(trace, dtype=float),
                 "test_trace": np.asarray(test_trace, dtype=float).reshape(-1, 2)}
 
@@ -186,6 +193,8 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
     return snapshot()
 
 
-def _diverged(value: float, step: int, restart: int) -> ProbdiffError:
-    return ProbdiffError(f"the ELBO became {value} at step {step} (restart {restart + 1}); "
-                         "lower --lr or check the data scale")
+def _diverged(value: float, step: int, restart: int, what: str | None = None) -> ProbdiffError:
+    what = what or f"the ELBO became {value}"
+    return ProbdiffError(f"diverged at step {step} (restart {restart + 1}): {what}. The run keeps "
+                         "its last checkpoint: continue with --resume and a lower --lr or "
+                         "--clip-norm, or check the data's scale")

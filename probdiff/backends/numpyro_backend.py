@@ -31,7 +31,8 @@ from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
 
 from probdiff.errors import ProbdiffError, user_code_error
-from probdiff.program import Data, Program, map_arrays, num_rows, take_rows
+from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
+from probdiff.seeds import derive
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
@@ -263,18 +264,23 @@ class NumPyroBackend:
 
     # -- evaluation ---------------------------------------------------------------------
     def elbo(self, program: Program, x: jax.Array, *, num_particles: int = 1,
-             repeats: int = 1, seed: int = 0) -> tuple[float, float]:
+             repeats: int = 1, seed: int = 0, max_rows: int | None = None) -> tuple[float, float]:
         """ELBO of the whole data ``x`` at the current parameters: (mean, standard error).
 
         ``repeats`` independent estimates of ``num_particles`` particles each (keys split from
         ``PRNGKey(seed)``) give the standard error; an estimator with no randomness
-        (enumeration with point globals) has error 0, and one repeat gives NaN.
+        (enumeration with point globals) has error 0, and one repeat gives NaN. With
+        ``max_rows``, a program that scales its data plate is evaluated on a fresh random
+        subset of that many rows per repeat, scaled to all of them.
         """
         self._require_started()
         self._ensure_x64()
         params = self._svi.get_params(self._state)
         n = num_rows(x)
-        key = (id(program), num_particles, n)
+        subsets = [row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
+                   for i in range(repeats)]
+        rows = n if subsets[0] is None else len(subsets[0])
+        key = (id(program), num_particles, rows, n)
         cached = self._evals.get(key)
         if cached is None or cached[0] is not program:
             loss = make_elbo(program, num_particles)
@@ -285,7 +291,8 @@ class NumPyroBackend:
             cached = self._evals[key] = (program, jax.jit(elbo_fn))
         with jax.default_device(self.device), user_code(program, "evaluating the ELBO"):
             keys = random.split(random.PRNGKey(seed), repeats)
-            values = np.array([float(cached[1](k, params, x)) for k in keys])
+            values = np.array([float(cached[1](k, params, x if idx is None else self.take(x, idx)))
+                               for k, idx in zip(keys, subsets)])
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)
 

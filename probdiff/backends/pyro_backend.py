@@ -14,7 +14,8 @@ from pyro.optim import ClippedAdam
 from pyro.poutine.util import site_is_subsample
 
 from probdiff.errors import ProbdiffError, user_code_error
-from probdiff.program import Data, Program, map_arrays, num_rows, take_rows
+from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
+from probdiff.seeds import derive
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
 
@@ -63,6 +64,7 @@ class PyroBackend:
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         self._svi: SVI | None = None
         self._optim: ClippedAdam | None = None
+        self._good_steps = 0  # steps since start(): a refused parameter after them is divergence
 
     # -- data ---------------------------------------------------------------------------
     def array(self, x: Data) -> Data:
@@ -90,6 +92,7 @@ class PyroBackend:
         pyro.set_rng_seed(seed)
         self._program = program
         self._optim = ClippedAdam({"lr": lr, "clip_norm": clip_norm})
+        self._good_steps = 0
         self._svi = SVI(program.model, program.guide, self._optim, loss=make_elbo(program))
         self._create_params(program, x)
 
@@ -108,7 +111,9 @@ class PyroBackend:
         args, kw = self._program.inputs(batch, n_total)
         with self._user_code(self._program, "a training step", diverged_ok=True,
                              inputs=(args, kw)) as outcome:
-            return float(self._svi.step(*args, **kw))
+            loss = float(self._svi.step(*args, **kw))
+            self._good_steps += 1
+            return loss
         return outcome.value
 
     def params(self) -> dict[str, np.ndarray]:
@@ -174,9 +179,9 @@ class PyroBackend:
         except (ProbdiffError, pyro.poutine.runtime.NonlocalExit):
             raise
         except Exception as e:
-            if diverged_ok and not all(torch.isfinite(v).all() for _, v in
-                                       pyro.get_param_store().items()):
-                outcome.value = math.nan
+            if diverged_ok and (_refused_parameter(e) and self._good_steps > 0 or not all(
+                    torch.isfinite(v).all() for _, v in pyro.get_param_store().items())):
+                outcome.value = math.nan  # diverged: the caller names the step
                 return
             if program.name is None:
                 raise
@@ -184,7 +189,7 @@ class PyroBackend:
 
     # -- evaluation ---------------------------------------------------------------------
     def elbo(self, program: Program, x: Data, *, num_particles: int = 1,
-             repeats: int = 1, seed: int = 0) -> tuple[float, float]:
+             repeats: int = 1, seed: int = 0, max_rows: int | None = None) -> tuple[float, float]:
         """ELBO of the whole data ``x`` at the current parameters: (mean, standard error),
         drawn from ``seed`` without disturbing the global random state.
 
@@ -193,20 +198,28 @@ class PyroBackend:
         program is evaluated as it trained, one particle per call, ``num_particles * repeats``
         times, and the standard error is that of their mean. An estimator with no randomness
         (enumeration with point globals) has error 0; one estimate gives NaN.
+
+        With ``max_rows``, a program that scales its data plate (``minibatch``) is evaluated on
+        a fresh random subset of that many rows per call, scaled to all of them.
         """
         rng = pyro.util.get_rng_state()  # leave the training stream untouched
         pyro.set_rng_seed(seed)
-        args, kw = program.inputs(x, num_rows(x))
+        n = num_rows(x)
         if program.vectorize_particles:
             loss, calls = make_elbo(program, num_particles), repeats
         else:
             loss, calls = make_elbo(program, 1), num_particles * repeats
+        subsets = [row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
+                   for i in range(calls)]
         values = np.full(calls, math.nan)  # stays NaN where the parameters are not finite
+        inputs = program.inputs(x, n)
         try:
             with torch.no_grad(), self._user_code(program, "evaluating the ELBO", diverged_ok=True,
-                                                  inputs=(args, kw)):
-                values = np.array([-loss.loss(program.model, program.guide, *args, **kw)
-                                   for _ in range(calls)])
+                                                  inputs=inputs):
+                values = np.array([
+                    -loss.loss(program.model, program.guide, *args, **kw)
+                    for args, kw in (inputs if rows is None else
+                                     program.inputs(self.take(x, rows), n) for rows in subsets)])
         finally:
             pyro.util.set_rng_state(rng)
         err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
@@ -305,6 +318,12 @@ class PyroBackend:
                         total = total + sign * lp
                 out[s] = total.cpu().numpy()
         return out
+
+
+def _refused_parameter(error: Exception) -> bool:
+    """Pyro's validation refusing a distribution parameter (a scale of 0 or inf, a NaN): after
+    good steps, the optimiser has driven the parameters out of range."""
+    return isinstance(error, ValueError) and str(error).startswith("Expected parameter")
 
 
 def _failing_site(program: Program, inputs) -> tuple[str, tuple] | None:
