@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ddpm_estimators.py
 	$(BIN)/python benchmarks/sde_samplers.py
 	$(BIN)/python benchmarks/usermodel_bench.py
+	$(BIN)/python benchmarks/memory_bench.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -75,6 +75,9 @@ class GMMFamily(Family):
 
     def validate_request(self, inference, backend, settings, n_train, dtype):
         o = self.options
+        if backend == "numpyro" and inference == "svi" and o["components"] == 1:
+            raise ProbdiffError("--components 1 on --backend numpyro: NumPyro's enumeration "
+                                "loses a one-category site; use --backend pyro or --inference em")
         if o["components"] > n_train:
             raise ProbdiffError(f"--components {o['components']} is larger than the training split "
                                 f"({n_train} points)")

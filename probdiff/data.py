@@ -487,6 +487,8 @@ def dataset_from_arrays(arrays: dict[str, Any], name: str = "arrays") -> Dataset
             raise ProbdiffError(f"{key} in {name!r} is a scalar: every array needs a row per datum")
         if a.shape[0] == 0:
             raise ProbdiffError(f"{key} in {name!r} holds no data (0 rows)")
+        if 0 in a.shape[1:]:
+            raise ProbdiffError(f"{key} in {name!r} has an empty event shape {a.shape[1:]}")
         if a.dtype.kind == "f":
             a = np.ascontiguousarray(a, dtype=np.float64)
             _check_finite(a, name, key)

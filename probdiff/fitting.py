@@ -57,6 +57,17 @@ class FitRequest:
 
     def validate(self) -> None:
         self.settings.validate()
+        for name in ("model", "data", "out", "backend", "device", "dtype", "inference"):
+            if not isinstance(getattr(self, name), str):
+                raise ProbdiffError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.options, dict):
+            raise ProbdiffError(f"options must be a mapping, got {self.options!r}")
+        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)):
+            raise ProbdiffError(f"--test-fraction must be a number, got {self.test_fraction!r}")
+        for name in ("posterior_samples", "threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ProbdiffError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
         if self.backend not in BACKENDS:
             raise ProbdiffError(f"unknown --backend {self.backend!r}: choose {' or '.join(BACKENDS)}")
         if self.dtype not in ("float32", "float64"):
@@ -179,6 +190,7 @@ def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
 
 def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
     """The family, backend and split of a request, every option checked."""
+    _check_scale(dataset)
     family = make_family(req.model, req.options, dataset, code=code, base_seed=req.settings.seed,
                          runtime=runtime(req))
     if req.backend not in family.backends:
@@ -190,6 +202,21 @@ def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
     return family, backend, train, test
+
+
+MAX_MAGNITUDE = 1e15  # beyond it, squares overflow float32 and sums of squares float64 soon
+
+
+def _check_scale(dataset: Dataset) -> None:
+    """Finite data whose squares the models' arithmetic cannot hold is refused in one line."""
+    arrays = dataset.fields or {"x": dataset.x}
+    for name, a in arrays.items():
+        if a is not None and a.size and a.dtype.kind == "f":
+            top = float(np.abs(a).max())
+            if top > MAX_MAGNITUDE:
+                raise ProbdiffError(f"data array {name!r} holds values up to {top:.3g}: beyond "
+                                    f"{MAX_MAGNITUDE:.0e} the models' arithmetic overflows; "
+                                    "rescale the data")
 
 
 def _resume(req: FitRequest, trust_model_code: bool):
@@ -209,7 +236,7 @@ def _resume(req: FitRequest, trust_model_code: bool):
         run.write_json(CONFIG, {**{k: v for k, v in config.items() if k != "error"},
                                 "status": "running",
                                 "request": {**config["request"], "settings": settings},
-                                "history": [*config.get("history", []),
+                                "history": [*(config.get("history") or []),
                                             _history_entry("fit --resume", req)]})
         _guarded(run, lambda: _fit(req, run, family, backend, train, test, True,
                                    checkpoint=checkpoint), new=False)
@@ -323,7 +350,7 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
     save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.report import write_figures
-    write_figures(run, family, idata, params, shown)
+    write_figures(run, family, idata, params, shown, metrics)
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
 

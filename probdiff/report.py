@@ -12,12 +12,14 @@ from probdiff.plots import elbo_trace_figure, mcmc_figures, posterior_figures
 from probdiff.runfolder import RunFolder
 
 
-def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dataset | None) -> list[str]:
-    """Every figure of a run: the ELBO trace (SVI), trace/rank plots (MCMC), posterior and
-    predictive plots (a user's model), the family's own."""
+def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dataset | None,
+                  metrics: dict) -> list[str]:
+    """Every figure of a run: the ELBO trace (SVI, with the ``metrics`` it is compared to),
+    trace/rank plots (MCMC), posterior and predictive plots (a user's model), the family's
+    own."""
     names = []
     if "sample_stats" in idata.groups() and "elbo" in idata.sample_stats:
-        ref = {k: v for k, v in run.metrics().items()
+        ref = {k: v for k, v in metrics.items()
                if k in ("log_likelihood", "true_log_likelihood") and isinstance(v, float)}
         stats = idata.sample_stats
         test = ((stats["test_step"].values, stats["test_elbo"].values)
@@ -88,7 +90,7 @@ def report(run) -> str:
     dataset = run.shown() if config.get("code") is None else None
     params = run.params
     with run.folder.lock("report"):
-        names = write_figures(run.folder, family, idata, params, dataset)
+        names = write_figures(run.folder, family, idata, params, dataset, metrics)
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)
 

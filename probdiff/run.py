@@ -38,11 +38,16 @@ def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     """The data a run was fitted on: the built-in spec, the run's own copy, or the recorded
     file (refused if its content changed since the fit)."""
     from probdiff.data import _npz_dataset, _read_npz
+    where = run.file("config.json")
     record = config.get("data", {})
-    seed = config.get("request", {}).get("settings", {}).get("seed", 0)
-    spec = record.get("spec") or config.get("request", {}).get("data")
-    if not isinstance(spec, str):
-        raise ProbdiffError(f"{run.file('config.json')} records no data")
+    try:
+        seed = config["request"]["settings"]["seed"]
+    except (KeyError, TypeError):
+        raise ProbdiffError(f"{where} records no seed") from None
+    spec = record.get("spec") or config["request"].get("data")
+    if not isinstance(spec, str) or not all(isinstance(record.get(k, ""), str)
+                                             for k in ("path", "sha256")):
+        raise ProbdiffError(f"{where} records no data it could be read from")
     if record.get("in_run"):
         path = run.file(spec)
         if not path.is_file():

@@ -226,6 +226,8 @@ class RunFolder:
             raise ProbdiffError(f"{where}: unknown status {config['status']!r}")
         if config.get("code") is not None and not isinstance(config["code"], dict):
             raise ProbdiffError(f"{where}: 'code' is not a JSON object")
+        if config.get("history") is not None and not isinstance(config["history"], list):
+            raise ProbdiffError(f"{where}: 'history' is not a list")
         return config
 
     @property
@@ -264,6 +266,7 @@ class RunFolder:
         tmp = temporary(self.path / IDATA)
         try:
             idata.to_netcdf(tmp)
+            _fault_point(IDATA)
             publish(tmp, self.path / IDATA)
         except BaseException:
             tmp.unlink(missing_ok=True)
