@@ -38,9 +38,11 @@ def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
             - 0.5 * sq / p.scales ** 2)
 
 
-def log_likelihood(x: np.ndarray, p: MixtureParams) -> np.ndarray:
-    """log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)], shape (N,)."""
-    return logsumexp(component_log_joint(x, p), axis=1)
+def log_likelihood(x: np.ndarray, p: MixtureParams, chunk: int = 65_536) -> np.ndarray:
+    """log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)], shape (N,);
+    computed ``chunk`` rows at a time (bounded memory on large data)."""
+    return np.concatenate([logsumexp(component_log_joint(x[i:i + chunk], p), axis=1)
+                           for i in range(0, len(x), chunk)] or [np.zeros(0)])
 
 
 def responsibilities(x: np.ndarray, p: MixtureParams) -> np.ndarray:

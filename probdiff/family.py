@@ -16,7 +16,7 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.program import EVAL_ROWS, Program, num_rows
+from probdiff.program import EVAL_ROWS, Program, num_rows, take_rows
 
 _FAMILIES: dict[str, type["Family"]] = {}
 
@@ -134,7 +134,10 @@ class Family:
             if x is None or num_rows(x) == 0:
                 continue
             data = backend.array(x)
-            backend.set_params(program, data, params)
+            # parameters are created by one traced call: on a head of the rows where the
+            # program scales its data plate (its parameters do not grow with the rows)
+            backend.set_params(program, take_rows(data, slice(0, EVAL_ROWS))
+                               if program.minibatch else data, params)
             value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed,
                                       max_rows=EVAL_ROWS)
             out[key] = value / num_rows(x) + self.data_log_jacobian

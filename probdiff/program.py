@@ -17,7 +17,7 @@ Data = Any
 # random subset each time, scaled to the full data, so the estimate stays unbiased and its
 # standard error includes the subsampling); posterior draws, per-datum log-likelihoods and
 # predictive draws are kept for at most DRAW_ROWS rows.
-EVAL_ROWS = 50_000
+EVAL_ROWS = 10_000
 DRAW_ROWS = 10_000
 
 
