@@ -27,7 +27,7 @@ from timing import seconds_per_step
 
 from probdiff.data import load_dataset
 from probdiff.fitting import make_family
-from probdiff.models.ddpm_family import DDPMFamily
+from probdiff.models.ddpm.family import DDPMFamily
 
 
 def timed(step, batches) -> float:
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     # sampling: the same network, 1000 ancestral steps
     from diffusers import DDPMScheduler
 
-    from probdiff.models.ddpm_sampling import ancestral
+    from probdiff.models.ddpm.sampling import ancestral
     data = load_dataset("mixture2d")
     family = make_family("ddpm", DDPMFamily.default_options(T=1000, hidden=args.hidden), data)
     chain = family.chain(0).eval()

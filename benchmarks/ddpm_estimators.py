@@ -29,9 +29,9 @@ from pyro.optim import Adam
 
 from probdiff.data import load_dataset
 from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm import DDPMModel, DDPMTermsModel, ReverseChain, elbo_terms
-from probdiff.models.ddpm_networks import TimeMLP
-from probdiff.schedules import Schedule
+from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain, elbo_terms
+from probdiff.models.ddpm.networks import TimeMLP
+from probdiff.diffusion.schedules import Schedule
 
 
 def per_term(model, guide, x, closed: bool) -> dict[str, torch.Tensor]:

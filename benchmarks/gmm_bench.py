@@ -22,7 +22,7 @@ import numpy as np
 def svi_time_to_target(backend_name: str, family, x: np.ndarray, target: float, lr: float,
                        max_steps: int, check_every: int, seed: int) -> dict:
     from probdiff.backends import get_backend
-    from probdiff.models import gmm_em
+    from probdiff.models.gmm import em as gmm_em
     backend = get_backend(backend_name, threads=1)
     program = family.program(backend_name, x, seed)
     data = backend.array(x)
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
 
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
-    from probdiff.models import gmm_em
-    from probdiff.models.gmm_family import GMMFamily
+    from probdiff.models.gmm import em as gmm_em
+    from probdiff.models.gmm.family import GMMFamily
 
     spec = f"blobs:n={args.n},dim={args.dim},centers={args.components}"
     data = load_dataset(spec, seed=0)

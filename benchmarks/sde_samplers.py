@@ -26,8 +26,8 @@ import torch
 from probdiff.data import load_dataset, train_test_split
 from probdiff.diagnostics import sliced_wasserstein
 from probdiff.fitting import FitRequest, fit, load_params, make_family
-from probdiff.mixture_score import GaussianMixture
-from probdiff.sde_solvers import solve
+from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.diffusion.solvers import solve
 from probdiff.svi import SVISettings
 
 

@@ -29,9 +29,9 @@ from timing import seconds_per_step
 from probdiff.data import load_dataset
 from probdiff.fitting import make_family
 from probdiff.guides.vae import GaussianEncoder, VAEGuide
-from probdiff.models.vae import Decoder, VAEModel
-from probdiff.models.vae_family import VAEFamily
-from probdiff.models.vae_networks import decoder_net, encoder_net
+from probdiff.models.vae.model import Decoder, VAEModel
+from probdiff.models.vae.family import VAEFamily
+from probdiff.models.vae.networks import decoder_net, encoder_net
 
 
 def torch_elbo(x, encoder, decoder, n_total):

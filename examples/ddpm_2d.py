@@ -18,7 +18,7 @@ from pathlib import Path
 from probdiff.data import load_dataset, train_test_split
 from probdiff.diagnostics import sliced_wasserstein
 from probdiff.fitting import FitRequest, fit, load_params, make_family
-from probdiff.models.ddpm_family import DDPMFamily
+from probdiff.models.ddpm.family import DDPMFamily
 from probdiff.report import report
 from probdiff.svi import SVISettings
 

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from probdiff.fitting import FitRequest, fit
-from probdiff.models.ddpm_family import DDPMFamily
+from probdiff.models.ddpm.family import DDPMFamily
 from probdiff.report import report
 from probdiff.sampling import sample
 from probdiff.svi import SVISettings

@@ -17,10 +17,10 @@ import numpy as np
 
 from probdiff.data import load_dataset
 from probdiff.fitting import FitRequest, fit
-from probdiff.models import gmm_em
+from probdiff.models.gmm import em as gmm_em
 from probdiff.report import report
 from probdiff.svi import SVISettings
-from probdiff.models.gmm_family import GMMFamily
+from probdiff.models.gmm.family import GMMFamily
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,9 @@ import torch
 
 from probdiff.data import mixture2d_density
 from probdiff.fitting import FitRequest, fit
-from probdiff.langevin import annealed_langevin, geometric_sigmas, langevin
-from probdiff.mixture_score import GaussianMixture
-from probdiff.models.ncsn_family import NCSNFamily
+from probdiff.diffusion.langevin import annealed_langevin, geometric_sigmas, langevin
+from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.models.score.ncsn_family import NCSNFamily
 from probdiff.plots import plt, save
 from probdiff.report import report
 from probdiff.svi import SVISettings
@@ -78,7 +78,7 @@ def mcmc_comparison(samples: int, warmup: int, seed: int) -> None:
     import pyro
     from pyro.infer import MCMC, NUTS
 
-    from probdiff.langevin_kernel import Langevin, to_inference_data
+    from probdiff.diffusion.langevin_kernel import Langevin, to_inference_data
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(200, 2, generator=gen)
     y = torch.bernoulli(torch.sigmoid(0.5 + x @ torch.tensor([1.5, -1.0])), generator=gen)

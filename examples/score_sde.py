@@ -23,13 +23,13 @@ import torch
 from probdiff.data import mixture2d_density
 from probdiff.diagnostics import sliced_wasserstein
 from probdiff.fitting import FitRequest, fit
-from probdiff.mixture_score import GaussianMixture
-from probdiff.models.ddpm_family import DDPMFamily
-from probdiff.models.sde_family import SDEFamily
-from probdiff.ode_likelihood import ode_log_likelihood
+from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.models.ddpm.family import DDPMFamily
+from probdiff.models.score.sde_family import SDEFamily
+from probdiff.diffusion.ode_likelihood import ode_log_likelihood
 from probdiff.report import report
-from probdiff.sde import make_sde
-from probdiff.sde_solvers import solve
+from probdiff.diffusion.sde import make_sde
+from probdiff.diffusion.solvers import solve
 from probdiff.svi import SVISettings
 
 def equal_nfe(budget: int) -> tuple[str, ...]:

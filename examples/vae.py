@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from probdiff.fitting import FitRequest, fit
-from probdiff.models.vae_family import VAEFamily
+from probdiff.models.vae.family import VAEFamily
 from probdiff.report import report
 from probdiff.svi import SVISettings
 

@@ -21,8 +21,8 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from probdiff.models.ddpm import SITE_PREV, SITE_XT, STEPS_PLATE, marginal, site, step_weight
-from probdiff.schedules import Schedule
+from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, marginal, site, step_weight
+from probdiff.diffusion.schedules import Schedule
 
 
 class ForwardGuide:

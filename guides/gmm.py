@@ -27,8 +27,8 @@ import torch
 from pyro import poutine
 from pyro.distributions import constraints
 
-from probdiff.models import gmm_em
-from probdiff.models.gmm import (
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.model import (
     GLOBAL_SITES,
     SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
 )

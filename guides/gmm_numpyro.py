@@ -26,8 +26,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from probdiff.guides.gmm import GLOBAL_GUIDES, LOCAL_GUIDES, encoder_init
-from probdiff.models import gmm_em
-from probdiff.models.gmm import (
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.model import (
     GLOBAL_SITES,
     SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
 )
@@ -46,7 +46,7 @@ def encoder_features(x: jnp.ndarray) -> jnp.ndarray:
 
 @dataclass
 class MixtureGuide:
-    """q(globals) q(z | x) for :class:`probdiff.models.gmm_numpyro.GaussianMixture`.
+    """q(globals) q(z | x) for :class:`probdiff.models.gmm.model_numpyro.GaussianMixture`.
 
     ``init`` must hold ``weights``, ``locs``, ``scales`` (constrained starting points of the
     globals) and, for the encoder, the ``encoder_*`` arrays from :func:`encoder_init`.

@@ -2,7 +2,7 @@
 
 For NCSN, x_noisy ~ N(x, sigma_i^2 I) for the levels i in the ``levels`` plate (``subsample``
 of them per batch); for a score SDE, t ~ U(eps, 1) per datum and x_t ~ N(a(t) x, std(t)^2 I)
-(:mod:`probdiff.sde`). The models (:mod:`probdiff.models.ncsn`, :mod:`probdiff.models.score_sde`)
+(:mod:`probdiff.diffusion.sde`). The models (:mod:`probdiff.models.score.ncsn`, :mod:`probdiff.models.score.sde`)
 draw the same sites from the same distributions, so each site's KL is zero and the ELBO is
 the model's score-matching factor: minus the loss.
 """
@@ -14,7 +14,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from probdiff.sde import SDE
+from probdiff.diffusion.sde import SDE
 
 LEVELS_PLATE = "levels"
 

@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from probdiff.models.vae import SITE_Z
+from probdiff.models.vae.model import SITE_Z
 
 
 class GaussianEncoder(nn.Module):

@@ -1,7 +1,7 @@
 """NumPyro twin of :mod:`probdiff.guides.vae`: the encoder q(z | x) = N(mu_phi(x),
 diag sigma_phi(x)^2) as a guide (MATH.md 1b), sampled by reparameterisation.
 
-The network (a Flax module of :mod:`probdiff.models.vae_networks_numpyro` with output 2L:
+The network (a Flax module of :mod:`probdiff.models.vae.networks_numpyro` with output 2L:
 loc, then the raw scale, sigma = softplus(raw) + 1e-5) is registered with ``flax_module``
 as ``encoder``.
 """
@@ -15,7 +15,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
 
-from probdiff.models.vae import SITE_Z
+from probdiff.models.vae.model import SITE_Z
 
 __all__ = ["VAEGuide"]
 

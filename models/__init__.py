@@ -1,7 +1,18 @@
-"""Generative programs, one family per module; importing this package registers them."""
+"""Generative programs, one folder per chapter of the tutorial: ``gmm`` (1a), ``vae`` (1b),
+``ddpm`` (2), ``score`` (3 and 4: NCSN and the score SDE). Each holds its programs (a Pyro
+model and its NumPyro twin), networks, family (the command-line glue), sampling and plots.
 
-from probdiff.models import gmm_family  # noqa: F401  (registers ``gmm``)
-from probdiff.models import vae_family  # noqa: F401  (registers ``vae``)
-from probdiff.models import ddpm_family  # noqa: F401  (registers ``ddpm``)
-from probdiff.models import ncsn_family  # noqa: F401  (registers ``ncsn``)
-from probdiff.models import sde_family  # noqa: F401  (registers ``sde``)
+:data:`FAMILIES` names the module that registers each built-in family; the engine imports
+one only when that family is asked for, so ``probdiff fit gmm --help`` loads the GMM alone.
+"""
+
+FAMILIES = {
+    "gmm": "probdiff.models.gmm.family",
+    "vae": "probdiff.models.vae.family",
+    "ddpm": "probdiff.models.ddpm.family",
+    "ncsn": "probdiff.models.score.ncsn_family",
+    "sde": "probdiff.models.score.sde_family",
+}
+
+# the steps of ``probdiff tutorial`` (one fit per chapter), declared beside the models
+TUTORIAL = "probdiff.models.tutorial"

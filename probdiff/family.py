@@ -41,18 +41,31 @@ def parse_widths(text: str, flag: str = "--hidden", allow_none: bool = False) ->
     return sizes
 
 
+def builtin_names() -> list[str]:
+    """The built-in families' names, read from :data:`probdiff.models.FAMILIES` without
+    importing any of them."""
+    from probdiff.models import FAMILIES
+    return sorted(FAMILIES)
+
+
 def families() -> dict[str, type["Family"]]:
-    """Every registered family by name (importing the built-in ones first)."""
-    importlib.import_module("probdiff.models")
+    """Every family by name: the built-ins (each imported now) and any registered since."""
+    for name in builtin_names():
+        get_family(name)
     return dict(_FAMILIES)
 
 
 def get_family(name: str) -> type["Family"]:
-    known = families()
-    if name not in known:
-        raise ProbdiffError(f"unknown model {name!r}: built-ins are {', '.join(sorted(known))}, "
-                            "or give path/to/file.py:function with --guide")
-    return known[name]
+    """The family ``name``: registered already, or a built-in imported on first use (only its
+    own module: ``probdiff fit gmm`` never loads the diffusion chapters)."""
+    if name not in _FAMILIES:
+        from probdiff.models import FAMILIES
+        if name not in FAMILIES:
+            raise ProbdiffError(f"unknown model {name!r}: built-ins are "
+                                f"{', '.join(builtin_names())}, or give path/to/file.py:function "
+                                "with --guide")
+        importlib.import_module(FAMILIES[name])
+    return _FAMILIES[name]
 
 
 class Family:

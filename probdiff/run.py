@@ -37,7 +37,7 @@ def shown_subset(train: Dataset, seed: int) -> Dataset:
 def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     """The data a run was fitted on: the built-in spec, the run's own copy, or the recorded
     file (refused if its content changed since the fit)."""
-    from probdiff.data import _npz_dataset, _read_npz
+    from probdiff.data.files import _npz_dataset, _read_npz
     where = run.file("config.json")
     record = config.get("data", {})
     try:

@@ -16,9 +16,12 @@ from probdiff.svi import SVISettings
 
 
 def _steps() -> list:
-    """The tutorial's chapters, declared next to the models they run."""
-    from probdiff.models.tutorial_steps import STEPS
-    return STEPS
+    """The tutorial's chapters, declared beside the models they run (the module that
+    :data:`probdiff.models.TUTORIAL` names)."""
+    import importlib
+
+    from probdiff.models import TUTORIAL
+    return importlib.import_module(TUTORIAL).STEPS
 
 
 def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:

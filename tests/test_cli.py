@@ -159,7 +159,7 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
     from probdiff.svi import SVISettings, run_svi
-    from probdiff.models.gmm_family import GMMFamily
+    from probdiff.models.gmm.family import GMMFamily
 
     data = load_dataset("mixture2d:n=200")
     family = make_family("gmm", GMMFamily.default_options(), data)
@@ -198,7 +198,7 @@ def test_held_out_evaluation_leaves_training_unchanged(backend):
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
-    from probdiff.models.vae_family import VAEFamily
+    from probdiff.models.vae.family import VAEFamily
     from probdiff.svi import SVISettings, run_svi
 
     data = load_dataset("digits:n=300")

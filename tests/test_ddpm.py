@@ -9,9 +9,9 @@ from pyro.optim import Adam
 
 from probdiff.data import load_dataset
 from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm import DDPMModel, DDPMTermsModel, ReverseChain
-from probdiff.models.ddpm_networks import TimeMLP
-from probdiff.schedules import Schedule
+from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
+from probdiff.models.ddpm.networks import TimeMLP
+from probdiff.diffusion.schedules import Schedule
 
 T = 10
 
@@ -132,7 +132,7 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameteris
     from pyro import poutine
 
     from probdiff.backends import get_backend
-    from probdiff.models import ddpm_numpyro as dn
+    from probdiff.models.ddpm import chain_numpyro as dn
     from probdiff.program import Program
     torch.set_default_dtype(torch.float64)
     try:

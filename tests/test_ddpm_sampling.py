@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from probdiff.models.ddpm_sampling import ancestral, ddim, ddim_step, ddim_steps
-from probdiff.schedules import Schedule
+from probdiff.models.ddpm.sampling import ancestral, ddim, ddim_step, ddim_steps
+from probdiff.diffusion.schedules import Schedule
 
 M = torch.tensor([1.0, -2.0], dtype=torch.float64)
 C = torch.tensor([[1.5, 0.6], [0.6, 0.5]], dtype=torch.float64)

@@ -9,9 +9,9 @@ from sklearn.mixture import GaussianMixture as SkGMM
 
 from probdiff.data import load_dataset
 from probdiff.guides.gmm import MixtureGuide, encoder_init, posterior_assignments
-from probdiff.models import gmm_em
-from probdiff.models.gmm import GaussianMixture
-from probdiff.models.gmm_em import MixtureParams
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.model import GaussianMixture
+from probdiff.models.gmm.em import MixtureParams
 
 F64 = torch.float64
 
@@ -149,7 +149,7 @@ def test_svi_fit_matches_sklearn_and_enumerated_elbo_is_exact(tmp_path, backend)
     enumerated ELBO at the optimum equals the exact log-likelihood."""
     from probdiff.fitting import FitRequest, fit
     from probdiff.svi import SVISettings
-    from probdiff.models.gmm_family import GMMFamily
+    from probdiff.models.gmm.family import GMMFamily
     req = FitRequest(model="gmm", data="mixture2d", out=str(tmp_path / "run"), backend=backend,
                      test_fraction=0.0, settings=SVISettings(steps=400, lr=0.05, restarts=3,
                                                              progress=False),

@@ -27,9 +27,9 @@ from probdiff.backends.pyro_backend import PyroBackend
 from probdiff.errors import ProbdiffError
 from probdiff.guides import gmm as pyro_guides
 from probdiff.guides import gmm_numpyro as numpyro_guides
-from probdiff.models import gmm as pyro_models
-from probdiff.models import gmm_numpyro as numpyro_models
-from probdiff.models.gmm import MixturePrior
+from probdiff.models.gmm import model as pyro_models
+from probdiff.models.gmm import model_numpyro as numpyro_models
+from probdiff.models.gmm.model import MixturePrior
 from probdiff.program import Program
 
 K, D, N = 3, 2, 40

@@ -2,7 +2,7 @@
 
 import torch
 
-from probdiff.models.indi import degrade, psnr, restore
+from probdiff.models.ddpm.indi import degrade, psnr, restore
 
 
 class ExactF(torch.nn.Module):
@@ -37,8 +37,8 @@ def test_trained_network_restores_noisy_digits():
     """After 300 steps on noisy digits (sigma 0.5), restoring held-out digits in 10 steps
     raises the PSNR, beyond 3 standard errors of the mean gain over 360 images."""
     from probdiff.data import load_dataset, train_test_split
-    from probdiff.models.ddpm_networks import UNet
-    from probdiff.models.indi import ContinuousTime, indi_loss
+    from probdiff.models.ddpm.networks import UNet
+    from probdiff.models.ddpm.indi import ContinuousTime, indi_loss
     torch.manual_seed(0)
     data = load_dataset("digits")
     train, test = train_test_split(data, 0.2, 0)

@@ -1,4 +1,4 @@
-"""Langevin dynamics (probdiff.langevin) against closed forms (MATH.md section 3)."""
+"""Langevin dynamics (probdiff.diffusion.langevin) against closed forms (MATH.md section 3)."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 
 from probdiff.data import mixture2d_density
 from probdiff.errors import ProbdiffError
-from probdiff.langevin import annealed_langevin, geometric_sigmas, langevin, score_of
-from probdiff.mixture_score import GaussianMixture
+from probdiff.diffusion.langevin import annealed_langevin, geometric_sigmas, langevin, score_of
+from probdiff.diffusion.mixture_score import GaussianMixture
 
 Z = 4.0
 

@@ -20,7 +20,7 @@ import torch
 import torch.multiprocessing as mp
 from pyro.infer import MCMC, NUTS
 
-from probdiff.langevin_kernel import Langevin, to_inference_data
+from probdiff.diffusion.langevin_kernel import Langevin, to_inference_data
 
 RHAT_MAX = 1.01
 ESS_MIN = 400

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from probdiff.likelihoods import DiscretizedGaussian, discretized_gaussian_log_prob
+from probdiff.diffusion.likelihoods import DiscretizedGaussian, discretized_gaussian_log_prob
 
 
 def scipy_pmf(levels: int, loc: float, scale: float) -> np.ndarray:
@@ -80,7 +80,7 @@ def test_numpyro_twin_agrees():
     import jax
     jax.config.update("jax_enable_x64", True)
     try:
-        from probdiff.likelihoods_numpyro import DiscretizedGaussian as JaxDG
+        from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian as JaxDG
         rng = np.random.default_rng(1)
         x = rng.integers(0, 256, size=500) / 255
         loc, scale = rng.normal(0.5, 0.6, size=500), np.exp(rng.normal(-3, 1.5, size=500))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probdiff.errors import ProbdiffError
-from probdiff.schedules import Schedule
+from probdiff.diffusion.schedules import Schedule
 
 DIFFUSERS_NAME = {"linear": "linear", "scaled_linear": "scaled_linear",
                   "cosine": "squaredcos_cap_v2"}

@@ -74,7 +74,7 @@ def test_ncsn_program_elbo_is_minus_the_ncsn_loss():
     import torch
 
     from probdiff.data import load_dataset
-    from probdiff.models.ncsn_family import NCSNFamily
+    from probdiff.models.score.ncsn_family import NCSNFamily
     family = NCSNFamily(NCSNFamily.default_options(levels=5, subsample=2, hidden="16"),
                         load_dataset("mixture2d:n=100"))
     module = family.score_module(seed=1)
@@ -106,7 +106,7 @@ def test_sde_program_elbo_is_minus_the_weighted_dsm_loss(sde_name, weighting):
     import torch
 
     from probdiff.data import load_dataset
-    from probdiff.models.sde_family import SDEFamily
+    from probdiff.models.score.sde_family import SDEFamily
     opts = {"sde": sde_name, "weighting": weighting, "hidden": "16"}
     if sde_name == "ve":
         opts["sigma_max"] = 5.0
@@ -133,7 +133,7 @@ def test_ncsn_sigma_max_defaults_to_the_largest_distance_between_training_points
     from scipy.spatial.distance import pdist
 
     from probdiff.data import load_dataset
-    from probdiff.models.ncsn_family import NCSNFamily
+    from probdiff.models.score.ncsn_family import NCSNFamily
     data = load_dataset("mixture2d:n=300")
     family = NCSNFamily(NCSNFamily.default_options(), data)
     assert family.options["sigma_max"] == pytest.approx(pdist(data.x).max(), rel=1e-9)
@@ -244,7 +244,7 @@ def test_trained_sde_likelihood_and_samples(tmp_path):
     import torch
 
     from probdiff import open_run
-    from probdiff.ode_likelihood import ode_log_likelihood
+    from probdiff.diffusion.ode_likelihood import ode_log_likelihood
     out = tmp_path / "sde"
     assert main(["fit", "sde", "--data", "mixture2d:n=2000", "--out", str(out), "--steps", "4000",
                  "--batch-size", "256", "--quiet"]) == 0

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from probdiff.data import mixture2d_density
-from probdiff.mixture_score import GaussianMixture
-from probdiff.score_matching import (denoising_loss, explicit_loss, implicit_loss, ncsn_loss,
+from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.diffusion.score_matching import (denoising_loss, explicit_loss, implicit_loss, ncsn_loss,
                                      noise_conditional_term)
 
 Z = 4.0

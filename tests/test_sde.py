@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from probdiff.cli import main
-from probdiff.schedules import Schedule
-from probdiff.sde import ScheduleSDE, VPSDE, make_sde
+from probdiff.diffusion.schedules import Schedule
+from probdiff.diffusion.sde import ScheduleSDE, VPSDE, make_sde
 from probdiff.errors import ProbdiffError
 
 
@@ -64,7 +64,7 @@ def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
     model (exact likelihood, same score), so ODE >= ELBO is an expected property, not a
     theorem. Checked per held-out row, paired: mean(ODE - ELBO) > -3 s.e. of the differences."""
     from probdiff import open_run
-    from probdiff.ode_likelihood import ode_log_likelihood
+    from probdiff.diffusion.ode_likelihood import ode_log_likelihood
     out = tmp_path / "ddpm"
     assert main(["fit", "ddpm", "--data", "mixture2d", "--out", str(out), "--T", "50",
                  "--steps", "800", "--batch-size", "256", "--quiet", "--hidden", "64,64",
@@ -88,7 +88,7 @@ def test_continuous_score_at_a_step_is_the_chains_score(param):
     -eps_theta(x, i) / sqrt(1 - abar_i)."""
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
-    from probdiff.models.ddpm_family import DDPMFamily
+    from probdiff.models.ddpm.family import DDPMFamily
     family = make_family("ddpm", DDPMFamily.default_options(T=20, parameterisation=param),
                          load_dataset("mixture2d:n=50"))
     chain = family.chain(seed=3)

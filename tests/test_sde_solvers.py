@@ -1,7 +1,7 @@
 """The SDE samplers and the probability-flow likelihood against closed forms (MATH.md section 4).
 
 Every sampler is driven by the exact score of each marginal p_t of a Gaussian mixture
-(:mod:`probdiff.mixture_score`), so its output must be a sample of p_eps up to sampling error
+(:mod:`probdiff.diffusion.mixture_score`), so its output must be a sample of p_eps up to sampling error
 and the solver's own discretisation bias. Tolerances are 4 standard errors computed from the
 samples themselves; the step counts keep the discretisation bias far below that (see
 ``STEPS``), and a negative control shows the same check fails on a broken sampler.
@@ -14,10 +14,10 @@ import torch
 from scipy.special import ndtr
 
 from probdiff.data import mixture2d_density
-from probdiff.mixture_score import GaussianMixture
-from probdiff.ode_likelihood import ode_log_likelihood
-from probdiff.sde import SubVPSDE, VESDE, VPSDE
-from probdiff.sde_solvers import solve
+from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.diffusion.ode_likelihood import ode_log_likelihood
+from probdiff.diffusion.sde import SubVPSDE, VESDE, VPSDE
+from probdiff.diffusion.solvers import solve
 
 F64 = torch.float64
 EPS = 1e-3  # the samplers' end time

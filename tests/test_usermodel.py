@@ -562,7 +562,7 @@ def test_loo_on_a_bayesian_gmm_run_agrees_with_its_held_out_likelihood(tmp_path,
     # posterior spread of the globals, O(1/N))
     test = run.split()[1]
     se_test = 0.0
-    from probdiff.models import gmm_em
+    from probdiff.models.gmm import em as gmm_em
     fam = run.family
     point = fam.point_estimate({k: np.asarray(v, float) for k, v in run.params.items()})
     rows = gmm_em.log_likelihood(test.flat(), point)

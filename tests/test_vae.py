@@ -52,7 +52,7 @@ def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
     from probdiff.fitting import make_family
-    from probdiff.models.vae_family import VAEFamily
+    from probdiff.models.vae.family import VAEFamily
     path, _ = ppca_data
     data = load_dataset(str(path))
     x = data.flat()[:300]

@@ -45,7 +45,7 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihoo
 
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
-    from probdiff.models.vae_family import VAEFamily, numpyro_to_pyro_params
+    from probdiff.models.vae.family import VAEFamily, numpyro_to_pyro_params
     from probdiff.program import Program
 
     data = load_dataset("digits")

@@ -1,0 +1,251 @@
+"""Data from files: ``.npy``, ``.npz`` (one array ``x``, or several named arrays), ``.csv``
+(a header names its columns) and folders of PNG images; and the content hash a run records."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probdiff.data.builtin import BUILTIN_DATASETS
+from probdiff.data.dataset import (
+    _INTEGER_8BIT,
+    Dataset,
+    _check_finite,
+    _check_numeric,
+    _finish,
+    _one_line,
+    dataset_from_arrays,
+)
+from probdiff.errors import ProbdiffError
+
+
+def _load_path(spec: str) -> Dataset:
+    """Dispatch on the file type of ``spec``."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise ProbdiffError(
+            f"no such data file or built-in data set: {spec!r} "
+            f"(built-ins: {', '.join(BUILTIN_DATASETS)})"
+        )
+    if path.is_dir():
+        return _load_png_folder(path, spec)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _npz_dataset(_read_npz(path, spec), spec)
+    elif suffix == ".npy":
+        x, y = _read_array(path, spec, ".npy"), None
+    elif suffix == ".csv":
+        return _load_csv(path, spec)
+    else:
+        raise ProbdiffError(
+            f"unsupported data file {spec!r}: expected .npz, .npy, .csv or a folder of PNG images"
+        )
+    return _from_array(x, y, spec)
+
+
+def _read_array(path: Path, spec: str, what: str) -> np.ndarray:
+    """``np.load`` a ``.npy`` file without pickles."""
+    try:
+        with open(path, "rb") as handle:  # our handle, so a failed parse leaks no file
+            arr = np.load(handle, allow_pickle=False)
+    except Exception as err:
+        raise ProbdiffError(f"cannot read {spec!r} as {what}: {_one_line(err)}") from None
+    if not isinstance(arr, np.ndarray):
+        raise ProbdiffError(f"cannot read {spec!r} as {what}: it holds several arrays (an .npz archive?)")
+    return arr
+
+
+def _read_npz(path: Path, spec: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, by name."""
+    with open(path, "rb") as handle:  # our handle, so a failed parse leaks no file
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except Exception as err:
+            raise ProbdiffError(f"cannot read {spec!r} as .npz: {_one_line(err)}") from None
+        if isinstance(archive, np.ndarray):
+            raise ProbdiffError(f"cannot read {spec!r} as .npz: it holds a single array (an .npy file?)")
+        with archive:
+            try:
+                arrays = {k: archive[k] for k in archive.files}
+            except Exception as err:
+                reason = _one_line(err)
+                raise ProbdiffError(f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)") from None
+    if not arrays:
+        raise ProbdiffError(f"{spec!r} holds no arrays")
+    return arrays
+
+
+def _npz_dataset(arrays: dict[str, np.ndarray], spec: str) -> Dataset:
+    """One array ``x`` as before; several arrays as named fields (``x``, when present, and
+    integer labels ``y`` also serve the built-in models)."""
+    if set(arrays) == {"x"}:
+        return _from_array(arrays["x"], None, spec)
+    return dataset_from_arrays(arrays, spec)
+
+
+def _from_array(x: np.ndarray, y: np.ndarray | None, spec: str) -> Dataset:
+    """Shape an array from ``.npz`` / ``.npy`` into a vector or image data set (a 1-D array
+    is one value per datum: a user's model takes it, the built-in models refuse it)."""
+    _check_numeric(x, spec, "x")
+    if x.ndim == 1 and y is None:
+        ds = dataset_from_arrays({"x": x}, spec)
+        return Dataset(None, None, spec, "vector", None, {"single": True}, ds.fields)
+    if x.ndim < 2:
+        raise ProbdiffError(
+            f"x in {spec!r} has shape {x.shape}: need at least 2-D: (N, D) for vectors "
+            "or (N, C, H, W) for images"
+        )
+    if x.ndim > 4:
+        raise ProbdiffError(f"x in {spec!r} has shape {x.shape}: at most 4-D (N, C, H, W)")
+    meta = dict(_INTEGER_8BIT) if x.dtype == np.uint8 else {}
+    if x.ndim == 3:
+        x = x[:, None, :, :]
+    kind = "vector" if x.ndim == 2 else "image"
+    return _finish(x, y, spec, kind, spec, meta=meta)
+
+
+def _load_csv(path: Path, spec: str) -> Dataset:
+    """A numeric CSV; a non-numeric first row is a header, whose ``y`` / ``label`` column is ``y``."""
+    rows = _read_csv_rows(path, spec)
+    header: list[str] | None = None
+    if rows and not all(_is_number(v) for v in rows[0][1]):
+        header = rows.pop(0)[1]
+    if not rows:
+        raise ProbdiffError(f"{spec!r} holds no data (0 rows)")
+    width = len(header) if header is not None else len(rows[0][1])
+    for line, fields in rows:
+        if len(fields) != width:
+            raise ProbdiffError(f"{spec!r} line {line}: {len(fields)} columns, expected {width}")
+    values = _csv_matrix(rows, spec, header)
+    label_col = _label_column(header, spec)
+    meta: dict = {}
+    y = None
+    fields = None
+    if header is not None:
+        if len(set(header)) != len(header):
+            raise ProbdiffError(f"{spec!r} has repeated column names: {', '.join(header)}")
+        fields = {h: values[:, i].copy() for i, h in enumerate(header)}
+    if label_col is not None:
+        y = values[:, label_col]
+        values = np.delete(values, label_col, axis=1)
+        if not np.array_equal(y, np.round(y)):  # a numeric target, not class labels
+            y = None
+    if header is not None:
+        meta["columns"] = [h for i, h in enumerate(header) if i != label_col]
+    if values.shape[1] == 0:
+        raise ProbdiffError(f"{spec!r} has no feature columns")
+    ds = _finish(values, y, spec, "vector", spec, meta=meta)
+    return ds if fields is None else Dataset(ds.x, ds.y, ds.name, ds.kind, None, ds.meta,
+                                             _finite_fields(fields, spec))
+
+
+def _read_csv_rows(path: Path, spec: str) -> list[tuple[int, list[str]]]:
+    """Non-blank rows of a CSV file with their line numbers, fields stripped."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            rows = []
+            for fields in reader:
+                fields = [f.strip() for f in fields]
+                if any(fields):
+                    rows.append((reader.line_num, fields))
+    except (UnicodeDecodeError, csv.Error, OSError) as err:
+        raise ProbdiffError(f"cannot read {spec!r} as CSV text: {_one_line(err)}") from None
+    return rows
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` parses as a float."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _csv_matrix(rows: list[tuple[int, list[str]]], spec: str, header: list[str] | None) -> np.ndarray:
+    """The CSV body as a float64 matrix; names the first non-numeric cell on failure."""
+    try:
+        return np.array([fields for _, fields in rows], dtype=np.float64)
+    except ValueError:
+        pass
+    for line, fields in rows:
+        for col, text in enumerate(fields):
+            if not _is_number(text):
+                column = header[col] if header is not None else str(col + 1)
+                raise ProbdiffError(
+                    f"{spec!r} line {line}, column {column!r}: non-numeric value {text!r}"
+                )
+    raise ProbdiffError(f"{spec!r}: cannot parse as a numeric table")  # pragma: no cover
+
+
+def _finite_fields(fields: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    for key, value in fields.items():
+        _check_finite(value, spec, key)
+    return fields
+
+
+def _label_column(header: list[str] | None, spec: str) -> int | None:
+    """Index of the header column named ``y`` or ``label`` (case-insensitive), if any."""
+    if header is None:
+        return None
+    found = [i for i, h in enumerate(header) if h.lower() in ("y", "label")]
+    if len(found) > 1:
+        names = ", ".join(repr(header[i]) for i in found)
+        raise ProbdiffError(f"{spec!r} has several label columns: {names}")
+    return found[0] if found else None
+
+
+def _load_png_folder(path: Path, spec: str) -> Dataset:
+    """Every ``*.png`` in a folder (sorted): grayscale ``(N,1,H,W)``, or ``(N,3,H,W)`` if all RGB."""
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not files:
+        raise ProbdiffError(f"no PNG images in folder {spec!r}")
+    images = [_open_png(p) for p in files]
+    rgb = all(im.mode == "RGB" for im in images)
+    first = images[0].size
+    for p, im in zip(files, images):
+        if im.size != first:
+            raise ProbdiffError(
+                f"images in {spec!r} differ in size: {files[0].name!r} is {first[0]}x{first[1]} "
+                f"but {p.name!r} is {im.size[0]}x{im.size[1]} (width x height)"
+            )
+    if rgb:
+        arrays = [np.asarray(im).transpose(2, 0, 1) for im in images]
+    else:
+        arrays = [np.asarray(im.convert("L"))[None] for im in images]
+    x = np.stack(arrays)
+    meta = dict(_INTEGER_8BIT) | {"files": [p.name for p in files]}
+    return _finish(x, None, spec, "image", spec, meta=meta)
+
+
+def _open_png(path: Path) -> Any:
+    """Decode one image fully with PIL, or raise a ProbdiffError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except Exception as err:
+        raise ProbdiffError(f"cannot decode image {str(path)!r}: {_one_line(err)}") from None
+
+
+def data_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a data file, or of a PNG folder (its sorted PNG names and contents)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(q for q in path.iterdir() if q.suffix.lower() == ".png" and q.is_file()):
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    else:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
