@@ -19,10 +19,18 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from probdiff.models.ddpm.chain import (
+    SITE_PREV,
+    SITE_XT,
+    STEPS_PLATE,
+    marginal,
+    site,
+    step_weight,
+)
 from pyro import poutine
 
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, marginal, site, step_weight
 from probdiff.diffusion.schedules import Schedule
+from probdiff.plates import data_plate
 
 
 class ForwardGuide:
@@ -33,7 +41,7 @@ class ForwardGuide:
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         s, n = self.schedule, x0.shape[0]
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             x = x0
             for t in range(1, s.T + 1):
                 x = pyro.sample(site(t), dist.Normal(math.sqrt(s.alphas[t]) * x,
@@ -48,7 +56,7 @@ class BackwardGuide:
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         s, n = self.schedule, x0.shape[0]
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             x = pyro.sample(site(s.T), dist.Normal(math.sqrt(s.abar[s.T]) * x0,
                                                    math.sqrt(1 - s.abar[s.T])).to_event(1))
             for t in range(s.T, 1, -1):
@@ -69,7 +77,7 @@ class MarginalGuide:
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         s, n = self.schedule, x0.shape[0]
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             pyro.sample(site(s.T), marginal(s, x0, s.T))
             pyro.sample(site(1), marginal(s, x0, 1))
             with pyro.plate(STEPS_PLATE, s.T - 1, subsample_size=self.subsample, dim=-2) as idx:

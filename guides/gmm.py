@@ -24,14 +24,20 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.distributions import constraints
-
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
     GLOBAL_SITES,
-    SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
+    SITE_ASSIGNMENT,
+    SITE_LOCS,
+    SITE_LOCS_FIRST,
+    SITE_LOCS_REST,
+    SITE_SCALES,
+    SITE_WEIGHTS,
 )
+from pyro import poutine
+from pyro.distributions import constraints
+
+from probdiff.plates import data_plate
 
 GLOBAL_GUIDES = ("none", "map", "meanfield")
 LOCAL_GUIDES = ("enum", "encoder")
@@ -93,7 +99,7 @@ class MixtureGuide:
         if self.local_guide == "encoder":
             logits = self.encode_logits(x)
             n = x.shape[0]
-            with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+            with data_plate(n, n_total):
                 pyro.sample(SITE_ASSIGNMENT, dist.Categorical(logits=logits),
                             infer={"enumerate": "parallel"})
 

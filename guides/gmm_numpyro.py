@@ -24,13 +24,19 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-
 from probdiff.guides.gmm import GLOBAL_GUIDES, LOCAL_GUIDES, encoder_init
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
     GLOBAL_SITES,
-    SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_SCALES, SITE_WEIGHTS,
+    SITE_ASSIGNMENT,
+    SITE_LOCS,
+    SITE_LOCS_FIRST,
+    SITE_LOCS_REST,
+    SITE_SCALES,
+    SITE_WEIGHTS,
 )
+
+from probdiff.plates import numpyro_data_plate
 
 __all__ = ["MixtureGuide", "encoder_features", "encoder_init"]
 
@@ -83,7 +89,7 @@ class MixtureGuide:
         if self.local_guide == "encoder":
             logits = self.encode_logits(x)
             n = x.shape[0]
-            with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
+            with numpyro_data_plate(n, n_total):
                 numpyro.sample(SITE_ASSIGNMENT, dist.Categorical(logits=logits),
                                infer={"enumerate": "parallel"})
 

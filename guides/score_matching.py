@@ -10,30 +10,16 @@ the model's score-matching factor: minus the loss.
 from __future__ import annotations
 
 import pyro
-import pyro.distributions as dist
 import torch
-from pyro import poutine
+from probdiff.models.score.noising import (
+    LEVELS_PLATE,
+    noisy_levels,
+    sde_marginal,
+    time_prior,
+)
 
 from probdiff.diffusion.sde import SDE
-
-LEVELS_PLATE = "levels"
-
-
-def noisy_levels(x0: torch.Tensor, sigmas: torch.Tensor, idx: torch.Tensor) -> dist.TorchDistribution:
-    """N(x0, sigma_i^2 I) for the plate's levels ``idx``: batch (k, N), event (D,)."""
-    sig = sigmas.to(x0)[idx][:, None, None]
-    return dist.Normal(x0.expand((len(idx),) + x0.shape), sig.expand((len(idx),) + x0.shape)).to_event(1)
-
-
-def sde_marginal(sde: SDE, x0: torch.Tensor, t: torch.Tensor) -> dist.TorchDistribution:
-    """q(x_t | x_0) = N(a(t) x_0, std(t)^2 I) per row of x_0 (N, D); t (..., N)."""
-    a, s = sde.marginal(t)
-    mean = a[..., None] * x0
-    return dist.Normal(mean, s[..., None].expand(mean.shape)).to_event(1)
-
-
-def time_prior(x0: torch.Tensor, eps: float) -> dist.TorchDistribution:
-    return dist.Uniform(x0.new_full((len(x0),), eps), x0.new_ones(len(x0)))
+from probdiff.plates import data_plate
 
 
 class NoiseLevelGuide:
@@ -42,7 +28,7 @@ class NoiseLevelGuide:
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         n = len(x0)
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             with pyro.plate(LEVELS_PLATE, len(self.sigmas), subsample_size=self.subsample,
                             dim=-2) as idx:
                 pyro.sample("x_noisy", noisy_levels(x0, self.sigmas, idx))
@@ -54,6 +40,6 @@ class SDEGuide:
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         n = len(x0)
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             t = pyro.sample("t", time_prior(x0, self.eps))
             pyro.sample("x_t", sde_marginal(self.sde, x0, t))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
+from probdiff.models.vae.model import SITE_Z
 from torch import nn
 
-from probdiff.models.vae.model import SITE_Z
+from probdiff.plates import data_plate
 
 
 class GaussianEncoder(nn.Module):
@@ -34,7 +34,7 @@ class VAEGuide:
     def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("encoder", self.encoder, update_module_params=True)
         n = x.shape[0]
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             loc, scale = self.encoder(x)
             pyro.sample(SITE_Z, dist.Normal(loc, scale).to_event(1))
 

@@ -14,8 +14,9 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
-
 from probdiff.models.vae.model import SITE_Z
+
+from probdiff.plates import numpyro_data_plate
 
 __all__ = ["VAEGuide"]
 
@@ -39,6 +40,6 @@ class VAEGuide:
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         encode = self.encoder()
         n = x.shape[0]
-        with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
+        with numpyro_data_plate(n, n_total):
             loc, scale = encode(x)
             numpyro.sample(SITE_Z, dist.Normal(loc, scale).to_event(1))

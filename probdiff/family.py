@@ -41,6 +41,24 @@ def parse_widths(text: str, flag: str = "--hidden", allow_none: bool = False) ->
     return sizes
 
 
+def parse_sampler(text: str | None, names: tuple[str, ...], default: str, default_steps: int,
+                  stepless: tuple[str, ...] = ()) -> tuple[str, int]:
+    """A ``--sampler`` option: 'name' | 'name:STEPS' -> (name, steps); the ``stepless`` names
+    take no :STEPS. Anything else is a one-line error listing the choices."""
+    text = text or default
+    name, _, steps = text.partition(":")
+    if name not in names or (steps and name in stepless):
+        shown = ", ".join(n if n in stepless else f"{n}[:STEPS]" for n in names)
+        raise ProbdiffError(f"--sampler must be one of {shown}, got {text!r}")
+    try:
+        k = int(steps) if steps else default_steps
+    except ValueError:
+        raise ProbdiffError(f"--sampler {name}:STEPS needs an integer, got {text!r}") from None
+    if k < 1:
+        raise ProbdiffError(f"--sampler {name}:STEPS needs STEPS >= 1, got {k}")
+    return name, k
+
+
 def builtin_names() -> list[str]:
     """The built-in families' names, read from :data:`probdiff.models.FAMILIES` without
     importing any of them."""

@@ -132,6 +132,7 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameteris
     from pyro import poutine
 
     from probdiff.backends import get_backend
+    from probdiff.guides.ddpm_numpyro import MarginalGuide as NumPyroMarginalGuide
     from probdiff.models.ddpm import chain_numpyro as dn
     from probdiff.program import Program
     torch.set_default_dtype(torch.float64)
@@ -152,7 +153,7 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameteris
         module = dn.TimeMLP(2, (16, 8), T, dtype=jnp.float64)
         jmodel = dn.DDPMTermsModel(module, schedule, parameterisation, variance,
                                    step_weights=model.step_weights)
-        jguide = dn.MarginalGuide(schedule, None, model.step_weights)
+        jguide = NumPyroMarginalGuide(schedule, None, model.step_weights)
         prog = Program(jmodel, handlers.substitute(jguide, data={k: jnp.asarray(v) for k, v in
                                                                   values.items()}),
                        elbo="meanfield", max_plate_nesting=2)

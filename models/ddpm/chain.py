@@ -26,6 +26,7 @@ from torch import nn
 
 from probdiff.diffusion.likelihoods import DiscretizedGaussian
 from probdiff.diffusion.schedules import Schedule
+from probdiff.plates import data_plate
 
 PARAMETERISATIONS = ("eps", "x0", "score")
 DECODERS = ("gaussian", "discretized")
@@ -120,7 +121,7 @@ class DDPMModel:
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("ddpm", self.chain, update_module_params=True)
         n, d = x0.shape
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             x = pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
             for t in range(self.T, 1, -1):
                 x = pyro.sample(site(t - 1), dist.Normal(self.chain.mean(x, t),
@@ -187,7 +188,7 @@ class DDPMTermsModel:
         pyro.module("ddpm", self.chain, update_module_params=True)
         s, n, d = self.chain.schedule, x0.shape[0], x0.shape[1]
         simple = self.weighting == "simple"
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
             x1 = pyro.sample(site(1), marginal(s, x0, 1))
             with poutine.scale(scale=2 * s.alphas[1] if simple else 1.0):

@@ -18,10 +18,11 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
+from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
 from probdiff.diffusion.schedules import Schedule
+from probdiff.plates import numpyro_data_plate
 
 
 def time_features(t, T: int, size: int, dtype=jnp.float32):
@@ -114,7 +115,7 @@ class DDPMTermsModel:
                           t=jnp.ones((1,), jnp.int32))
         chain = ReverseChain(net, self.s, *self.args)
         s, n, d = self.s, x0.shape[0], x0.shape[1]
-        with numpyro.plate("data", n, dim=-1), numpyro.handlers.scale(scale=(n_total or n) / n):
+        with numpyro_data_plate(n, n_total, dim=-1):
             numpyro.sample(site(s.T), dist.Normal(jnp.zeros(d, x0.dtype), 1.0).to_event(1))
             x1 = numpyro.sample(site(1), marginal(s, x0, 1))
             decoder_weight = 2 * s.alphas[1] if self.step_weights is not None else 1.0
@@ -125,47 +126,18 @@ class DDPMTermsModel:
                 xt = numpyro.sample(SITE_XT, marginal(s, x0, t))
                 scale = jnp.asarray(chain.scales, x0.dtype)[t][:, None, None]
                 mean = chain.mean(xt, jnp.broadcast_to(t[:, None], (len(t), n)))
-                with numpyro.handlers.scale(scale=_weight(self.step_weights, t, x0)):
+                with numpyro.handlers.scale(scale=step_weight(self.step_weights, t, x0)):
                     numpyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
 
 
-class MarginalGuide:
-    """NumPyro twin of :class:`probdiff.guides.ddpm.MarginalGuide`."""
-
-    def __init__(self, schedule: Schedule, subsample: int | None = None,
-                 step_weights: np.ndarray | None = None):
-        self.s, self.subsample, self.step_weights = schedule, subsample, step_weights
-
-    def __call__(self, x0, n_total: int | None = None) -> None:
-        s, n = self.s, x0.shape[0]
-        with numpyro.plate("data", n, dim=-1), numpyro.handlers.scale(scale=(n_total or n) / n):
-            numpyro.sample(site(s.T), marginal(s, x0, s.T))
-            numpyro.sample(site(1), marginal(s, x0, 1))
-            with numpyro.plate(STEPS_PLATE, s.T - 1, subsample_size=self.subsample, dim=-2) as idx:
-                t = idx + 2
-                xt = numpyro.sample(SITE_XT, marginal(s, x0, t))
-                col = lambda v: jnp.asarray(v, x0.dtype)[t][:, None, None]  # noqa: E731
-                mean = col(s.posterior_x0_coef) * x0 + col(s.posterior_xt_coef) * xt
-                scale = jnp.broadcast_to(col(np.sqrt(s.posterior_variance)), mean.shape)
-                with numpyro.handlers.scale(scale=_weight(self.step_weights, t, x0)):
-                    numpyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
-
-
-def _weight(weights, t, x0):
+def step_weight(weights, t, x0):
     if weights is None:
         return 1.0
     return jnp.asarray(weights, x0.dtype)[t][:, None]
 
 
 def numpyro_to_pyro_params(params: dict) -> dict:
-    """``ddpm$params.Dense_i.{kernel,bias}`` -> the torch chain's ``ddpm$$$net.net.{2i}.*``."""
-    if not any(k.startswith("ddpm$params.") for k in params):
-        return params
-    out = {}
-    for name, value in params.items():
-        _, layer, leaf = name.split(".")
-        i = int(layer.split("_")[1])
-        value = np.asarray(value)
-        out[f"ddpm$$$net.net.{2 * i}.{'weight' if leaf == 'kernel' else 'bias'}"] = (
-            value.T if leaf == "kernel" else value)
-    return out
+    """``ddpm$params.Dense_i.{kernel,bias}`` -> the torch chain's ``ddpm$$$net.net.{2i}.*``
+    (:mod:`probdiff.twins`)."""
+    from probdiff.twins import flax_to_torch
+    return flax_to_torch(params, {"ddpm": "ddpm$$$net.net"})

@@ -20,31 +20,16 @@ import math
 import numpy as np
 
 from probdiff.data import Dataset
-from probdiff.errors import ProbdiffError
-from probdiff.family import Family, parse_widths, register
 from probdiff.diffusion.ode_likelihood import add_ode_rows_argument, ode_rows
+from probdiff.diffusion.schedules import SCHEDULES, Schedule
+from probdiff.errors import ProbdiffError
+from probdiff.family import Family, parse_sampler, parse_widths, register
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
-from probdiff.diffusion.schedules import SCHEDULES, Schedule
 
 ESTIMATORS = ("subsampled", "closed", "trace")
 EVAL_DRAWS = 8  # draws of the x_t per datum for the full bound
 TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
-
-
-def parse_sampler(text: str | None) -> tuple[str, int]:
-    """'ancestral' | 'ddim' | 'ddim:K' -> (name, steps)."""
-    text = text or "ancestral"
-    name, _, steps = text.partition(":")
-    if name not in ("ancestral", "ddim") or (steps and name != "ddim"):
-        raise ProbdiffError(f"--sampler for ddpm is ancestral, ddim or ddim:STEPS, got {text!r}")
-    try:
-        k = int(steps) if steps else 50
-    except ValueError:
-        raise ProbdiffError(f"--sampler ddim:STEPS needs an integer, got {text!r}") from None
-    if k < 1:
-        raise ProbdiffError(f"--sampler ddim:STEPS needs STEPS >= 1, got {k}")
-    return name, k
 
 
 @register
@@ -135,7 +120,6 @@ class DDPMFamily(Family):
     def chain(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         """A fresh reverse chain (network, schedule, parameterisation, decoder)."""
         import torch
-
         from probdiff.models.ddpm.chain import ReverseChain
         from probdiff.models.ddpm.networks import TimeMLP, UNet
         torch.manual_seed(seed)
@@ -175,7 +159,8 @@ class DDPMFamily(Family):
         model = dn.DDPMTermsModel(module, self.schedule, o["parameterisation"], o["variance"],
                                   self.decoder, self.scaling.model_levels, k, weights)
         model.dtype = dtype
-        return Program(model, dn.MarginalGuide(self.schedule, k, weights), elbo="meanfield",
+        from probdiff.guides.ddpm_numpyro import MarginalGuide
+        return Program(model, MarginalGuide(self.schedule, k, weights), elbo="meanfield",
                        max_plate_nesting=2)
 
     def _program(self, estimator: str, chain, weighting: str = "elbo") -> Program:
@@ -214,7 +199,6 @@ class DDPMFamily(Family):
         over rows and draws."""
         import pyro
         import torch
-
         from probdiff.models.ddpm.chain import SITE_PREV, elbo_terms, site
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
         chain = self.fitted_chain(numpyro_to_pyro_params(params))
@@ -311,8 +295,8 @@ class DDPMFamily(Family):
         ``--ode-rows``) rows of ``x``, beside the bound: for the discretised decoder
         a dequantised lower bound on the mass of each datum's bin (comparable with the ELBO)."""
         import torch
-
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+
         from probdiff.diffusion.ode_likelihood import ode_likelihood_metrics
         rows = x[:ode_rows(self.options, self.data)]
         sde, score = self.continuous_score(self.fitted_chain(numpyro_to_pyro_params(params)))
@@ -331,7 +315,6 @@ class DDPMFamily(Family):
     # -- sampling ---------------------------------------------------------------------------
     def fitted_chain(self, params: dict[str, np.ndarray]):
         import torch
-
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
         params = numpyro_to_pyro_params(params)
         chain = self.chain(0)
@@ -345,10 +328,10 @@ class DDPMFamily(Family):
                     record: list[int] | None = None, progress: bool = False):
         """(x_0 in model units (n, D), {t: x_t}) from the fitted chain."""
         import torch
-        from tqdm.auto import tqdm
-
         from probdiff.models.ddpm.sampling import ancestral, ddim
-        name, steps = parse_sampler(sampler)
+        from tqdm.auto import tqdm
+        name, steps = parse_sampler(sampler, ("ancestral", "ddim"), "ancestral", 50,
+                                    stepless=("ancestral",))
         chain = self.fitted_chain(params)
         gen = torch.Generator().manual_seed(seed)
         total = self.T if name == "ancestral" else min(steps, self.T)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.em import MixtureParams
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, register
-from probdiff.models.gmm import em as gmm_em
-from probdiff.models.gmm.em import MixtureParams
 from probdiff.program import Program
 from probdiff.seeds import derive
 
@@ -140,8 +140,8 @@ class GMMFamily(Family):
         else:
             import jax.numpy as jnp
             from probdiff.guides.gmm_numpyro import MixtureGuide
-            from probdiff.models.gmm.model_numpyro import GaussianMixture
             from probdiff.models.gmm.model import MixturePrior
+            from probdiff.models.gmm.model_numpyro import GaussianMixture
             kw = {"dtype": getattr(jnp, dtype)}
         prior = (MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
                  if o["prior"] else None)
@@ -264,10 +264,11 @@ class GMMFamily(Family):
         return super().run_other(inference, x, settings, backend_name)
 
     def _nuts(self, x, settings, backend_name):
-        from probdiff.backends.numpyro_mcmc import run_nuts
+        import jax.numpy as jnp
         from probdiff.models.gmm.model import MixturePrior
         from probdiff.models.gmm.model_numpyro import GaussianMixture
-        import jax.numpy as jnp
+
+        from probdiff.backends.numpyro_mcmc import run_nuts
         o = self.options
         prior = MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
         model = GaussianMixture(o["components"], self.dim, {}, prior=prior, ordered=o["ordered"],

@@ -29,9 +29,10 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.distributions import constraints
 from pyro.ops.indexing import Vindex
+
+from probdiff.plates import data_plate
 
 SITE_WEIGHTS, SITE_LOCS, SITE_SCALES = "weights", "locs", "scales"
 SITE_ASSIGNMENT, SITE_OBS = "assignment", "obs"
@@ -110,7 +111,7 @@ class GaussianMixture:
     def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
         weights, locs, scales = self.globals()
         n = x.shape[0]
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             z = pyro.sample(SITE_ASSIGNMENT, dist.Categorical(weights),
                             infer={"enumerate": "parallel"})
             # Vindex: globals may carry batch dims (vectorised particles) left of (K,) / (K, D)

@@ -41,12 +41,20 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.ops.indexing import Vindex
-
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
-    GLOBAL_SITES, SITE_ASSIGNMENT, SITE_LOCS, SITE_LOCS_FIRST, SITE_LOCS_REST, SITE_OBS,
-    SITE_SCALES, SITE_WEIGHTS, MixturePrior,
+    GLOBAL_SITES,
+    SITE_ASSIGNMENT,
+    SITE_LOCS,
+    SITE_LOCS_FIRST,
+    SITE_LOCS_REST,
+    SITE_OBS,
+    SITE_SCALES,
+    SITE_WEIGHTS,
+    MixturePrior,
 )
+
+from probdiff.plates import numpyro_data_plate
 
 __all__ = ["GaussianMixture", "MixturePrior", "GLOBAL_SITES"]
 
@@ -144,7 +152,7 @@ class GaussianMixture:
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         weights, locs, scales = self.globals()
         n = x.shape[0]
-        with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
+        with numpyro_data_plate(n, n_total):
             z = numpyro.sample(SITE_ASSIGNMENT, dist.Categorical(probs=weights),
                                infer={"enumerate": "parallel"})
             # Vindex: globals may carry batch dims (vectorised draws) left of (K,) / (K, D)

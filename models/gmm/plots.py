@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from probdiff.data import Dataset
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.em import MixtureParams
+
+from probdiff.data import Dataset
 from probdiff.plots import plt, save
 
 

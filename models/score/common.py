@@ -141,21 +141,3 @@ class ScoreFamily(Family):
         if prefix and train is not None and len(train):
             out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(held)], held, seed=seed)
         return out
-
-
-def parse_sampler(text: str | None, names: tuple[str, ...], default: str, default_steps: int
-                  ) -> tuple[str, int]:
-    """'name' | 'name:STEPS' -> (name, steps), one-line errors otherwise."""
-    text = text or default
-    name, _, steps = text.partition(":")
-    if name not in names:
-        raise ProbdiffError(f"--sampler must be one of {', '.join(names)} (optionally :STEPS), "
-                            f"got {text!r}")
-    try:
-        k = int(steps) if steps else default_steps
-    except ValueError:
-        raise ProbdiffError(f"--sampler {name}:STEPS needs an integer, got {text!r}") from None
-    if k < 1:
-        raise ProbdiffError(f"--sampler {name}:STEPS needs STEPS >= 1, got {k}")
-    return name, k
-

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import pyro
 import torch
+from probdiff.models.score.noising import LEVELS_PLATE, noisy_levels
 from pyro import poutine
 from torch import nn
 
-from probdiff.guides.score_matching import LEVELS_PLATE, noisy_levels
 from probdiff.diffusion.score_matching import noise_conditional_term
+from probdiff.plates import data_plate
 
 
 class NoiseConditionalScore(nn.Module):
@@ -45,7 +46,7 @@ class NCSNModel:
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("ncsn", self.score, update_module_params=True)
         n, sigmas = len(x0), self.score.sigmas
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             with pyro.plate(LEVELS_PLATE, len(sigmas), subsample_size=self.subsample,
                             dim=-2) as idx:
                 xn = pyro.sample("x_noisy", noisy_levels(x0, sigmas, idx))  # (..., k, N, D)

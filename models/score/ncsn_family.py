@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from probdiff.models.score.common import ScoreFamily
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
-from probdiff.family import register
-from probdiff.models.score.common import ScoreFamily, parse_sampler
+from probdiff.family import parse_sampler, register
 from probdiff.program import Program
 
 
@@ -76,7 +76,6 @@ class NCSNFamily(ScoreFamily):
 
     def score_module(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         import torch
-
         from probdiff.models.score.ncsn import NoiseConditionalScore
         torch.manual_seed(seed)
         module = NoiseConditionalScore(self.network(len(self.sigmas)), self.sigmas)

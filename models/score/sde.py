@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro import poutine
+from probdiff.models.score.noising import sde_marginal, time_prior
 from torch import nn
 
-from probdiff.guides.score_matching import sde_marginal, time_prior
 from probdiff.diffusion.score_matching import noise_conditional_term
 from probdiff.diffusion.sde import SDE, expand
+from probdiff.plates import data_plate
 
 WEIGHTINGS = ("sigma2", "likelihood")
 
@@ -50,7 +50,7 @@ class ScoreSDEModel:
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("sde", self.score, update_module_params=True)
         n, sde = len(x0), self.score.sde
-        with pyro.plate("data", n, dim=-1), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total, dim=-1):
             t = pyro.sample("t", time_prior(x0, self.eps))  # (..., N)
             xt = pyro.sample("x_t", sde_marginal(sde, x0, t))  # (..., N, D)
             a, std = sde.marginal(t)

@@ -12,17 +12,21 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from probdiff.models.score.common import ScoreFamily
+from probdiff.models.score.ncsn_family import largest_distance
+from probdiff.models.score.sde import WEIGHTINGS
 
 from probdiff.data import Dataset
-from probdiff.errors import ProbdiffError
-from probdiff.family import register
-from probdiff.models.score.ncsn_family import largest_distance
-from probdiff.models.score.common import ScoreFamily, parse_sampler
-from probdiff.diffusion.ode_likelihood import add_ode_rows_argument, ode_likelihood_metrics, ode_rows
-from probdiff.program import Program
-from probdiff.models.score.sde import WEIGHTINGS
+from probdiff.diffusion.ode_likelihood import (
+    add_ode_rows_argument,
+    ode_likelihood_metrics,
+    ode_rows,
+)
 from probdiff.diffusion.sde import SDE_NAMES, make_sde
 from probdiff.diffusion.solvers import SOLVERS
+from probdiff.errors import ProbdiffError
+from probdiff.family import parse_sampler, register
+from probdiff.program import Program
 
 SAMPLE_EPS = 1e-3  # solvers stop at t = eps (Song et al.)
 # samplers of the comparison figure, at about 200 network evaluations each
@@ -81,7 +85,6 @@ class SDEFamily(ScoreFamily):
 
     def score_module(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         import torch
-
         from probdiff.models.score.sde import TimeScore
         torch.manual_seed(seed)
         return TimeScore(self.network(1), self.sde).to(device=device, dtype=getattr(torch, dtype))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from probdiff.models.vae.model import LIKELIHOODS
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, parse_widths, register
-from probdiff.models.vae.model import LIKELIHOODS
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
 
@@ -115,7 +115,6 @@ class VAEFamily(Family):
         L, shape, levels = self.options["latent_dim"], self.data.event_shape, self.scaling.model_levels
         if backend == "numpyro":
             import jax.numpy as jnp
-
             from probdiff.guides.vae_numpyro import VAEGuide as NumPyroGuide
             from probdiff.models.vae import networks_numpyro as nets
             from probdiff.models.vae.model_numpyro import VAEModel as NumPyroModel
@@ -128,7 +127,6 @@ class VAEFamily(Family):
         if backend != "pyro":
             raise ProbdiffError(f"model vae has no {backend} backend")
         import torch
-
         from probdiff.guides.vae import GaussianEncoder, VAEGuide
         from probdiff.models.vae.model import Decoder, VAEModel
         from probdiff.models.vae.networks import decoder_net, encoder_net
@@ -198,26 +196,8 @@ class VAEFamily(Family):
 
 
 def numpyro_to_pyro_params(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A NumPyro VAE's parameters under the Pyro program's names; other dicts unchanged.
-
-    ``{encoder,decoder}$params.<layer>.<leaf>`` is torch's ``{encoder,decoder}$$$net.<layer>.<leaf>``
-    with ``kernel`` -> ``weight``: MLP layers ``Dense_i`` sit at ``net.{2i}`` (the tanh layers
-    take the odd indices), conv layers keep their names (``conv0``, ``dense``). Dense kernels
-    (in, out) are transposed; conv kernels (kh, kw, in, out) become (out, in, kh, kw);
-    ``decoder_log_scale`` is ``decoder$$$log_scale``.
-    """
-    if not any(k.startswith(("encoder$params.", "decoder$params.")) for k in params):
-        return params
-    out = {}
-    for name, value in params.items():
-        value = np.asarray(value)
-        if name == "decoder_log_scale":
-            out["decoder$$$log_scale"] = value
-            continue
-        module, layer, leaf = name.split(".")
-        if layer.startswith("Dense_"):
-            layer = str(2 * int(layer.split("_")[1]))
-        if leaf == "kernel":
-            value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
-        out[f"{module.split('$')[0]}$$$net.{layer}.{'weight' if leaf == 'kernel' else 'bias'}"] = value
-    return out
+    """A NumPyro VAE's parameters under the Pyro program's names (:mod:`probdiff.twins`);
+    ``decoder_log_scale`` is ``decoder$$$log_scale``; other dicts unchanged."""
+    from probdiff.twins import flax_to_torch
+    return flax_to_torch(params, {"encoder": "encoder$$$net", "decoder": "decoder$$$net"},
+                         {"decoder_log_scale": "decoder$$$log_scale"})

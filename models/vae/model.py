@@ -22,10 +22,10 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from torch import nn
 
 from probdiff.diffusion.likelihoods import DiscretizedGaussian
+from probdiff.plates import data_plate
 
 SITE_Z, SITE_OBS = "z", "obs"
 LIKELIHOODS = ("gaussian", "bernoulli", "discretized")
@@ -88,7 +88,7 @@ class VAEModel:
         # update_module_params: a fresh module picks up values already in the param store
         pyro.module("decoder", self.decoder, update_module_params=True)
         n = x.shape[0]
-        with pyro.plate("data", n), poutine.scale(scale=(n_total or n) / n):
+        with data_plate(n, n_total):
             prior = dist.Normal(x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim))
             z = pyro.sample(SITE_Z, prior.to_event(1))
             pyro.sample(SITE_OBS, self.decoder.distribution(z), obs=x)

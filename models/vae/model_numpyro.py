@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
+from probdiff.models.vae.model import LIKELIHOODS, SITE_OBS, SITE_Z
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
-from probdiff.models.vae.model import LIKELIHOODS, SITE_OBS, SITE_Z
+from probdiff.plates import numpyro_data_plate
 
 __all__ = ["VAEModel", "SITE_Z", "SITE_OBS", "LOG_SCALE"]
 
@@ -60,7 +61,7 @@ class VAEModel:
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         decode = self.decoder()
         n = x.shape[0]
-        with numpyro.plate("data", n), numpyro.handlers.scale(scale=(n_total or n) / n):
+        with numpyro_data_plate(n, n_total):
             prior = dist.Normal(jnp.zeros(self.latent_dim, dtype=x.dtype),
                                 jnp.ones(self.latent_dim, dtype=x.dtype))
             z = numpyro.sample(SITE_Z, prior.to_event(1))
