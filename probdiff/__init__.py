@@ -14,16 +14,27 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor",
                         category=FutureWarning)
 
-from probdiff.api import fit, open_run  # noqa: E402
-from probdiff.data import Dataset, load_dataset, train_test_split  # noqa: E402
-from probdiff.errors import ProbdiffError  # noqa: E402
-from probdiff.family import Family, families, get_family, register  # noqa: E402
-from probdiff.program import Program  # noqa: E402
-from probdiff.run import Run  # noqa: E402
-from probdiff.svi import SVIResult, SVISettings, run_svi  # noqa: E402
+# the public names, imported on first use (PEP 562): ``import probdiff`` and the command
+# line's help load no framework (torch, JAX, ArviZ) until something needs it
+_PUBLIC = {
+    "fit": "probdiff.api", "open_run": "probdiff.api", "Run": "probdiff.run",
+    "Dataset": "probdiff.data", "load_dataset": "probdiff.data",
+    "train_test_split": "probdiff.data", "ProbdiffError": "probdiff.errors",
+    "Family": "probdiff.family", "families": "probdiff.family", "get_family": "probdiff.family",
+    "register": "probdiff.family", "Program": "probdiff.program", "SVIResult": "probdiff.svi",
+    "SVISettings": "probdiff.svi", "run_svi": "probdiff.svi",
+}
+__all__ = sorted(_PUBLIC) + ["__version__"]
 
-__all__ = [
-    "Dataset", "Family", "Program", "ProbdiffError", "Run", "SVIResult", "SVISettings",
-    "__version__", "families", "fit", "get_family", "load_dataset", "open_run", "register",
-    "run_svi", "train_test_split",
-]
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        import importlib
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'probdiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -101,8 +101,6 @@ RESUME_MAY_CHANGE = ("steps", "lr", "clip_norm")
 
 def fit_main(argv: list[str]) -> int:
     from probdiff.family import get_family
-    from probdiff.fitting import FitRequest, fit, resume_request
-    from probdiff.svi import SVISettings
     from probdiff.usermodel import UserFamily, is_reference
 
     head = Parser(add_help=False)
@@ -117,6 +115,8 @@ def fit_main(argv: list[str]) -> int:
         family = UserFamily if is_reference(known.model) else get_family(known.model)
         family.add_arguments(parser)
     args = parser.parse_args(argv)
+    from probdiff.fitting import FitRequest, fit, resume_request
+    from probdiff.svi import SVISettings
     if args.resume:
         given = {a.dest for a in parser._actions if a.dest in vars(args)
                  and a.dest not in ("model", "out", "resume", "quiet", "trust_model_code")

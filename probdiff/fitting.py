@@ -22,7 +22,6 @@ from probdiff.backends import BACKENDS, get_backend
 from probdiff.data import Dataset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, get_family
-from probdiff.inference_data import svi_inference_data
 from probdiff.program import num_rows
 from probdiff.runfolder import CHECKPOINT, CONFIG, METRICS, RunFolder, atomic_write
 from probdiff.svi import SVISettings, run_svi
@@ -337,6 +336,7 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
     shown = shown_subset(train, req.settings.seed)
     x_shown = family.prepare(shown)
     if req.inference == "svi" or idata is None:
+        from probdiff.inference_data import svi_inference_data
         groups = (family.inference_groups(backend, program, params, x_shown,
                                           req.posterior_samples, req.settings.seed)
                   if program is not None else {})

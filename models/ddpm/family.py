@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from probdiff.data import Dataset
-from probdiff.diffusion.ode_likelihood import add_ode_rows_argument, ode_rows
+from probdiff.models.score.likelihood import add_ode_rows_argument, ode_rows
 from probdiff.diffusion.schedules import SCHEDULES, Schedule
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, parse_sampler, parse_widths, register
@@ -297,7 +297,7 @@ class DDPMFamily(Family):
         import torch
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
 
-        from probdiff.diffusion.ode_likelihood import ode_likelihood_metrics
+        from probdiff.models.score.likelihood import ode_likelihood_metrics
         rows = x[:ode_rows(self.options, self.data)]
         sde, score = self.continuous_score(self.fitted_chain(numpyro_to_pyro_params(params)))
         width = None
@@ -309,7 +309,7 @@ class DDPMFamily(Family):
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
         """The likelihood table: the ELBO bound beside the probability-flow ODE and the true density."""
-        from probdiff.diffusion.ode_likelihood import likelihood_table
+        from probdiff.models.score.likelihood import likelihood_table
         return likelihood_table(metrics, bound=True)
 
     # -- sampling ---------------------------------------------------------------------------

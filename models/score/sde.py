@@ -25,7 +25,7 @@ from probdiff.diffusion.score_matching import noise_conditional_term
 from probdiff.diffusion.sde import SDE, expand
 from probdiff.plates import data_plate
 
-WEIGHTINGS = ("sigma2", "likelihood")
+from probdiff.models.score import WEIGHTINGS  # noqa: E402
 
 
 class TimeScore(nn.Module):

@@ -14,16 +14,15 @@ import argparse
 import numpy as np
 from probdiff.models.score.common import ScoreFamily
 from probdiff.models.score.ncsn_family import largest_distance
-from probdiff.models.score.sde import WEIGHTINGS
+from probdiff.models.score import WEIGHTINGS
 
 from probdiff.data import Dataset
-from probdiff.diffusion.ode_likelihood import (
+from probdiff.models.score.likelihood import (
     add_ode_rows_argument,
     ode_likelihood_metrics,
     ode_rows,
 )
-from probdiff.diffusion.sde import SDE_NAMES, make_sde
-from probdiff.diffusion.solvers import SOLVERS
+from probdiff.diffusion import SDE_NAMES, SOLVERS
 from probdiff.errors import ProbdiffError
 from probdiff.family import parse_sampler, register
 from probdiff.program import Program
@@ -75,6 +74,7 @@ class SDEFamily(ScoreFamily):
         if not 0 < o["eps"] < SAMPLE_EPS:
             raise ProbdiffError(f"--eps must be in (0, {SAMPLE_EPS}), got {o['eps']}")
         ode_rows(o, data)  # a bad --ode-rows fails now, not after training
+        from probdiff.diffusion.sde import make_sde
         if ve:
             self.sde = make_sde("ve", sigma_min=_given(o["sigma_min"], 0.01),
                                 sigma_max=o["sigma_max"])
@@ -169,5 +169,5 @@ class SDEFamily(ScoreFamily):
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
         """The likelihood table: the flow ODE's log-likelihood beside the true density."""
-        from probdiff.diffusion.ode_likelihood import likelihood_table
+        from probdiff.models.score.likelihood import likelihood_table
         return likelihood_table(metrics, bound=False)

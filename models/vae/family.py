@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from probdiff.models.vae.model import LIKELIHOODS
+from probdiff.models.vae import LIKELIHOODS
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError

@@ -28,7 +28,7 @@ from probdiff.diffusion.likelihoods import DiscretizedGaussian
 from probdiff.plates import data_plate
 
 SITE_Z, SITE_OBS = "z", "obs"
-LIKELIHOODS = ("gaussian", "bernoulli", "discretized")
+from probdiff.models.vae import LIKELIHOODS  # noqa: E402  (the options, in a light module)
 
 
 class Decoder(nn.Module):

@@ -5,3 +5,7 @@ losses, Langevin dynamics (and a Pyro MCMC kernel), the discretised Gaussian lik
 closed-form scores of Gaussian mixtures. Nothing here imports the engine (fitting, run folders,
 backends); :mod:`probdiff.errors` is the one shared module.
 """
+
+# names a command line offers, here so that listing them loads no framework
+SDE_NAMES = ("vp", "ve", "subvp")
+SOLVERS = ("em", "reverse_diffusion", "pc", "ode", "ode_euler", "ode_heun")

@@ -31,7 +31,7 @@ import torch
 from probdiff.errors import ProbdiffError
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SDE_NAMES = ("vp", "ve", "subvp")
+from probdiff.diffusion import SDE_NAMES  # noqa: E402
 
 
 def expand(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 from probdiff.errors import ProbdiffError
 from probdiff.diffusion.sde import SDE, VPSDE, ScoreFn, expand
 
-SOLVERS = ("em", "reverse_diffusion", "pc", "ode", "ode_euler", "ode_heun")
+from probdiff.diffusion import SOLVERS  # noqa: E402
 
 
 def _grid(n_steps: int, eps: float) -> tuple[list[float], float]:
