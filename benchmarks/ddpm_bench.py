@@ -20,14 +20,13 @@ import time
 import numpy as np
 import pyro
 import torch
+from probdiff.models.ddpm.family import DDPMFamily
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
-
 from timing import seconds_per_step
 
 from probdiff.data import load_dataset
-from probdiff.fitting import make_family
-from probdiff.models.ddpm.family import DDPMFamily
+from probdiff.request import make_family
 
 
 def timed(step, batches) -> float:
@@ -109,7 +108,6 @@ def main(argv=None) -> int:
 
     # sampling: the same network, 1000 ancestral steps
     from diffusers import DDPMScheduler
-
     from probdiff.models.ddpm.sampling import ancestral
     data = load_dataset("mixture2d")
     family = make_family("ddpm", DDPMFamily.default_options(T=1000, hidden=args.hidden), data)

@@ -24,13 +24,18 @@ import time
 import numpy as np
 import pyro
 import torch
+from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
+from probdiff.models.ddpm.chain import (
+    DDPMModel,
+    DDPMTermsModel,
+    ReverseChain,
+    elbo_terms,
+)
+from probdiff.models.ddpm.networks import TimeMLP
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 
 from probdiff.data import load_dataset
-from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain, elbo_terms
-from probdiff.models.ddpm.networks import TimeMLP
 from probdiff.diffusion.schedules import Schedule
 
 

@@ -21,8 +21,9 @@ import numpy as np
 
 def svi_time_to_target(backend_name: str, family, x: np.ndarray, target: float, lr: float,
                        max_steps: int, check_every: int, seed: int) -> dict:
-    from probdiff.backends import get_backend
     from probdiff.models.gmm import em as gmm_em
+
+    from probdiff.backends import get_backend
     backend = get_backend(backend_name, threads=1)
     program = family.program(backend_name, x, seed)
     data = backend.array(x)
@@ -58,12 +59,12 @@ def main(argv=None) -> int:
                    help="target = sklearn log-likelihood minus this fraction of its magnitude")
     args = p.parse_args(argv)
 
+    from probdiff.models.gmm import em as gmm_em
+    from probdiff.models.gmm.family import GMMFamily
     from sklearn.mixture import GaussianMixture
 
     from probdiff.data import load_dataset
-    from probdiff.fitting import make_family
-    from probdiff.models.gmm import em as gmm_em
-    from probdiff.models.gmm.family import GMMFamily
+    from probdiff.request import make_family
 
     spec = f"blobs:n={args.n},dim={args.dim},centers={args.components}"
     data = load_dataset(spec, seed=0)

@@ -25,9 +25,11 @@ import torch
 
 from probdiff.data import load_dataset, train_test_split
 from probdiff.diagnostics import sliced_wasserstein
-from probdiff.fitting import FitRequest, fit, load_params, make_family
 from probdiff.diffusion.mixture_score import GaussianMixture
 from probdiff.diffusion.solvers import solve
+from probdiff.fitting import fit
+from probdiff.request import FitRequest, make_family
+from probdiff.runfolder import load_params
 from probdiff.svi import SVISettings
 
 

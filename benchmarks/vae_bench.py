@@ -21,17 +21,16 @@ import time
 import numpy as np
 import pyro
 import torch
+from probdiff.guides.vae import GaussianEncoder, VAEGuide
+from probdiff.models.vae.family import VAEFamily
+from probdiff.models.vae.model import Decoder, VAEModel
+from probdiff.models.vae.networks import decoder_net, encoder_net
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
-
 from timing import seconds_per_step
 
 from probdiff.data import load_dataset
-from probdiff.fitting import make_family
-from probdiff.guides.vae import GaussianEncoder, VAEGuide
-from probdiff.models.vae.model import Decoder, VAEModel
-from probdiff.models.vae.family import VAEFamily
-from probdiff.models.vae.networks import decoder_net, encoder_net
+from probdiff.request import make_family
 
 
 def torch_elbo(x, encoder, decoder, n_total):

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from probdiff.models.ddpm.family import DDPMFamily
+
 from probdiff.data import load_dataset, train_test_split
 from probdiff.diagnostics import sliced_wasserstein
-from probdiff.fitting import FitRequest, fit, load_params, make_family
-from probdiff.models.ddpm.family import DDPMFamily
-from probdiff.report import report
+from probdiff.fitting import fit
+from probdiff.request import FitRequest, make_family
+from probdiff.runfolder import load_params
 from probdiff.svi import SVISettings
 
 
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                      settings=SVISettings(steps=args.steps, lr=2e-3, batch_size=256,
                                           seed=args.seed, progress=not args.quick))
     run = fit(req)
-    print(report(str(run.path)))
+    print(run.report())
 
     data = load_dataset(args.data, seed=args.seed)
     _, test = train_test_split(data, req.test_fraction, args.seed)

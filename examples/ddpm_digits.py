@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probdiff.fitting import FitRequest, fit
 from probdiff.models.ddpm.family import DDPMFamily
-from probdiff.report import report
+
+from probdiff.fitting import fit
+from probdiff.request import FitRequest
 from probdiff.sampling import sample
 from probdiff.svi import SVISettings
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                          options=options, posterior_samples=2,
                          settings=SVISettings(steps=args.steps, lr=1e-3, batch_size=128,
                                               seed=args.seed, progress=not args.quick)))
-    print(report(str(run.path)))
+    print(run.report())
     print(sample(str(run.path), 36, seed=args.seed))
     return 0
 

@@ -14,13 +14,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.family import GMMFamily
 
 from probdiff.data import load_dataset
-from probdiff.fitting import FitRequest, fit
-from probdiff.models.gmm import em as gmm_em
-from probdiff.report import report
+from probdiff.fitting import fit
+from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
-from probdiff.models.gmm.family import GMMFamily
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                            restarts=1 if args.quick else 3, progress=not args.quick)
     run = fit(FitRequest(model="gmm", data=args.data, out=str(Path(args.out) / "svi"),
                          backend=args.backend, settings=settings, options=GMMFamily.default_options()))
-    print(report(str(run.path)))
+    print(run.report())
 
     from sklearn.mixture import GaussianMixture
     x = load_dataset(args.data, seed=args.seed).flat()

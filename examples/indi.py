@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from probdiff.models.ddpm.indi import ContinuousTime, degrade, indi_loss, psnr, restore
+from probdiff.models.ddpm.networks import UNet
 
 from probdiff.data import load_dataset, train_test_split
-from probdiff.models.ddpm.networks import UNet
-from probdiff.models.ddpm.indi import ContinuousTime, degrade, indi_loss, psnr, restore
 
 
 def main(argv: list[str] | None = None) -> int:

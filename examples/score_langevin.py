@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from probdiff.models.score.ncsn_family import NCSNFamily
 
 from probdiff.data import mixture2d_density
-from probdiff.fitting import FitRequest, fit
 from probdiff.diffusion.langevin import annealed_langevin, geometric_sigmas, langevin
 from probdiff.diffusion.mixture_score import GaussianMixture
-from probdiff.models.score.ncsn_family import NCSNFamily
+from probdiff.fitting import fit
 from probdiff.plots import plt, save
-from probdiff.report import report
+from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     run = fit(FitRequest(model="ncsn", data="mixture2d", out=str(out / "ncsn"), options=options,
                          settings=SVISettings(steps=args.steps, lr=2e-3, batch_size=256,
                                               seed=args.seed, progress=not q)))
-    print(report(str(run.path)))
+    print(run.report())
     return 0
 
 

@@ -19,18 +19,19 @@ import argparse
 from pathlib import Path
 
 import torch
+from probdiff.models.ddpm.family import DDPMFamily
+from probdiff.models.score.sde_family import SDEFamily
 
 from probdiff.data import mixture2d_density
 from probdiff.diagnostics import sliced_wasserstein
-from probdiff.fitting import FitRequest, fit
 from probdiff.diffusion.mixture_score import GaussianMixture
-from probdiff.models.ddpm.family import DDPMFamily
-from probdiff.models.score.sde_family import SDEFamily
 from probdiff.diffusion.ode_likelihood import ode_log_likelihood
-from probdiff.report import report
 from probdiff.diffusion.sde import make_sde
 from probdiff.diffusion.solvers import solve
+from probdiff.fitting import fit
+from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
+
 
 def equal_nfe(budget: int) -> tuple[str, ...]:
     """Every solver at ``budget`` network evaluations (adaptive RK45 picks its own)."""
@@ -79,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     small = {"hidden": "32", "ode_rows": 0} if q else {}
     run = fit(FitRequest(model="sde", data="mixture2d", out=str(out / "sde"),
                          options=SDEFamily.default_options(**small), settings=settings))
-    print(report(str(run.path)))
+    print(run.report())
     print("== 3. a DDPM read as a VP SDE: ODE likelihood beside the ELBO")
     options = DDPMFamily.default_options(T=20 if q else 100, **small)
     run = fit(FitRequest(model="ddpm", data="mixture2d", out=str(out / "ddpm"), options=options,
                          settings=settings, posterior_samples=2))
-    print(report(str(run.path)))
+    print(run.report())
     return 0
 
 

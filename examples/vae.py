@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probdiff.fitting import FitRequest, fit
 from probdiff.models.vae.family import VAEFamily
-from probdiff.report import report
+
+from probdiff.fitting import fit
+from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                          settings=SVISettings(steps=args.steps, lr=0.005, seed=args.seed,
                                               progress=not args.quick),
                          options=options, posterior_samples=20))
-    print(report(str(run.path)))
+    print(run.report())
     return 0
 
 

@@ -45,10 +45,16 @@ def fit(model: str | Callable, guide: str | Callable | None = None, *, data: Any
     """
     from probdiff.data import as_dataset
     from probdiff.family import get_family
-    from probdiff.fitting import FitRequest
     from probdiff.fitting import fit as run_fit
+    from probdiff.request import FitRequest
     from probdiff.svi import SVISettings
-    from probdiff.usermodel import AUTOGUIDES, CodeRef, UserCode, UserFamily, is_reference
+    from probdiff.usermodel import (
+        AUTOGUIDES,
+        CodeRef,
+        UserCode,
+        UserFamily,
+        is_reference,
+    )
 
     settings = {k: options.pop(k) for k in _SETTINGS if k in options}
     request = {k: options.pop(k) for k in _REQUEST if k in options}

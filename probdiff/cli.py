@@ -115,7 +115,8 @@ def fit_main(argv: list[str]) -> int:
         family = UserFamily if is_reference(known.model) else get_family(known.model)
         family.add_arguments(parser)
     args = parser.parse_args(argv)
-    from probdiff.fitting import FitRequest, fit, resume_request
+    from probdiff.fitting import fit, resume_request
+    from probdiff.request import FitRequest
     from probdiff.svi import SVISettings
     if args.resume:
         given = {a.dest for a in parser._actions if a.dest in vars(args)
@@ -156,10 +157,10 @@ def fit_main(argv: list[str]) -> int:
 
 
 def report_main(argv: list[str]) -> int:
-    from probdiff.report import report
+    from probdiff.run import open_run
     p = Parser(prog="probdiff report", description="Summarise a run folder.")
     p.add_argument("dir")
-    print(report(p.parse_args(argv).dir))
+    print(open_run(p.parse_args(argv).dir).report())
     return 0
 
 

@@ -24,8 +24,8 @@ from scipy.special import logsumexp
 
 from probdiff.errors import ProbdiffError
 from probdiff.program import Data, Program, num_rows, take_rows
-from probdiff.sites import Layout, Site, is_point, per_datum
 from probdiff.seeds import derive
+from probdiff.sites import Layout, Site, is_point, per_datum
 
 CHUNK_ROWS = 4096
 

@@ -11,138 +11,51 @@ from __future__ import annotations
 import io
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from probdiff import __version__
-from probdiff.backends import BACKENDS, get_backend
+from probdiff.backends import get_backend
 from probdiff.data import Dataset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
-from probdiff.family import Family, get_family
+from probdiff.family import Family
 from probdiff.program import num_rows
-from probdiff.runfolder import CHECKPOINT, CONFIG, METRICS, RunFolder, atomic_write
-from probdiff.svi import SVISettings, run_svi
-from probdiff.usermodel import CodeRef, UserCode, UserFamily, is_reference
+from probdiff.request import (
+    FitRequest,
+    make_family,
+    request_from_config,
+    runtime,
+    user_code_from_request,
+)
+from probdiff.runfolder import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    RunFolder,
+    atomic_write,
+    save_params,
+)
 from probdiff.seeds import derive
+from probdiff.svi import run_svi
+from probdiff.usermodel import CodeRef, UserCode, is_reference
 
-PARAMS = "params.npz"
 CODE_DIR = "code"
 DATA_COPY = "data.npz"
 
 
-@dataclass
-class FitRequest:
-    """Everything ``probdiff fit`` was asked, as written to ``config.json``.
-
-    ``model`` is a built-in name, ``path/to/file.py:function``, or (through the Python API)
-    the label of a callable; ``data`` a data spec (built-in or path).
-    """
-
-    model: str
-    data: str
-    out: str
-    backend: str = "pyro"
-    device: str = "cpu"
-    dtype: str = "float32"
-    inference: str = "svi"
-    test_fraction: float = 0.2
-    posterior_samples: int = 200
-    threads: int | None = 1
-    settings: SVISettings = field(default_factory=SVISettings)
-    options: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        self.settings.validate()
-        for name in ("model", "data", "out", "backend", "device", "dtype", "inference"):
-            if not isinstance(getattr(self, name), str):
-                raise ProbdiffError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if not isinstance(self.options, dict):
-            raise ProbdiffError(f"options must be a mapping, got {self.options!r}")
-        if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)):
-            raise ProbdiffError(f"--test-fraction must be a number, got {self.test_fraction!r}")
-        for name in ("posterior_samples", "threads"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ProbdiffError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
-        if self.backend not in BACKENDS:
-            raise ProbdiffError(f"unknown --backend {self.backend!r}: choose {' or '.join(BACKENDS)}")
-        if self.dtype not in ("float32", "float64"):
-            raise ProbdiffError(f"--dtype must be float32 or float64, got {self.dtype!r}")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ProbdiffError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-        if self.threads is not None and self.threads < 1:
-            raise ProbdiffError(f"--threads must be >= 1, got {self.threads}")
-        if self.posterior_samples < 1:
-            raise ProbdiffError(f"--posterior-samples must be >= 1, got {self.posterior_samples}")
 
 
-def user_code_from_request(req: FitRequest) -> UserCode:
-    """The code of a model given as ``file.py:function`` (and ``--guide``) on the command line."""
-    guide = req.options.get("guide")
-    if guide is not None and not isinstance(guide, str):
-        raise ProbdiffError("--guide must be path/to/file.py:guide or an autoguide name")
-    return UserCode(CodeRef.parse(req.model),
-                    CodeRef.parse(guide) if is_reference(guide) else guide)
 
 
-def make_family(model: str, options: dict, data: Dataset, *, code: UserCode | None = None,
-                base_seed: int = 0, runtime: dict | None = None) -> Family:
-    """A built-in family by name, or a user's model (``code``, or ``file.py:function``);
-    ``runtime`` (``get_backend`` arguments) is where a user's model draws samples."""
-    if code is None and is_reference(model):
-        code = user_code_from_request(FitRequest(model=model, data="", out="", options=options))
-    if code is not None:
-        return UserFamily(options, data, code, base_seed, runtime)
-    data.require_x()
-    return get_family(model)(options, data)
 
 
-def runtime(req: FitRequest) -> dict:
-    """``get_backend`` arguments of a request."""
-    return {"name": req.backend, "device": req.device, "dtype": req.dtype, "threads": req.threads}
 
 
-def request_from_config(config: dict, out: str) -> FitRequest:
-    """The request a run's config records, acting on the folder ``out`` where it now lies;
-    every setting and option checked as if given on the command line."""
-    where = Path(out) / CONFIG
-    try:
-        req = dict(config["request"])
-        req["settings"] = SVISettings(**req["settings"])
-        req["out"] = out
-        req = FitRequest(**req)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ProbdiffError(f"{where} does not describe a fit: {type(e).__name__}: {e}") from None
-    try:
-        if not isinstance(req.model, str) or not isinstance(req.options, dict):
-            raise ProbdiffError("the model is not a name or the options not an object")
-        req.validate()
-        check_options(req.model, req.options, user=config.get("code") is not None)
-    except ProbdiffError as e:
-        raise ProbdiffError(f"{where}: {e}") from None
-    return req
 
 
-def check_options(model: str, options: dict, user: bool = False) -> None:
-    """Each recorded option known to the model's family and of its default's type."""
-    family = UserFamily if user or is_reference(model) else get_family(model)
-    defaults = family.default_options()
-    defaults.update(getattr(family, "resolved_options", {}))
-    for key, value in options.items():
-        if key not in defaults:
-            raise ProbdiffError(f"unknown option {key!r} for model {model}")
-        default = defaults[key]
-        if default is None or value is None:
-            continue
-        kind = float if isinstance(default, float) else type(default)
-        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise ProbdiffError(f"option {key!r} is {value!r}, expected a {kind.__name__}")
 
 
 def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
@@ -349,7 +262,7 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
                     **mcmc_metrics(idata)})
     save_params(run, params)
     run.save_inference_data(idata)
-    from probdiff.report import write_figures
+    from probdiff.figures import write_figures
     write_figures(run, family, idata, params, shown, metrics)
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
@@ -374,21 +287,8 @@ def mcmc_metrics(idata) -> dict:
     return out
 
 
-def save_params(run: RunFolder, params: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
-    atomic_write(run.file(PARAMS), buf.getvalue())
 
 
-def load_params(run: RunFolder) -> dict[str, np.ndarray]:
-    path = run.file(PARAMS)
-    if not path.is_file():
-        raise ProbdiffError(f"{path} is missing: the run did not finish")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    except Exception as e:
-        raise ProbdiffError(f"{path} is not a readable parameter file: {type(e).__name__}") from None
 
 
 def _copy_code(run: RunFolder, code: UserCode) -> dict:

@@ -131,7 +131,7 @@ class Run:
 
     @cached_property
     def request(self):
-        from probdiff.fitting import request_from_config
+        from probdiff.request import request_from_config
         return request_from_config(self.config, out=str(self.path))
 
     @property
@@ -142,7 +142,7 @@ class Run:
     @property
     def params(self) -> dict[str, np.ndarray]:
         """Fitted parameters (constrained values), by Pyro/NumPyro parameter name."""
-        from probdiff.fitting import load_params
+        from probdiff.runfolder import load_params
         self._require_complete()
         return load_params(self.folder)
 
@@ -172,7 +172,7 @@ class Run:
         """The model family, rebuilt; for a user's model this needs its code (see the module
         docstring)."""
         if self._family is None:
-            from probdiff.fitting import make_family, runtime
+            from probdiff.request import make_family, runtime
             req, code = self.request, None
             if self.config.get("code") is not None:
                 code = code_from_config(self.folder, self.config, self._trust, self._model,

@@ -26,10 +26,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from probdiff import treefile
 from probdiff.errors import ProbdiffError
 
 CONFIG, METRICS, CHECKPOINT, IDATA = "config.json", "metrics.json", "checkpoint", "inference_data.nc"
+PARAMS = "params.npz"
 LOCK = ".lock"
 STATUSES = ("running", "complete", "failed", "interrupted")
 # what a folder may hold and still count as empty (a fit killed before its first config write)
@@ -282,6 +285,24 @@ class RunFolder:
         except Exception as e:  # netCDF/HDF5 raise many types on a damaged file
             raise ProbdiffError(f"{path} is not a readable InferenceData file "
                                 f"({type(e).__name__})") from None
+
+
+def save_params(run: "RunFolder", params: dict[str, np.ndarray]) -> None:
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    atomic_write(run.file(PARAMS), buf.getvalue())
+
+
+def load_params(run: "RunFolder") -> dict[str, np.ndarray]:
+    path = run.file(PARAMS)
+    if not path.is_file():
+        raise ProbdiffError(f"{path} is missing: the run did not finish")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ProbdiffError(f"{path} is not a readable parameter file: {type(e).__name__}") from None
 
 
 def _is_temporary(p: Path) -> bool:

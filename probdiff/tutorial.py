@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from probdiff.errors import ProbdiffError
-from probdiff.fitting import FitRequest, fit
-from probdiff.report import report
+from probdiff.fitting import fit
+from probdiff.request import FitRequest
 from probdiff.runfolder import RunFolder
 from probdiff.svi import SVISettings
 
@@ -43,7 +43,7 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
             run = fit(req)
         except ProbdiffError as e:
             raise ProbdiffError(f"tutorial step {step.folder}: {e}") from None
-        text = report(run)
+        text = run.report()
         m = run.metrics
         rows.append(f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
                     f"{_fmt(m.get('elbo'))} | {_fmt(m.get('test_elbo'))} | {_fmt(m.get('iwae'))} | "

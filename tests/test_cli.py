@@ -155,11 +155,12 @@ def test_no_traceback_from_the_real_command(tmp_path):
 def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
     """A fit stopped after a checkpoint and resumed gives the uninterrupted fit's ELBO traces,
     the held-out one included."""
+    from probdiff.models.gmm.family import GMMFamily
+
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
-    from probdiff.fitting import make_family
+    from probdiff.request import make_family
     from probdiff.svi import SVISettings, run_svi
-    from probdiff.models.gmm.family import GMMFamily
 
     data = load_dataset("mixture2d:n=200")
     family = make_family("gmm", GMMFamily.default_options(), data)
@@ -195,10 +196,11 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
 def test_held_out_evaluation_leaves_training_unchanged(backend):
     """Evaluating the held-out ELBO during training draws its own random numbers: the training
     trace is the same with and without it."""
+    from probdiff.models.vae.family import VAEFamily
+
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
-    from probdiff.fitting import make_family
-    from probdiff.models.vae.family import VAEFamily
+    from probdiff.request import make_family
     from probdiff.svi import SVISettings, run_svi
 
     data = load_dataset("digits:n=300")

@@ -4,13 +4,13 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
+from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
+from probdiff.models.ddpm.networks import TimeMLP
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
 
 from probdiff.data import load_dataset
-from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
-from probdiff.models.ddpm.networks import TimeMLP
 from probdiff.diffusion.schedules import Schedule
 
 T = 10
@@ -129,11 +129,11 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameteris
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
+    from probdiff.guides.ddpm_numpyro import MarginalGuide as NumPyroMarginalGuide
+    from probdiff.models.ddpm import chain_numpyro as dn
     from pyro import poutine
 
     from probdiff.backends import get_backend
-    from probdiff.guides.ddpm_numpyro import MarginalGuide as NumPyroMarginalGuide
-    from probdiff.models.ddpm import chain_numpyro as dn
     from probdiff.program import Program
     torch.set_default_dtype(torch.float64)
     try:

@@ -158,8 +158,8 @@ def test_bound_terms_sum_to_the_elbo_of_pyros_own_estimator(ddpm_run):
     from pyro.infer import TraceMeanField_ELBO
 
     from probdiff.data import load_dataset
-    from probdiff.fitting import load_params, make_family
-    from probdiff.runfolder import RunFolder
+    from probdiff.request import make_family
+    from probdiff.runfolder import RunFolder, load_params
     run = RunFolder.existing(str(ddpm_run))
     options = json.loads((ddpm_run / "config.json").read_text())["request"]["options"]
     family = make_family("ddpm", options, load_dataset("mixture2d:n=500"))

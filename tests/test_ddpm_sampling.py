@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from probdiff.models.ddpm.sampling import ancestral, ddim, ddim_step, ddim_steps
+
 from probdiff.diffusion.schedules import Schedule
 
 M = torch.tensor([1.0, -2.0], dtype=torch.float64)

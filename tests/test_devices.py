@@ -7,11 +7,11 @@ were run on a GPU by hand (README, "Score matching ...": the H200 check)."""
 
 import pytest
 import torch
-
 from probdiff.models.ddpm.networks import TimeMLP, UNet
 from probdiff.models.score.ncsn import NoiseConditionalScore
 from probdiff.models.score.sde import TimeScore
 from probdiff.models.vae.networks import ConvDecoderNet, ConvEncoderNet
+
 from probdiff.diffusion.schedules import Schedule
 from probdiff.diffusion.sde import ScheduleSDE, make_sde
 

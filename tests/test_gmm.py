@@ -4,14 +4,14 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from probdiff.guides.gmm import MixtureGuide, encoder_init, posterior_assignments
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.em import MixtureParams
+from probdiff.models.gmm.model import GaussianMixture
 from pyro.infer import TraceEnum_ELBO
 from sklearn.mixture import GaussianMixture as SkGMM
 
 from probdiff.data import load_dataset
-from probdiff.guides.gmm import MixtureGuide, encoder_init, posterior_assignments
-from probdiff.models.gmm import em as gmm_em
-from probdiff.models.gmm.model import GaussianMixture
-from probdiff.models.gmm.em import MixtureParams
 
 F64 = torch.float64
 
@@ -147,9 +147,11 @@ def test_em_reaches_sklearn_log_likelihood():
 def test_svi_fit_matches_sklearn_and_enumerated_elbo_is_exact(tmp_path, backend):
     """DESIGN: fitted log-likelihood within 0.5% of sklearn's EM (best of 3 for both), and the
     enumerated ELBO at the optimum equals the exact log-likelihood."""
-    from probdiff.fitting import FitRequest, fit
-    from probdiff.svi import SVISettings
     from probdiff.models.gmm.family import GMMFamily
+
+    from probdiff.fitting import fit
+    from probdiff.request import FitRequest
+    from probdiff.svi import SVISettings
     req = FitRequest(model="gmm", data="mixture2d", out=str(tmp_path / "run"), backend=backend,
                      test_fraction=0.0, settings=SVISettings(steps=400, lr=0.05, restarts=3,
                                                              progress=False),

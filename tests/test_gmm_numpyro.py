@@ -18,6 +18,11 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from probdiff.guides import gmm as pyro_guides
+from probdiff.guides import gmm_numpyro as numpyro_guides
+from probdiff.models.gmm import model as pyro_models
+from probdiff.models.gmm import model_numpyro as numpyro_models
+from probdiff.models.gmm.model import MixturePrior
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import dirichlet, lognorm, norm
 
@@ -25,11 +30,6 @@ from probdiff.backends.numpyro_backend import NumPyroBackend
 from probdiff.backends.numpyro_mcmc import run_nuts
 from probdiff.backends.pyro_backend import PyroBackend
 from probdiff.errors import ProbdiffError
-from probdiff.guides import gmm as pyro_guides
-from probdiff.guides import gmm_numpyro as numpyro_guides
-from probdiff.models.gmm import model as pyro_models
-from probdiff.models.gmm import model_numpyro as numpyro_models
-from probdiff.models.gmm.model import MixturePrior
 from probdiff.program import Program
 
 K, D, N = 3, 2, 40

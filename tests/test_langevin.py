@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from probdiff.data import mixture2d_density
-from probdiff.errors import ProbdiffError
-from probdiff.diffusion.langevin import annealed_langevin, geometric_sigmas, langevin, score_of
+from probdiff.diffusion.langevin import (
+    annealed_langevin,
+    geometric_sigmas,
+    langevin,
+    score_of,
+)
 from probdiff.diffusion.mixture_score import GaussianMixture
+from probdiff.errors import ProbdiffError
 
 Z = 4.0
 

@@ -5,7 +5,10 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from probdiff.diffusion.likelihoods import DiscretizedGaussian, discretized_gaussian_log_prob
+from probdiff.diffusion.likelihoods import (
+    DiscretizedGaussian,
+    discretized_gaussian_log_prob,
+)
 
 
 def scipy_pmf(levels: int, loc: float, scale: float) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from probdiff.errors import ProbdiffError
 from probdiff.diffusion.schedules import Schedule
+from probdiff.errors import ProbdiffError
 
 DIFFUSERS_NAME = {"linear": "linear", "scaled_linear": "scaled_linear",
                   "cosine": "squaredcos_cap_v2"}

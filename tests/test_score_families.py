@@ -72,9 +72,9 @@ def test_ncsn_program_elbo_is_minus_the_ncsn_loss():
     an unbiased estimate of -n_total x (the NCSN loss averaged over levels); by hand here."""
     import pyro
     import torch
+    from probdiff.models.score.ncsn_family import NCSNFamily
 
     from probdiff.data import load_dataset
-    from probdiff.models.score.ncsn_family import NCSNFamily
     family = NCSNFamily(NCSNFamily.default_options(levels=5, subsample=2, hidden="16"),
                         load_dataset("mixture2d:n=100"))
     module = family.score_module(seed=1)
@@ -104,9 +104,9 @@ def test_sde_program_elbo_is_minus_the_weighted_dsm_loss(sde_name, weighting):
     x_t from the guide; the t and x_t sites cancel exactly (KL 0)."""
     import pyro
     import torch
+    from probdiff.models.score.sde_family import SDEFamily
 
     from probdiff.data import load_dataset
-    from probdiff.models.score.sde_family import SDEFamily
     opts = {"sde": sde_name, "weighting": weighting, "hidden": "16"}
     if sde_name == "ve":
         opts["sigma_max"] = 5.0
@@ -130,10 +130,10 @@ def test_sde_program_elbo_is_minus_the_weighted_dsm_loss(sde_name, weighting):
 
 
 def test_ncsn_sigma_max_defaults_to_the_largest_distance_between_training_points():
+    from probdiff.models.score.ncsn_family import NCSNFamily
     from scipy.spatial.distance import pdist
 
     from probdiff.data import load_dataset
-    from probdiff.models.score.ncsn_family import NCSNFamily
     data = load_dataset("mixture2d:n=300")
     family = NCSNFamily(NCSNFamily.default_options(), data)
     assert family.options["sigma_max"] == pytest.approx(pdist(data.x).max(), rel=1e-9)

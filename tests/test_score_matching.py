@@ -15,8 +15,13 @@ import torch
 
 from probdiff.data import mixture2d_density
 from probdiff.diffusion.mixture_score import GaussianMixture
-from probdiff.diffusion.score_matching import (denoising_loss, explicit_loss, implicit_loss, ncsn_loss,
-                                     noise_conditional_term)
+from probdiff.diffusion.score_matching import (
+    denoising_loss,
+    explicit_loss,
+    implicit_loss,
+    ncsn_loss,
+    noise_conditional_term,
+)
 
 Z = 4.0
 N = 4000

@@ -9,7 +9,7 @@ import torch
 
 from probdiff.cli import main
 from probdiff.diffusion.schedules import Schedule
-from probdiff.diffusion.sde import ScheduleSDE, VPSDE, make_sde
+from probdiff.diffusion.sde import VPSDE, ScheduleSDE, make_sde
 from probdiff.errors import ProbdiffError
 
 
@@ -86,9 +86,10 @@ def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
 def test_continuous_score_at_a_step_is_the_chains_score(param):
     """At t = i / T the continuous reading of any parameterisation is the chain's own
     -eps_theta(x, i) / sqrt(1 - abar_i)."""
-    from probdiff.data import load_dataset
-    from probdiff.fitting import make_family
     from probdiff.models.ddpm.family import DDPMFamily
+
+    from probdiff.data import load_dataset
+    from probdiff.request import make_family
     family = make_family("ddpm", DDPMFamily.default_options(T=20, parameterisation=param),
                          load_dataset("mixture2d:n=50"))
     chain = family.chain(seed=3)

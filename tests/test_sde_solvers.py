@@ -16,7 +16,7 @@ from scipy.special import ndtr
 from probdiff.data import mixture2d_density
 from probdiff.diffusion.mixture_score import GaussianMixture
 from probdiff.diffusion.ode_likelihood import ode_log_likelihood
-from probdiff.diffusion.sde import SubVPSDE, VESDE, VPSDE
+from probdiff.diffusion.sde import VESDE, VPSDE, SubVPSDE
 from probdiff.diffusion.solvers import solve
 
 F64 = torch.float64

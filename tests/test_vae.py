@@ -49,10 +49,11 @@ def test_linear_vae_reaches_the_ppca_maximum_likelihood(ppca_data, tmp_path):
 
 def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     """TraceMeanField_ELBO (closed-form KL) and Trace_ELBO have the same expectation."""
+    from probdiff.models.vae.family import VAEFamily
+
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
-    from probdiff.fitting import make_family
-    from probdiff.models.vae.family import VAEFamily
+    from probdiff.request import make_family
     path, _ = ppca_data
     data = load_dataset(str(path))
     x = data.flat()[:300]
@@ -90,9 +91,9 @@ def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
     """On a trained digits VAE: IWAE_1 is the ELBO (same expectation), and IWAE_1 < IWAE_10 <
     IWAE_100, each step beyond 3 standard errors of the paired per-datum differences."""
+    from probdiff import open_run
     from probdiff.backends import get_backend
     from probdiff.diagnostics import iwae_bound
-    from probdiff import open_run
 
     out = tmp_path / "vae"
     assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--steps", "800",

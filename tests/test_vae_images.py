@@ -63,8 +63,9 @@ def test_discrete_likelihoods_need_no_jacobian_and_bound_a_mass_function(tmp_pat
 
 
 def test_bernoulli_binarises_integer_images_and_rejects_continuous_data(tmp_path, capsys):
-    from probdiff.fitting import make_family
     from probdiff.models.vae.family import VAEFamily
+
+    from probdiff.request import make_family
     digits = load_dataset("digits:n=50")
     fam = make_family("vae", VAEFamily.default_options(likelihood="bernoulli"), digits)
     x = fam.prepare(digits)

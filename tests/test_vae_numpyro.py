@@ -42,10 +42,10 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihoo
     import pyro
     import torch
     from numpyro import handlers
+    from probdiff.models.vae.family import VAEFamily, numpyro_to_pyro_params
 
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
-    from probdiff.models.vae.family import VAEFamily, numpyro_to_pyro_params
     from probdiff.program import Program
 
     data = load_dataset("digits")

@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import random
 from numpyro import handlers
-from numpyro.primitives import Messenger
 from numpyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from numpyro.infer.util import log_density
 from numpyro.optim import ClippedAdam
+from numpyro.primitives import Messenger
 
 from probdiff.errors import ProbdiffError, user_code_error
 from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
@@ -350,7 +350,8 @@ class NumPyroBackend:
         are summed out exactly (funsor), as the ELBO sums them. The mean of these weights is
         the program's ELBO; their Pareto tail gives the PSIS k-hat of the guide.
         """
-        from numpyro.contrib.funsor import enum, log_density as enum_log_density  # funsor: lazily
+        from numpyro.contrib.funsor import enum  # funsor: lazily
+        from numpyro.contrib.funsor import log_density as enum_log_density
 
         self._require_started()
         n = num_rows(x)

@@ -137,7 +137,9 @@ def trace_joint(program: Program, params: dict, data, key, *, n_total: int | Non
     model = handlers.substitute(handlers.substitute(program.model, data=params), data=drawn)
     base = model
     if program.elbo == "enum":
-        from numpyro.contrib.funsor import enum  # funsor: only where enumeration is asked for
+        from numpyro.contrib.funsor import (
+            enum,  # funsor: only where enumeration is asked for
+        )
         model = enum(handlers.infer_config(
             model, lambda msg: {"enumerate": None} if msg["name"] in drawn else {}),
             first_available_dim=-program.max_plate_nesting - 1)

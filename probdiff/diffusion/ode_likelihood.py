@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 import torch
 
 from probdiff.diffusion.divergence import divergence, rademacher
-from probdiff.errors import ProbdiffError
 from probdiff.diffusion.sde import SDE, ScoreFn
 from probdiff.diffusion.solvers import integrate
+from probdiff.errors import ProbdiffError
 
 TRACES = ("exact", "hutchinson")
 EXACT_TRACE_MAX_DIM = 16  # exact divergence up to this dimension, Hutchinson above

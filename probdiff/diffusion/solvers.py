@@ -22,10 +22,9 @@ from typing import Sequence
 
 import torch
 
-from probdiff.errors import ProbdiffError
-from probdiff.diffusion.sde import SDE, VPSDE, ScoreFn, expand
-
 from probdiff.diffusion import SOLVERS  # noqa: E402
+from probdiff.diffusion.sde import SDE, VPSDE, ScoreFn, expand
+from probdiff.errors import ProbdiffError
 
 
 def _grid(n_steps: int, eps: float) -> tuple[list[float], float]:
