@@ -112,6 +112,14 @@ class Family:
     def __init__(self, options: dict[str, Any], data: Dataset):
         self.options = dict(options)
         self.data = data
+        # what metrics() computed that figures() draws (samples, a KL profile, k-hats): the
+        # engine saves it in the run folder and hands it back to figures(), so fit and
+        # report draw the same figures from the same files
+        self.artefacts: dict[str, np.ndarray] = {}
+
+    def keep(self, name: str, value) -> None:
+        """Record an artefact of ``metrics()`` for the run folder (``artefacts.npz``)."""
+        self.artefacts[name] = np.asarray(value)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -205,8 +213,11 @@ class Family:
         """Inference other than SVI (e.g. EM, NUTS): returns (params, idata or None, extra)."""
         raise ProbdiffError(f"model {self.name} has no inference {inference!r}")
 
-    def figures(self, run, idata, params: dict[str, np.ndarray], data: Dataset) -> list[str]:
-        """Write the family's own figures into the run folder; return their file names."""
+    def figures(self, run, idata, params: dict[str, np.ndarray], data: Dataset,
+                artefacts: dict[str, np.ndarray]) -> list[str]:
+        """Write the family's own figures into the run folder from what it holds (``idata``,
+        ``params``, ``data``: the training rows shown, ``artefacts``: what ``metrics`` kept),
+        never from state left on the family; return their file names."""
         return []
 
     def report_lines(self, idata, metrics: dict) -> list[str]:

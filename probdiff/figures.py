@@ -13,7 +13,7 @@ from probdiff.runfolder import RunFolder
 
 
 def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dataset | None,
-                  metrics: dict) -> list[str]:
+                  metrics: dict, artefacts: dict) -> list[str]:
     """Every figure of a run: the ELBO trace (SVI, with the ``metrics`` it is compared to),
     trace/rank plots (MCMC), posterior and predictive plots (a user's model), the family's
     own."""
@@ -35,5 +35,5 @@ def write_figures(run: RunFolder, family: Family, idata, params: dict, data: Dat
     if family.generic_figures:
         names += posterior_figures(run.path, idata)
     if data is not None:
-        names += family.figures(run, idata, params, data)
+        names += family.figures(run, idata, params, data, artefacts)
     return names

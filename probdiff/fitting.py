@@ -36,6 +36,8 @@ from probdiff.runfolder import (
     METRICS,
     RunFolder,
     atomic_write,
+    load_artefacts,
+    save_artefacts,
     save_params,
 )
 from probdiff.seeds import derive
@@ -263,7 +265,8 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
     save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.figures import write_figures
-    write_figures(run, family, idata, params, shown, metrics)
+    save_artefacts(run, family.artefacts)
+    write_figures(run, family, idata, params, shown, metrics, load_artefacts(run))
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
 

@@ -113,7 +113,7 @@ def posterior_figures(folder: Path, idata, max_panels: int = 12) -> list[str]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 axes = az.plot_ppc(az.InferenceData(posterior_predictive=pp, observed_data=obs),
-                                   num_pp_samples=min(50, pp.sizes["draw"]),
+                                   num_pp_samples=min(50, pp.sizes["draw"]), random_seed=0,
                                    figsize=(5 * len(shared), 3.4), textsize=9)
             fig = np.ravel(axes)[0].figure
             names.append(save(fig, folder / "ppc.png"))

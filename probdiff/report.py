@@ -8,6 +8,7 @@ import numpy as np
 from probdiff.diagnostics import summary
 from probdiff.family import Family
 from probdiff.figures import write_figures
+from probdiff.runfolder import load_artefacts
 
 
 def _family_for_report(run) -> Family:
@@ -58,7 +59,8 @@ def report(run) -> str:
     dataset = run.shown() if config.get("code") is None else None
     params = run.params
     with run.folder.lock("report"):
-        names = write_figures(run.folder, family, idata, params, dataset, metrics)
+        names = write_figures(run.folder, family, idata, params, dataset, metrics,
+                              load_artefacts(run.folder))
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ from probdiff.errors import ProbdiffError
 
 CONFIG, METRICS, CHECKPOINT, IDATA = "config.json", "metrics.json", "checkpoint", "inference_data.nc"
 PARAMS = "params.npz"
+ARTEFACTS = "artefacts.npz"
 LOCK = ".lock"
 STATUSES = ("running", "complete", "failed", "interrupted")
 # what a folder may hold and still count as empty (a fit killed before its first config write)
@@ -303,6 +304,26 @@ def load_params(run: "RunFolder") -> dict[str, np.ndarray]:
             return {k: f[k] for k in f.files}
     except Exception as e:
         raise ProbdiffError(f"{path} is not a readable parameter file: {type(e).__name__}") from None
+
+
+def save_artefacts(run: "RunFolder", artefacts: dict[str, np.ndarray]) -> None:
+    """The arrays a family's metrics kept for its figures, as ``artefacts.npz``."""
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in artefacts.items()})
+    atomic_write(run.file(ARTEFACTS), buf.getvalue())
+
+
+def load_artefacts(run: "RunFolder") -> dict[str, np.ndarray]:
+    """``artefacts.npz`` (empty where a run has none)."""
+    path = run.file(ARTEFACTS)
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ProbdiffError(f"{path} is not a readable artefact file: {type(e).__name__}") from None
 
 
 def _is_temporary(p: Path) -> bool:

@@ -105,9 +105,6 @@ class DDPMFamily(Family):
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
         ode_rows(o, data)  # a bad --ode-rows fails now, not after training
-        self.samples: np.ndarray | None = None
-        self.kl_profile: np.ndarray | None = None
-        self.bound_parts: dict = {}
 
     @property
     def objective(self) -> str:
@@ -251,8 +248,9 @@ class DDPMFamily(Family):
             out[prefix + "bound_prior"] = bound["prior"]
             out[prefix + "bound_decoder"] = bound["decoder"] + self.data_log_jacobian
             out[prefix + "bound_kl"] = -bound["kl"]
-            self.kl_profile = bound["kl_per_step"]
-            self.bound_parts = {k: out[prefix + "bound_" + k] for k in ("decoder", "kl", "prior")}
+            self.keep("kl_per_step", bound["kl_per_step"])
+            for k in ("decoder", "kl", "prior"):
+                self.keep("bound_" + k, out[prefix + "bound_" + k])
         ref = "test_elbo" if "test_elbo" in out else "elbo"
         bits = self.dim * math.log(2)
         out["bits_per_dim"], out["bits_per_dim_stderr"] = -out[ref] / bits, out[ref + "_stderr"] / bits
@@ -268,8 +266,9 @@ class DDPMFamily(Family):
             out.update(self.ode_likelihood(params, held, seed, p))
         if self.data.kind == "vector":
             n = min(len(held), 2000)
-            self.samples = self.sample(params, n, seed).reshape(n, -1)
-            out[p + "sliced_wasserstein"] = sliced_wasserstein(self.samples, held, seed=seed)
+            samples = self.sample(params, n, seed).reshape(n, -1)
+            self.keep("samples", samples)
+            out[p + "sliced_wasserstein"] = sliced_wasserstein(samples, held, seed=seed)
             if p and train is not None and len(train):
                 out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(test)], test,
                                                                           seed=seed)
@@ -359,7 +358,7 @@ class DDPMFamily(Family):
             x = np.round(self.scaling.inverse(np.clip(x, -1.0, 1.0)))
         return x.reshape((n,) + self.data.event_shape)
 
-    def figures(self, run, idata, params, data):
+    def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.ddpm import plots as ddpm_plots
         names = []
         x = self.prepare(data)
@@ -369,10 +368,11 @@ class DDPMFamily(Family):
         _, kept = self.run_sampler(params, n, seed=0, record=ts)
         names.append(ddpm_plots.trajectories_figure(run.file("trajectories.png"), self.schedule,
                                                     x, kept, data.event_shape, self.scaling))
-        if self.kl_profile is not None:
+        if "kl_per_step" in artefacts:
+            parts = {k: float(artefacts["bound_" + k]) for k in ("decoder", "kl", "prior")}
             names.append(ddpm_plots.kl_profile_figure(run.file("bound_terms.png"),
-                                                      self.kl_profile, self.bound_parts))
-        if self.data.kind == "vector" and self.samples is not None:
+                                                      artefacts["kl_per_step"], parts))
+        if data.kind == "vector" and "samples" in artefacts:
             names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
-                                                           self.samples, x))
+                                                           artefacts["samples"], x))
         return [name for name in names if name]

@@ -287,7 +287,7 @@ class GMMFamily(Family):
         return params, idata, {"steps": o["num_samples"], "num_chains": o["num_chains"],
                                "num_warmup": o["num_warmup"]}
 
-    def figures(self, run, idata, params, data):
+    def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.gmm import plots as gmm_plots
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         names = [gmm_plots.mixture_figure(run.file("mixture.png"), data, point)]

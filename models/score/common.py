@@ -46,7 +46,6 @@ class ScoreFamily(Family):
         self.scaling = DataScaling.of(data, "gaussian", target=(-1.0, 1.0))
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
-        self.samples: np.ndarray | None = None
 
     def validate_request(self, inference, backend, settings, n_train, dtype) -> None:
         if backend != "pyro":

@@ -108,8 +108,9 @@ class NCSNFamily(ScoreFamily):
             out[p + "explicit_loss"] = self.explicit_loss(params, held, seed)
         if self.data.kind == "vector":
             n = min(len(held), 2000)
-            self.samples = self.run_sampler(params, n, seed)[0].numpy()
-            out.update(self.sample_distance(self.samples, train, held, seed, p))
+            samples = self.run_sampler(params, n, seed)[0].numpy()
+            self.keep("samples", samples)
+            out.update(self.sample_distance(samples, train, held, seed, p))
         return out
 
     def explicit_loss(self, params, x: np.ndarray, seed: int) -> float:
@@ -159,7 +160,7 @@ class NCSNFamily(ScoreFamily):
         x, _ = self.run_sampler(params, n, seed, sampler, progress=n * self.dim > 1e5)
         return self.to_data_units(x.numpy())
 
-    def figures(self, run, idata, params, data):
+    def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.ddpm import plots as ddpm_plots
         from probdiff.models.score import plots as score_plots
         x = self.prepare(data)
@@ -168,7 +169,7 @@ class NCSNFamily(ScoreFamily):
             _, levels = self.run_sampler(params, min(len(x), 1000), seed=0, record=True)
             names.append(score_plots.langevin_levels_figure(
                 run.file("langevin_trajectories.png"), x, levels, self.sigmas.tolist()))
-        if self.samples is not None:
+        if "samples" in artefacts:
             names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
-                                                           self.samples, x))
+                                                           artefacts["samples"], x))
         return [n for n in names if n]

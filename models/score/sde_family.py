@@ -80,8 +80,6 @@ class SDEFamily(ScoreFamily):
                                 sigma_max=o["sigma_max"])
         else:
             self.sde = make_sde(o["sde"], _given(o["beta_min"], 0.1), _given(o["beta_max"], 20.0))
-        self.solver_samples: dict[str, np.ndarray] = {}
-        self.nfe: dict[str, int] = {}
 
     def score_module(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         import torch
@@ -122,13 +120,14 @@ class SDEFamily(ScoreFamily):
             out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(rows)))
         if self.data.kind == "vector":
             n = min(len(held), 2000)
-            self.solver_samples = {}
+            solver_samples = {}
             for name in FIGURE_SAMPLERS:
-                x, _, self.nfe[name] = self.run_sampler(params, n, seed, name)
-                self.solver_samples[name] = x.numpy()
-            self.samples = self.solver_samples["ode_heun:100"]
-            out.update(self.sample_distance(self.samples, train, held, seed, p))
-            for name, x in self.solver_samples.items():
+                x, _, nfe = self.run_sampler(params, n, seed, name)
+                solver_samples[name] = x.numpy()
+                self.keep(f"samples:{name}", solver_samples[name])
+                self.keep(f"nfe:{name}", nfe)
+            out.update(self.sample_distance(solver_samples["ode_heun:100"], train, held, seed, p))
+            for name, x in solver_samples.items():
                 out[f"{p}sliced_wasserstein_{name.replace(':', '_')}"] = \
                     self.sample_distance(x, None, held, seed, p)[p + "sliced_wasserstein"]
         return out
@@ -159,13 +158,14 @@ class SDEFamily(ScoreFamily):
         x, _, _ = self.run_sampler(params, n, seed, sampler, progress=n * self.dim > 1e5)
         return self.to_data_units(x.numpy())
 
-    def figures(self, run, idata, params, data):
+    def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.score import plots as score_plots
-        if data.kind != "vector" or data.dim < 2 or not self.solver_samples:
+        samples = {k.split(":", 1)[1]: v for k, v in artefacts.items() if k.startswith("samples:")}
+        if data.kind != "vector" or data.dim < 2 or not samples:
             return []
-        labels = {k: f"{k} ({self.nfe.get(k, '?')} NFE)" for k in self.solver_samples}
+        labels = {k: f"{k} ({int(artefacts.get('nfe:' + k, -1))} NFE)" for k in samples}
         return [score_plots.solver_samples_figure(run.file("samples_by_solver.png"),
-                                                  self.prepare(data), self.solver_samples, labels)]
+                                                  self.prepare(data), samples, labels)]
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
         """The likelihood table: the flow ODE's log-likelihood beside the true density."""

@@ -77,7 +77,6 @@ class VAEFamily(Family):
         self.scaling = DataScaling.of(data, self.likelihood)
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
-        self.khat: np.ndarray | None = None
         # one grey scale for data, reconstructions and samples: the integer range, if any
         self.value_range = None if self.scaling.identity else (self.scaling.low, self.scaling.high)
 
@@ -101,13 +100,14 @@ class VAEFamily(Family):
         lw = backend.local_log_weights(program, data, num_samples=max(k * self.IWAE_GROUPS, 200),
                                        seed=seed)
         bound, err = iwae_bound(lw[:k * self.IWAE_GROUPS], k)
-        self.khat = psis_khat(lw)[1]
+        khat = psis_khat(lw)[1]
+        self.keep("psis_khat", khat)
         iwae = float(bound.mean()) + self.data_log_jacobian
         out.update({prefix + "iwae": iwae,
                     prefix + "iwae_stderr": float(np.sqrt((err ** 2).sum()) / len(x)),
                     "iwae": iwae,  # DESIGN's key: held-out where there is a split
-                    "iwae_k": k, prefix + "psis_khat_median": float(np.median(self.khat)),
-                    prefix + "psis_khat_above_0.7": float((self.khat > 0.7).mean())})
+                    "iwae_k": k, prefix + "psis_khat_median": float(np.median(khat)),
+                    prefix + "psis_khat_above_0.7": float((khat > 0.7).mean())})
         return out
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
@@ -170,7 +170,7 @@ class VAEFamily(Family):
             x = np.round(x)  # integer levels, free of float32 rounding
         return x.reshape((n,) + self.data.event_shape)
 
-    def figures(self, run, idata, params, data):
+    def figures(self, run, idata, params, data, artefacts):
         import torch
         from probdiff.models.vae import plots as vae_plots
         x = self.prepare(data)
@@ -190,8 +190,9 @@ class VAEFamily(Family):
                                              ("", samples[12:])], data.event_shape,
                                             self.value_range)
         names += [g for g in (grid, grid2) if g]
-        if self.khat is not None and np.isfinite(self.khat).any():  # inf: too few draws (small K)
-            names.append(vae_plots.khat_figure(run.file("psis_khat.png"), self.khat))
+        khat = artefacts.get("psis_khat")
+        if khat is not None and np.isfinite(khat).any():  # inf: too few draws (small K)
+            names.append(vae_plots.khat_figure(run.file("psis_khat.png"), khat))
         return names
 
 
