@@ -20,12 +20,12 @@ import time
 import numpy as np
 import pyro
 import torch
-from probdiff.models.ddpm.family import DDPMFamily
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 from timing import seconds_per_step
 
 from probdiff.data import load_dataset
+from probdiff.models.ddpm.family import DDPMFamily
 from probdiff.request import make_family
 
 
@@ -51,13 +51,19 @@ def hand_written_loss(chain, x0, k, T, abar):
 def training_rows(x, T, k, args, batches):
     data = load_dataset("mixture2d")
     estimator = "subsampled" if k < T - 1 else "closed"
-    family = make_family("ddpm", DDPMFamily.default_options(
-        T=T, estimator=estimator, subsample=k, weighting="simple", hidden=args.hidden), data)
+    family = make_family(
+        "ddpm",
+        DDPMFamily.default_options(
+            T=T, estimator=estimator, subsample=k, weighting="simple", hidden=args.hidden
+        ),
+        data,
+    )
     rows = {}
     pyro.clear_param_store()
     program = family.program("pyro", x.numpy(), seed=1)
-    svi = SVI(program.model, program.guide, Adam({"lr": 1e-3}), TraceMeanField_ELBO(
-        max_plate_nesting=2))
+    svi = SVI(
+        program.model, program.guide, Adam({"lr": 1e-3}), TraceMeanField_ELBO(max_plate_nesting=2)
+    )
     rows["Pyro SVI (TraceMeanField_ELBO)"] = timed(lambda idx: svi.step(x[idx]), batches)
 
     chain = family.chain(1)
@@ -68,9 +74,11 @@ def training_rows(x, T, k, args, batches):
         opt.zero_grad()
         hand_written_loss(chain, x[idx], k, T, abar).backward()
         opt.step()
+
     rows["hand-written PyTorch loop"] = timed(hand, batches)
 
     from probdiff.backends import get_backend
+
     backend = get_backend("numpyro")
     jprog = family.program("numpyro", x.numpy(), seed=1)
     arr = backend.array(x.numpy())
@@ -79,7 +87,8 @@ def training_rows(x, T, k, args, batches):
     backend.step(backend.take(arr, batches[0].numpy()), len(x))
     compile_s = time.perf_counter() - t0
     rows[f"NumPyro SVI (jit; compile {compile_s:.1f} s)"] = timed(
-        lambda idx: backend.step(backend.take(arr, idx.numpy()), len(x)), batches)
+        lambda idx: backend.step(backend.take(arr, idx.numpy()), len(x)), batches
+    )
     return rows
 
 
@@ -99,8 +108,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     x = torch.tensor(load_dataset("mixture2d").flat(), dtype=torch.float32)
     rng = np.random.default_rng(0)
-    batches = [torch.as_tensor(rng.choice(len(x), args.batch_size, replace=False))
-               for _ in range(args.steps)]
+    batches = [
+        torch.as_tensor(rng.choice(len(x), args.batch_size, replace=False))
+        for _ in range(args.steps)
+    ]
     for T, k in ((1000, 8), (100, 99)):
         rows = training_rows(x, T, k, args, batches)
         label = f"T={T}, " + (f"{k} steps per batch" if k < T - 1 else "every term")
@@ -108,7 +119,9 @@ def main(argv=None) -> int:
 
     # sampling: the same network, 1000 ancestral steps
     from diffusers import DDPMScheduler
+
     from probdiff.models.ddpm.sampling import ancestral
+
     data = load_dataset("mixture2d")
     family = make_family("ddpm", DDPMFamily.default_options(T=1000, hidden=args.hidden), data)
     chain = family.chain(0).eval()
@@ -118,8 +131,12 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     ours, _ = ancestral(chain.eps, s, n, 2, torch.Generator().manual_seed(0))
     rows["probdiff ancestral sampler"] = time.perf_counter() - t0
-    sched = DDPMScheduler(num_train_timesteps=1000, trained_betas=s.betas[1:].tolist(),
-                          variance_type="fixed_small", clip_sample=False)
+    sched = DDPMScheduler(
+        num_train_timesteps=1000,
+        trained_betas=s.betas[1:].tolist(),
+        variance_type="fixed_small",
+        clip_sample=False,
+    )
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -131,8 +148,10 @@ def main(argv=None) -> int:
     for name, sec in rows.items():
         print(f"{name:40s} {sec:8.3f} {sec / rows['diffusers DDPMScheduler loop']:11.2f}")
     gap = float((ours - xs).abs().max())
-    print(f"both draw the same noise in the same order: max |difference| of the {n} samples "
-          f"{gap:.2e} (diffusers keeps its coefficients in float32)")
+    print(
+        f"both draw the same noise in the same order: max |difference| of the {n} samples "
+        f"{gap:.2e} (diffusers keeps its coefficients in float32)"
+    )
     return 0
 
 

@@ -24,6 +24,11 @@ import time
 import numpy as np
 import pyro
 import torch
+from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.optim import Adam
+
+from probdiff.data import load_dataset
+from probdiff.diffusion.schedules import Schedule
 from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
 from probdiff.models.ddpm.chain import (
     DDPMModel,
@@ -32,18 +37,15 @@ from probdiff.models.ddpm.chain import (
     elbo_terms,
 )
 from probdiff.models.ddpm.networks import TimeMLP
-from pyro.infer import SVI, TraceMeanField_ELBO
-from pyro.optim import Adam
-
-from probdiff.data import load_dataset
-from probdiff.diffusion.schedules import Schedule
 
 
 def per_term(model, guide, x, closed: bool) -> dict[str, torch.Tensor]:
     """One draw of each term per datum: {name: (N,)}; their sum is the ELBO estimate."""
     terms = elbo_terms(model, guide, x, closed)
-    out = {("decoder" if k == "x_0" else k): (v.sum(0) if v.dim() == 2 else v)
-           for k, v in terms.items()}
+    out = {
+        ("decoder" if k == "x_0" else k): (v.sum(0) if v.dim() == 2 else v)
+        for k, v in terms.items()
+    }
     return out
 
 
@@ -56,8 +58,14 @@ def measure(name, model, guide, x, draws, closed):
     total = sum(terms.values())
     sd = lambda v: float(np.sqrt(np.mean(v.var(0, ddof=1))))  # noqa: E731
     se = float(total.mean(1).std(ddof=1) / math.sqrt(draws))
-    return {"name": name, "mean": float(total.mean()), "se": se, "sd": sd(total),
-            "terms": {k: sd(v) for k, v in terms.items()}, "ms": 1000 * seconds}
+    return {
+        "name": name,
+        "mean": float(total.mean()),
+        "se": se,
+        "sd": sd(total),
+        "terms": {k: sd(v) for k, v in terms.items()},
+        "ms": 1000 * seconds,
+    }
 
 
 def table(results, title):
@@ -65,14 +73,20 @@ def table(results, title):
     print(f"{'estimator':18s} {'ELBO/datum':>11s} {'+- s.e.':>8s} {'sd/datum':>9s} {'ms/draw':>8s}")
     for r in results:
         print(f"{r['name']:18s} {r['mean']:11.4f} {r['se']:8.4f} {r['sd']:9.3f} {r['ms']:8.1f}")
-    names = sorted({k for r in results for k in r["terms"]},
-                   key=lambda k: (k != "decoder", -int(k.split("_")[1]) if k.startswith("x_") and
-                                  k[2:].isdigit() else 0, k))
+    names = sorted(
+        {k for r in results for k in r["terms"]},
+        key=lambda k: (
+            k != "decoder",
+            -int(k.split("_")[1]) if k.startswith("x_") and k[2:].isdigit() else 0,
+            k,
+        ),
+    )
     print("sd/datum per term:")
     print(f"{'term':10s} " + " ".join(f"{r['name'][:10]:>10s}" for r in results))
     for k in names:
-        cells = " ".join(f"{r['terms'][k]:10.3f}" if k in r["terms"] else f"{'-':>10s}"
-                         for r in results)
+        cells = " ".join(
+            f"{r['terms'][k]:10.3f}" if k in r["terms"] else f"{'-':>10s}" for r in results
+        )
         print(f"{k:10s} {cells}")
 
 
@@ -96,12 +110,23 @@ def main(argv=None) -> int:
     pyro.set_rng_seed(0)
 
     def run(title):
-        table([measure("(a) fwd", model, ForwardGuide(s), x, args.draws, False),
-               measure("(a) bwd", model, BackwardGuide(s), x, args.draws, False),
-               measure("(b) closed", model, BackwardGuide(s), x, args.draws, True),
-               measure("(b) all", every, MarginalGuide(s, None), x, args.draws, True),
-               measure(f"(c) k={args.subsample}", terms, MarginalGuide(s, args.subsample), x,
-                       args.draws, True)], title)
+        table(
+            [
+                measure("(a) fwd", model, ForwardGuide(s), x, args.draws, False),
+                measure("(a) bwd", model, BackwardGuide(s), x, args.draws, False),
+                measure("(b) closed", model, BackwardGuide(s), x, args.draws, True),
+                measure("(b) all", every, MarginalGuide(s, None), x, args.draws, True),
+                measure(
+                    f"(c) k={args.subsample}",
+                    terms,
+                    MarginalGuide(s, args.subsample),
+                    x,
+                    args.draws,
+                    True,
+                ),
+            ],
+            title,
+        )
 
     run(f"T={T}, untrained network")
     svi = SVI(model, BackwardGuide(s), Adam({"lr": 0.01}), TraceMeanField_ELBO())

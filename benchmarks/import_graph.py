@@ -20,15 +20,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ("fit ddpm --data mixture2d:n=200 --out {out} --T 10 --steps 5 --hidden 16 --quiet "
-           "--posterior-samples 2 --ode-rows 0")
+DEFAULT = (
+    "fit ddpm --data mixture2d:n=200 --out {out} --T 10 --steps 5 --hidden 16 --quiet "
+    "--posterior-samples 2 --ode-rows 0"
+)
 
 
 def module_files() -> dict[str, Path]:
     """Installed module name -> source file, for probdiff, probdiff.models, probdiff.guides."""
     out = {}
-    for base, folder in (("probdiff", ROOT / "probdiff"), ("probdiff.models", ROOT / "models"),
-                         ("probdiff.guides", ROOT / "guides")):
+    for base, folder in (
+        ("probdiff", ROOT / "probdiff"),
+        ("probdiff.models", ROOT / "models"),
+        ("probdiff.guides", ROOT / "guides"),
+    ):
         for path in folder.rglob("*.py"):
             rel = path.relative_to(folder).with_suffix("")
             parts = [p for p in rel.parts if p != "__init__"]
@@ -51,8 +56,10 @@ def imports(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1]
+                    + ([base] if base else [])
+                )
             subs = [f"{base}.{a.name}" for a in node.names]
             # ``from pkg import module`` imports the module; ``from pkg import name`` the package
             targets = subs + ([base] if not all(t in known for t in subs) else [])
@@ -90,6 +97,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                     break
             if len(comp) > 1:
                 out.append(sorted(comp))
+
     sys.setrecursionlimit(10_000)
     for v in graph:
         if v not in index:
@@ -99,11 +107,14 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def loaded_by(command: str) -> list[str]:
     import tempfile
+
     out = Path(tempfile.mkdtemp()) / "run"
-    code = ("import sys, json\nfrom probdiff.cli import main\n"
-            f"main({command.format(out=out).split()!r})\n"
-            "print('MODULES ' + json.dumps(sorted(m for m in sys.modules "
-            "if m == 'probdiff' or m.startswith('probdiff.'))))")
+    code = (
+        "import sys, json\nfrom probdiff.cli import main\n"
+        f"main({command.format(out=out).split()!r})\n"
+        "print('MODULES ' + json.dumps(sorted(m for m in sys.modules "
+        "if m == 'probdiff' or m.startswith('probdiff.'))))"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("MODULES ")]
     if not line:
@@ -129,16 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     graph = {name: imports(path, name, known) for name, path in files.items()}
     loaded = [m for m in loaded_by(args.command) if m in known]
     edges = sum(len(graph[m] & set(loaded)) for m in loaded)
-    sizes = sorted(((len(path.read_text().splitlines()), name) for name, path in files.items()),
-                   reverse=True)
+    sizes = sorted(
+        ((len(path.read_text().splitlines()), name) for name, path in files.items()), reverse=True
+    )
     print(f"command: probdiff {args.command.split(' --out')[0]}")
     print(f"  modules loaded: {len(loaded)}, import edges among them: {edges}")
     print(f"package: {len(files)} modules, {sum(len(v) for v in graph.values())} edges")
     found = cycles(graph)
     print(f"  import cycles: {len(found)}" + "".join(f"\n    {' <-> '.join(c)}" for c in found))
     print("  largest files: " + ", ".join(f"{name} ({n} lines)" for n, name in sizes[:3]))
-    print(f"probdiff fit gmm --help: {help_seconds(['fit', 'gmm', '--help']):.2f} s "
-          f"(best of 3); probdiff --help: {help_seconds(['--help']):.2f} s")
+    print(
+        f"probdiff fit gmm --help: {help_seconds(['fit', 'gmm', '--help']):.2f} s "
+        f"(best of 3); probdiff --help: {help_seconds(['--help']):.2f} s"
+    )
     return 0
 
 

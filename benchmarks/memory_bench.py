@@ -64,9 +64,26 @@ def main(argv: list[str] | None = None) -> int:
         data = tmp / f"x{n}.npy"
         np.save(data, x)
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, "fit", "gmm", "--data", str(data), "--out",
-             str(tmp / f"run{n}"), "--steps", str(args.steps), "--batch-size", "10000", "--quiet"],
-            capture_output=True, text=True, check=False)
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                "fit",
+                "gmm",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp / f"run{n}"),
+                "--steps",
+                str(args.steps),
+                "--batch-size",
+                "10000",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         line = [ln for ln in out.stdout.splitlines() if ln.startswith("MARKS ")]
         if not line:
             print(out.stdout[-2000:], out.stderr[-2000:])
@@ -74,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         marks = json.loads(line[0][6:])
         rows.append((n, marks))
     print(f"GMM fit, {args.steps} steps of 10,000-row batches; peak resident memory (GiB)")
-    print(f"{'rows':>10s} {'train s':>8s} {'train peak':>11s} {'after s':>8s} {'overall peak':>13s} "
-          f"{'x train':>8s}")
+    print(
+        f"{'rows':>10s} {'train s':>8s} {'train peak':>11s} {'after s':>8s} {'overall peak':>13s} "
+        f"{'x train':>8s}"
+    )
     for n, m in rows:
-        print(f"{n:10d} {m['train_s']:8.1f} {m['train_gib']:11.2f} {m['post_s']:8.1f} "
-              f"{m['total_gib']:13.2f} {m['total_gib'] / m['train_gib']:8.2f}")
+        print(
+            f"{n:10d} {m['train_s']:8.1f} {m['train_gib']:11.2f} {m['post_s']:8.1f} "
+            f"{m['total_gib']:13.2f} {m['total_gib'] / m['train_gib']:8.2f}"
+        )
     return 0
 
 

@@ -35,11 +35,18 @@ from probdiff.svi import SVISettings
 
 def train(model: str, options: dict, out: Path, steps: int, seed: int):
     from probdiff.family import get_family
+
     opts = get_family(model).default_options(**options)
-    run = fit(FitRequest(model=model, data="mixture2d", out=str(out / model), options=opts,
-                         posterior_samples=1,
-                         settings=SVISettings(steps=steps, lr=2e-3, batch_size=256, seed=seed,
-                                              progress=True)))
+    run = fit(
+        FitRequest(
+            model=model,
+            data="mixture2d",
+            out=str(out / model),
+            options=opts,
+            posterior_samples=1,
+            settings=SVISettings(steps=steps, lr=2e-3, batch_size=256, seed=seed, progress=True),
+        )
+    )
     data = load_dataset("mixture2d", seed=seed)
     return make_family(model, opts, data), load_params(run)
 
@@ -63,40 +70,71 @@ def main(argv: list[str] | None = None) -> int:
     # fresh draws of the same density (another seed), so no held-out row was trained on
     data = load_dataset("mixture2d:n=6000", seed=args.seed + 1000)
     train_split, test = train_test_split(data, 0.5, args.seed)
-    held = test.flat()[:args.n]
-    floor = sliced_wasserstein(train_split.flat()[:args.n], held, seed=args.seed)
+    held = test.flat()[: args.n]
+    floor = sliced_wasserstein(train_split.flat()[: args.n], held, seed=args.seed)
     truth = GaussianMixture.of_dataset_density(load_dataset("mixture2d").log_prob)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        sde_f, sde_p = train("sde", {"hidden": args.hidden, "ode_rows": 0}, out, args.steps, args.seed)
+        sde_f, sde_p = train(
+            "sde", {"hidden": args.hidden, "ode_rows": 0}, out, args.steps, args.seed
+        )
         ncsn_f, ncsn_p = train("ncsn", {"hidden": args.hidden}, out, args.steps, args.seed)
-        ddpm_f, ddpm_p = train("ddpm", {"hidden": args.hidden, "T": 1000, "weighting": "simple",
-                                        "ode_rows": 0}, out, args.steps, args.seed)
+        ddpm_f, ddpm_p = train(
+            "ddpm",
+            {"hidden": args.hidden, "T": 1000, "weighting": "simple", "ode_rows": 0},
+            out,
+            args.steps,
+            args.seed,
+        )
         exact = truth.marginal_score(sde_f.sde)
         rows = []
         for b in budgets:
-            for name in (f"em:{b}", f"reverse_diffusion:{b}", f"pc:{b // 2}", f"ode_euler:{b}",
-                         f"ode_heun:{b // 2}"):
+            for name in (
+                f"em:{b}",
+                f"reverse_diffusion:{b}",
+                f"pc:{b // 2}",
+                f"ode_euler:{b}",
+                f"ode_heun:{b // 2}",
+            ):
                 x, sec, nfe = timed(lambda: _sde(sde_f, sde_p, name, args))
                 ex = _exact(sde_f, exact, name, args)
-                rows.append((b, "sde " + name, nfe, args.n / sec, _sw(x, held, args), _sw(ex, held, args)))
+                rows.append(
+                    (b, "sde " + name, nfe, args.n / sec, _sw(x, held, args), _sw(ex, held, args))
+                )
             lv = len(ncsn_f.sigmas)
             if b >= lv:
                 name = f"annealed_langevin:{b // lv}"
-                x, sec, nfe = timed(lambda: (ncsn_f.run_sampler(ncsn_p, args.n, args.seed, name)[0].numpy(),
-                                             lv * (b // lv) + 1))  # + the Tweedie step
+                x, sec, nfe = timed(
+                    lambda: (
+                        ncsn_f.run_sampler(ncsn_p, args.n, args.seed, name)[0].numpy(),
+                        lv * (b // lv) + 1,
+                    )
+                )  # + the Tweedie step
                 rows.append((b, "ncsn " + name, nfe, args.n / sec, _sw(x, held, args), None))
             samplers = [f"ddim:{b}"] + (["ancestral"] if b == ddpm_f.T else [])
             for name in samplers:
-                x, sec, nfe = timed(lambda: (ddpm_f.run_sampler(ddpm_p, args.n, args.seed, name)[0].numpy(),
-                                             b))
+                x, sec, nfe = timed(
+                    lambda: (ddpm_f.run_sampler(ddpm_p, args.n, args.seed, name)[0].numpy(), b)
+                )
                 rows.append((b, "ddpm " + name, nfe, args.n / sec, _sw(x, held, args), None))
         x, sec, nfe = timed(lambda: _sde(sde_f, sde_p, "ode", args))
-        rows.append(("adaptive", "sde ode (RK45, tol 1e-5)", nfe, args.n / sec, _sw(x, held, args),
-                     _sw(_exact(sde_f, exact, "ode", args), held, args)))
-    print(f"\nmixture2d, {args.n} samples per sampler, MLP {args.hidden}, {args.steps} training "
-          f"steps; floor (train vs held-out) SW = {floor:.4f}\n")
-    print(f"{'budget':>8s}  {'sampler':34s} {'NFE':>6s} {'samples/s':>10s} {'SW':>8s} {'SW exact score':>15s}")
+        rows.append(
+            (
+                "adaptive",
+                "sde ode (RK45, tol 1e-5)",
+                nfe,
+                args.n / sec,
+                _sw(x, held, args),
+                _sw(_exact(sde_f, exact, "ode", args), held, args),
+            )
+        )
+    print(
+        f"\nmixture2d, {args.n} samples per sampler, MLP {args.hidden}, {args.steps} training "
+        f"steps; floor (train vs held-out) SW = {floor:.4f}\n"
+    )
+    print(
+        f"{'budget':>8s}  {'sampler':34s} {'NFE':>6s} {'samples/s':>10s} {'SW':>8s} {'SW exact score':>15s}"
+    )
     for b, name, nfe, rate, sw, sw_exact in rows:
         ex = f"{sw_exact:15.4f}" if sw_exact is not None else f"{'-':>15s}"
         print(f"{b!s:>8s}  {name:34s} {nfe:6d} {rate:10.0f} {sw:8.4f} {ex}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 def seconds_per_step(step: Callable, batches: Sequence, warm: int = 10) -> float:

@@ -21,15 +21,15 @@ import time
 import numpy as np
 import pyro
 import torch
-from probdiff.guides.vae import GaussianEncoder, VAEGuide
-from probdiff.models.vae.family import VAEFamily
-from probdiff.models.vae.model import Decoder, VAEModel
-from probdiff.models.vae.networks import decoder_net, encoder_net
 from pyro.infer import SVI, TraceMeanField_ELBO
 from pyro.optim import Adam
 from timing import seconds_per_step
 
 from probdiff.data import load_dataset
+from probdiff.guides.vae import GaussianEncoder, VAEGuide
+from probdiff.models.vae.family import VAEFamily
+from probdiff.models.vae.model import Decoder, VAEModel
+from probdiff.models.vae.networks import decoder_net, encoder_net
 from probdiff.request import make_family
 
 
@@ -39,8 +39,10 @@ def torch_elbo(x, encoder, decoder, n_total):
     z = loc + scale * torch.randn_like(loc)
     mean, s = decoder(z)
     d = x.shape[1]
-    rec = (-0.5 * ((x - mean) / s) ** 2).sum(-1) - d * torch.log(s) - 0.5 * d * math.log(2 * math.pi)
-    kl = 0.5 * (scale ** 2 + loc ** 2 - 1 - 2 * torch.log(scale)).sum(-1)
+    rec = (
+        (-0.5 * ((x - mean) / s) ** 2).sum(-1) - d * torch.log(s) - 0.5 * d * math.log(2 * math.pi)
+    )
+    kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * torch.log(scale)).sum(-1)
     return (rec - kl).sum() * n_total / x.shape[0]
 
 
@@ -55,21 +57,31 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     data = load_dataset("digits")
-    family = make_family("vae", VAEFamily.default_options(
-        latent_dim=args.latent_dim, hidden=str(args.hidden), net=args.net, channels=args.channels),
-        data)
+    family = make_family(
+        "vae",
+        VAEFamily.default_options(
+            latent_dim=args.latent_dim,
+            hidden=str(args.hidden),
+            net=args.net,
+            channels=args.channels,
+        ),
+        data,
+    )
     xs = family.prepare(data)  # pixels scaled to [0, 1], as every method sees them
     x = torch.tensor(xs, dtype=torch.float32)
     n, L = x.shape[0], args.latent_dim
     rng = np.random.default_rng(0)
-    batches = [torch.as_tensor(rng.choice(n, args.batch_size, replace=False))
-               for _ in range(args.steps)]
+    batches = [
+        torch.as_tensor(rng.choice(n, args.batch_size, replace=False)) for _ in range(args.steps)
+    ]
 
     def nets(seed):
         torch.manual_seed(seed)
         shape = data.event_shape
-        return (GaussianEncoder(encoder_net(args.net, shape, family.widths, 2 * L), L),
-                Decoder(decoder_net(args.net, L, shape, family.widths)))
+        return (
+            GaussianEncoder(encoder_net(args.net, shape, family.widths, 2 * L), L),
+            Decoder(decoder_net(args.net, L, shape, family.widths)),
+        )
 
     # same weights: the two estimators agree in expectation
     enc, dec = nets(0)
@@ -79,8 +91,10 @@ def main(argv=None) -> int:
         ppl = np.array([-TraceMeanField_ELBO().loss(model, guide, x) for _ in range(1000)]) / n
         hand = np.array([float(torch_elbo(x, enc, dec, n)) for _ in range(1000)]) / n
     se = lambda v: v.std(ddof=1) / np.sqrt(len(v))  # noqa: E731
-    print(f"ELBO per datum (pixels in [0, 1]) at the same weights, 1000 draws each: Pyro {ppl.mean():.4f} +- "
-          f"{se(ppl):.4f}, by hand {hand.mean():.4f} +- {se(hand):.4f}")
+    print(
+        f"ELBO per datum (pixels in [0, 1]) at the same weights, 1000 draws each: Pyro {ppl.mean():.4f} +- "
+        f"{se(ppl):.4f}, by hand {hand.mean():.4f} +- {se(hand):.4f}"
+    )
 
     warm = min(10, args.steps // 10)  # untimed first steps (allocation, caches)
 
@@ -106,6 +120,7 @@ def main(argv=None) -> int:
         opt1.zero_grad()
         elbo.differentiable_loss(model, guide, x[idx], n_total=n).backward()
         opt1.step()
+
     rows["Pyro loss + one torch Adam"] = timed(pyro_loss_one_adam)
 
     enc, dec = nets(1)
@@ -115,10 +130,12 @@ def main(argv=None) -> int:
         opt.zero_grad()
         (-torch_elbo(x[idx], enc, dec, n)).backward()
         opt.step()
+
     rows["hand-written PyTorch loss"] = timed(hand_step)
 
     # NumPyro: the family's twin (Flax networks), jit-compiled update; compile time apart
     from probdiff.backends import get_backend
+
     backend = get_backend("numpyro")
     program = family.program("numpyro", xs, seed=1)
     arr = backend.array(xs)
@@ -127,7 +144,8 @@ def main(argv=None) -> int:
     backend.step(backend.take(arr, batches[0].numpy()), n)
     compile_s = time.perf_counter() - t0
     rows[f"NumPyro SVI (jit; compile {compile_s:.1f} s)"] = timed(
-        lambda idx: backend.step(backend.take(arr, idx.numpy()), n))
+        lambda idx: backend.step(backend.take(arr, idx.numpy()), n)
+    )
 
     base = rows["hand-written PyTorch loss"]
     print(f"\n{'method':32s} {'ms/step':>8s} {'x torch':>8s}")

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probdiff.models.ddpm.family import DDPMFamily
-
 from probdiff.data import load_dataset, train_test_split
 from probdiff.diagnostics import sliced_wasserstein
 from probdiff.fitting import fit
+from probdiff.models.ddpm.family import DDPMFamily
 from probdiff.request import FitRequest, make_family
 from probdiff.runfolder import load_params
 from probdiff.svi import SVISettings
@@ -37,10 +36,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     T = 20 if args.quick else args.T
     options = DDPMFamily.default_options(T=T, hidden="32" if args.quick else "128,128")
-    req = FitRequest(model="ddpm", data=args.data, out=str(Path(args.out) / "ddpm"),
-                     backend=args.backend, options=options, posterior_samples=2,
-                     settings=SVISettings(steps=args.steps, lr=2e-3, batch_size=256,
-                                          seed=args.seed, progress=not args.quick))
+    req = FitRequest(
+        model="ddpm",
+        data=args.data,
+        out=str(Path(args.out) / "ddpm"),
+        backend=args.backend,
+        options=options,
+        posterior_samples=2,
+        settings=SVISettings(
+            steps=args.steps, lr=2e-3, batch_size=256, seed=args.seed, progress=not args.quick
+        ),
+    )
     run = fit(req)
     print(run.report())
 
@@ -51,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     n = min(len(test), 1000)
     for sampler in ("ancestral", f"ddim:{max(2, T // 5)}"):
         x = family.sample(params, n, seed=1, sampler=sampler)
-        print(f"{sampler:12s} sliced Wasserstein to held-out data: "
-              f"{sliced_wasserstein(x, test.flat()[:n]):.4f}")
+        print(
+            f"{sampler:12s} sliced Wasserstein to held-out data: "
+            f"{sliced_wasserstein(x, test.flat()[:n]):.4f}"
+        )
     return 0
 
 

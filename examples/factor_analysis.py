@@ -52,12 +52,29 @@ def main(argv=None):
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     w = rng.normal(size=(5, K))
-    x = rng.normal(size=(args.n, K)) @ w.T + rng.normal(scale=[0.3, 0.5, 0.4, 0.6, 0.2], size=(args.n, 5))
+    x = rng.normal(size=(args.n, K)) @ w.T + rng.normal(
+        scale=[0.3, 0.5, 0.4, 0.6, 0.2], size=(args.n, 5)
+    )
     data = Path(tempfile.mkdtemp()) / "fa.npz"
     np.savez(data, x=x)
     here = Path(__file__)
-    return probdiff(["fit", f"{here}:model", "--guide", f"{here}:guide", "--data", str(data),
-                     "--out", args.out, "--steps", str(args.steps), "--lr", "0.02", "--quiet"])
+    return probdiff(
+        [
+            "fit",
+            f"{here}:model",
+            "--guide",
+            f"{here}:guide",
+            "--data",
+            str(data),
+            "--out",
+            args.out,
+            "--steps",
+            str(args.steps),
+            "--lr",
+            "0.02",
+            "--quiet",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probdiff.models.ddpm.indi import ContinuousTime, degrade, indi_loss, psnr, restore
-from probdiff.models.ddpm.networks import UNet
 
 from probdiff.data import load_dataset, train_test_split
+from probdiff.models.ddpm.indi import ContinuousTime, degrade, indi_loss, psnr, restore
+from probdiff.models.ddpm.networks import UNet
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,20 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     restored, states = restore(net, y, args.restore_steps, record=True)
     before, after = psnr(y, x_test), psnr(restored, x_test)
     gain = (after - before).numpy()
-    print(f"PSNR on {len(x_test)} held-out digits: degraded {before.mean():.2f} dB, restored "
-          f"{after.mean():.2f} dB, gain {gain.mean():.2f} +- {gain.std(ddof=1) / np.sqrt(len(gain)):.2f} dB")
+    print(
+        f"PSNR on {len(x_test)} held-out digits: degraded {before.mean():.2f} dB, restored "
+        f"{after.mean():.2f} dB, gain {gain.mean():.2f} +- {gain.std(ddof=1) / np.sqrt(len(gain)):.2f} dB"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from probdiff.plots import plt, save
+
     show = [0, len(states) // 4, len(states) // 2, len(states) - 1]
     fig, axes = plt.subplots(6, len(show) + 1, figsize=(1.3 * (len(show) + 1), 1.3 * 6))
     for r in range(6):
         for c, k in enumerate(show):
-            axes[r, c].imshow(states[k][r].reshape(8, 8).clamp(-1, 1).numpy(), cmap="gray",
-                              vmin=-1, vmax=1)
+            axes[r, c].imshow(
+                states[k][r].reshape(8, 8).clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1
+            )
             if r == 0:
-                axes[r, c].set_title("degraded" if k == 0 else f"t = {1 - k / args.restore_steps:.2f}",
-                                     fontsize=8)
+                axes[r, c].set_title(
+                    "degraded" if k == 0 else f"t = {1 - k / args.restore_steps:.2f}", fontsize=8
+                )
         axes[r, -1].imshow(x_test[r].reshape(8, 8).numpy(), cmap="gray", vmin=-1, vmax=1)
         axes[0, -1].set_title("clean", fontsize=8)
     for ax in axes.ravel():

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from probdiff.models.score.ncsn_family import NCSNFamily
 
 from probdiff.data import mixture2d_density
 from probdiff.diffusion.langevin import annealed_langevin, geometric_sigmas, langevin
 from probdiff.diffusion.mixture_score import GaussianMixture
 from probdiff.fitting import fit
+from probdiff.models.score.ncsn_family import NCSNFamily
 from probdiff.plots import plt, save
 from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
@@ -45,14 +45,24 @@ def exact_score_langevin(out: Path, n: int, steps: int, seed: int) -> None:
     start = 8.0 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
     plain, _ = langevin(truth.score, start, 0.01, steps * 10, gen)
     sigmas = geometric_sigmas(10.0, 0.01, 10)
-    annealed, _ = annealed_langevin(lambda y, i: truth.noisy_score(float(sigmas[i]))(y), sigmas,
-                                    start, 0.05 * 0.01**2, steps, gen)
+    annealed, _ = annealed_langevin(
+        lambda y, i: truth.noisy_score(float(sigmas[i]))(y),
+        sigmas,
+        start,
+        0.05 * 0.01**2,
+        steps,
+        gen,
+    )
     print("component weights (nearest mean):")
     print(f"  true             {np.round(truth.weights.numpy(), 3)}")
-    print(f"  plain Langevin   {np.round(component_weights(plain, truth), 3)}   "
-          f"({steps * 10} steps, tau = 0.01)")
-    print(f"  annealed         {np.round(component_weights(annealed, truth), 3)}   "
-          f"({len(sigmas)} levels x {steps} steps)")
+    print(
+        f"  plain Langevin   {np.round(component_weights(plain, truth), 3)}   "
+        f"({steps * 10} steps, tau = 0.01)"
+    )
+    print(
+        f"  annealed         {np.round(component_weights(annealed, truth), 3)}   "
+        f"({len(sigmas)} levels x {steps} steps)"
+    )
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.3))
     ref = truth.sample(n, gen).numpy()
     for ax, (name, x) in zip(axes, (("plain Langevin", plain), ("annealed Langevin", annealed))):
@@ -67,6 +77,7 @@ def exact_score_langevin(out: Path, n: int, steps: int, seed: int) -> None:
 def logistic_model(x, y):
     import pyro
     import pyro.distributions as dist
+
     b0 = pyro.sample("b0", dist.Normal(0.0, 2.0))
     w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), 2.0).to_event(1))
     with pyro.plate("data", len(x)):
@@ -79,6 +90,7 @@ def mcmc_comparison(samples: int, warmup: int, seed: int) -> None:
     from pyro.infer import MCMC, NUTS
 
     from probdiff.diffusion.langevin_kernel import Langevin, to_inference_data
+
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(200, 2, generator=gen)
     y = torch.bernoulli(torch.sigmoid(0.5 + x @ torch.tensor([1.5, -1.0])), generator=gen)
@@ -91,19 +103,32 @@ def mcmc_comparison(samples: int, warmup: int, seed: int) -> None:
             # chains drawn sequentially on 2 cores; torch.jit's deprecation notice
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            mcmc = MCMC(kernel, num_samples=samples, warmup_steps=warmup, num_chains=4,
-                        disable_progbar=True)
+            mcmc = MCMC(
+                kernel, num_samples=samples, warmup_steps=warmup, num_chains=4, disable_progbar=True
+            )
             mcmc.run(x, y)
         seconds = time.perf_counter() - t0
-        idata = (to_inference_data(mcmc, log_likelihood=False) if name.startswith("MALA")
-                 else az.from_pyro(mcmc, log_likelihood=False))
+        idata = (
+            to_inference_data(mcmc, log_likelihood=False)
+            if name.startswith("MALA")
+            else az.from_pyro(mcmc, log_likelihood=False)
+        )
         s = az.summary(idata, var_names=["b0", "w"], kind="all")
-        rows.append((name, s["mean"].to_numpy(), float(s["r_hat"].max()),
-                     float(s["ess_bulk"].min()), seconds))
+        rows.append(
+            (
+                name,
+                s["mean"].to_numpy(),
+                float(s["r_hat"].max()),
+                float(s["ess_bulk"].min()),
+                seconds,
+            )
+        )
     print("Bayesian logistic regression, 4 chains (posterior means of b0, w1, w2):")
     for name, mean, rhat, ess, seconds in rows:
-        print(f"  {name:16s} mean {np.round(mean, 3)}  max R-hat {rhat:.3f}  min bulk ESS "
-              f"{ess:7.0f}  {seconds:5.1f} s  ({ess / seconds:7.1f} ESS/s)")
+        print(
+            f"  {name:16s} mean {np.round(mean, 3)}  max R-hat {rhat:.3f}  min bulk ESS "
+            f"{ess:7.0f}  {seconds:5.1f} s  ({ess / seconds:7.1f} ESS/s)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     print("== 2. Langevin as a Pyro MCMC kernel beside NUTS")
     mcmc_comparison(20 if q else 1000, 20 if q else 500, args.seed)
     print("== 3. NCSN: the NCSN loss as a program, annealed Langevin sampling")
-    options = NCSNFamily.default_options(**({"hidden": "32", "steps_per_level": 10,
-                                             "levels": 5} if q else {}))
-    run = fit(FitRequest(model="ncsn", data="mixture2d", out=str(out / "ncsn"), options=options,
-                         settings=SVISettings(steps=args.steps, lr=2e-3, batch_size=256,
-                                              seed=args.seed, progress=not q)))
+    options = NCSNFamily.default_options(
+        **({"hidden": "32", "steps_per_level": 10, "levels": 5} if q else {})
+    )
+    run = fit(
+        FitRequest(
+            model="ncsn",
+            data="mixture2d",
+            out=str(out / "ncsn"),
+            options=options,
+            settings=SVISettings(
+                steps=args.steps, lr=2e-3, batch_size=256, seed=args.seed, progress=not q
+            ),
+        )
+    )
     print(run.report())
     return 0
 

@@ -19,8 +19,6 @@ import argparse
 from pathlib import Path
 
 import torch
-from probdiff.models.ddpm.family import DDPMFamily
-from probdiff.models.score.sde_family import SDEFamily
 
 from probdiff.data import mixture2d_density
 from probdiff.diagnostics import sliced_wasserstein
@@ -29,6 +27,8 @@ from probdiff.diffusion.ode_likelihood import ode_log_likelihood
 from probdiff.diffusion.sde import make_sde
 from probdiff.diffusion.solvers import solve
 from probdiff.fitting import fit
+from probdiff.models.ddpm.family import DDPMFamily
+from probdiff.models.score.sde_family import SDEFamily
 from probdiff.request import FitRequest
 from probdiff.svi import SVISettings
 
@@ -36,8 +36,14 @@ from probdiff.svi import SVISettings
 def equal_nfe(budget: int) -> tuple[str, ...]:
     """Every solver at ``budget`` network evaluations (adaptive RK45 picks its own)."""
     half = budget // 2
-    return (f"em:{budget}", f"reverse_diffusion:{budget}", f"pc:{half}", f"ode_euler:{budget}",
-            f"ode_heun:{half}", "ode")
+    return (
+        f"em:{budget}",
+        f"reverse_diffusion:{budget}",
+        f"pc:{half}",
+        f"ode_euler:{budget}",
+        f"ode_heun:{half}",
+        "ode",
+    )
 
 
 def exact_score_table(n: int, seed: int, budget: int = 200, rows: int = 200) -> None:
@@ -57,8 +63,14 @@ def exact_score_table(n: int, seed: int, budget: int = 200, rows: int = 200) -> 
             cells.append(f"{sliced_wasserstein(x.numpy(), ref, seed=seed):.3f} ({nfe} NFE)")
         x = truth.sample(rows, torch.Generator().manual_seed(seed + 2))
         one = torch.ones(len(x), dtype=torch.float64)
-        ll = ode_log_likelihood(sde, score, x, rtol=1e-7, atol=1e-7,
-                                prior_log_prob=lambda y: truth.marginal_log_prob(sde, y, one))
+        ll = ode_log_likelihood(
+            sde,
+            score,
+            x,
+            rtol=1e-7,
+            atol=1e-7,
+            prior_log_prob=lambda y: truth.marginal_log_prob(sde, y, one),
+        )
         err = (ll.log_prob - truth.marginal_log_prob(sde, x, 1e-5 * one)).abs().max()
         print(f"{name:6s} " + " ".join(f"{c:>22s}" for c in cells) + f"   {float(err):.2e}")
 
@@ -71,20 +83,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small networks, no progress bar")
     args = p.parse_args(argv)
     out, q = Path(args.out), args.quick
-    settings = SVISettings(steps=args.steps, lr=2e-3, batch_size=256, seed=args.seed,
-                           progress=not q)
+    settings = SVISettings(
+        steps=args.steps, lr=2e-3, batch_size=256, seed=args.seed, progress=not q
+    )
     print("== 1. exact scores: sliced Wasserstein to exact samples, at equal NFE")
     exact_score_table(200 if q else 2000, args.seed, 40 if q else 200, 10 if q else 200)
     print("== 2. a VP score model trained as a Pyro program")
     # --quick: no ODE likelihood (an untrained network makes the ODE stiff: thousands of NFE)
     small = {"hidden": "32", "ode_rows": 0} if q else {}
-    run = fit(FitRequest(model="sde", data="mixture2d", out=str(out / "sde"),
-                         options=SDEFamily.default_options(**small), settings=settings))
+    run = fit(
+        FitRequest(
+            model="sde",
+            data="mixture2d",
+            out=str(out / "sde"),
+            options=SDEFamily.default_options(**small),
+            settings=settings,
+        )
+    )
     print(run.report())
     print("== 3. a DDPM read as a VP SDE: ODE likelihood beside the ELBO")
     options = DDPMFamily.default_options(T=20 if q else 100, **small)
-    run = fit(FitRequest(model="ddpm", data="mixture2d", out=str(out / "ddpm"), options=options,
-                         settings=settings, posterior_samples=2))
+    run = fit(
+        FitRequest(
+            model="ddpm",
+            data="mixture2d",
+            out=str(out / "ddpm"),
+            options=options,
+            settings=settings,
+            posterior_samples=2,
+        )
+    )
     print(run.report())
     return 0
 

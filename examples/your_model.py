@@ -45,8 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     x = rng.normal(size=(300, 3))
     y = x @ np.array([1.0, -2.0, 0.5]) + SIGMA * rng.normal(size=300)
 
-    run = probdiff.fit(model, "auto:normal", data={"x": x, "y": y}, steps=args.steps, lr=0.01,
-                       seed=args.seed, out=args.out, progress=False)
+    run = probdiff.fit(
+        model,
+        "auto:normal",
+        data={"x": x, "y": y},
+        steps=args.steps,
+        lr=0.01,
+        seed=args.seed,
+        out=args.out,
+        progress=False,
+    )
     print(run)
     print("metrics:", {k: round(v, 4) for k, v in run.metrics.items() if isinstance(v, float)})
     print(az.summary(run.idata, var_names=["w"], kind="stats"))
@@ -54,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     train, _ = run.split()
     xt, yt = train.arrays()["x"], train.arrays()["y"]
     cov = np.linalg.inv(np.eye(3) + xt.T @ xt / SIGMA**2)
-    print("exact posterior mean", np.round(cov @ xt.T @ yt / SIGMA**2, 4),
-          "sd", np.round(np.sqrt(np.diag(cov)), 4))
+    print(
+        "exact posterior mean",
+        np.round(cov @ xt.T @ yt / SIGMA**2, 4),
+        "sd",
+        np.round(np.sqrt(np.diag(cov)), 4),
+    )
     print(az.loo(run.idata))
 
     pred = run.predictive(data={"x": np.array([[1.0, 1.0, 1.0]])}, num_samples=1000)["y"]

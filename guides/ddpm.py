@@ -19,6 +19,9 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+
+from probdiff.diffusion.schedules import Schedule
 from probdiff.models.ddpm.chain import (
     SITE_PREV,
     SITE_XT,
@@ -27,9 +30,6 @@ from probdiff.models.ddpm.chain import (
     site,
     step_weight,
 )
-from pyro import poutine
-
-from probdiff.diffusion.schedules import Schedule
 from probdiff.plates import data_plate
 
 
@@ -44,8 +44,10 @@ class ForwardGuide:
         with data_plate(n, n_total):
             x = x0
             for t in range(1, s.T + 1):
-                x = pyro.sample(site(t), dist.Normal(math.sqrt(s.alphas[t]) * x,
-                                                     math.sqrt(s.betas[t])).to_event(1))
+                x = pyro.sample(
+                    site(t),
+                    dist.Normal(math.sqrt(s.alphas[t]) * x, math.sqrt(s.betas[t])).to_event(1),
+                )
 
 
 class BackwardGuide:
@@ -57,12 +59,17 @@ class BackwardGuide:
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         s, n = self.schedule, x0.shape[0]
         with data_plate(n, n_total):
-            x = pyro.sample(site(s.T), dist.Normal(math.sqrt(s.abar[s.T]) * x0,
-                                                   math.sqrt(1 - s.abar[s.T])).to_event(1))
+            x = pyro.sample(
+                site(s.T),
+                dist.Normal(math.sqrt(s.abar[s.T]) * x0, math.sqrt(1 - s.abar[s.T])).to_event(1),
+            )
             for t in range(s.T, 1, -1):
-                x = pyro.sample(site(t - 1), dist.Normal(s.posterior_mean(x0, x, t),
-                                                         math.sqrt(s.posterior_variance[t]))
-                                .to_event(1))
+                x = pyro.sample(
+                    site(t - 1),
+                    dist.Normal(
+                        s.posterior_mean(x0, x, t), math.sqrt(s.posterior_variance[t])
+                    ).to_event(1),
+                )
 
 
 class MarginalGuide:
@@ -71,8 +78,12 @@ class MarginalGuide:
     (t = 2..T, ``subsample`` of them) x_t ~ q(x_t|x_0), x_prev ~ q(x_{t-1}|x_t,x_0).
     ``step_weights`` (the model's, for L_simple) scale the ``x_prev`` sites."""
 
-    def __init__(self, schedule: Schedule, subsample: int | None = None,
-                 step_weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        schedule: Schedule,
+        subsample: int | None = None,
+        step_weights: np.ndarray | None = None,
+    ):
         self.schedule, self.subsample, self.step_weights = schedule, subsample, step_weights
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
@@ -84,10 +95,13 @@ class MarginalGuide:
                 t = idx + 2
                 xt = pyro.sample(SITE_XT, marginal(s, x0, t))
                 idx_np = t.cpu().numpy()
-                col = lambda v: torch.as_tensor(v[idx_np], dtype=x0.dtype,  # noqa: E731
-                                                device=x0.device)[:, None, None]
+
+                def col(v: np.ndarray) -> torch.Tensor:
+                    return torch.as_tensor(v[idx_np], dtype=x0.dtype, device=x0.device)[
+                        :, None, None
+                    ]
+
                 mean = col(s.posterior_x0_coef) * x0 + col(s.posterior_xt_coef) * xt
                 scale = col(np.sqrt(s.posterior_variance)).expand(mean.shape)
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
                     pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
-

@@ -6,18 +6,22 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
-from probdiff.models.ddpm.chain_numpyro import marginal, step_weight
 
 from probdiff.diffusion.schedules import Schedule
+from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
+from probdiff.models.ddpm.chain_numpyro import marginal, step_weight
 from probdiff.plates import numpyro_data_plate
 
 
 class MarginalGuide:
     """NumPyro twin of :class:`probdiff.guides.ddpm.MarginalGuide`."""
 
-    def __init__(self, schedule: Schedule, subsample: int | None = None,
-                 step_weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        schedule: Schedule,
+        subsample: int | None = None,
+        step_weights: np.ndarray | None = None,
+    ):
         self.s, self.subsample, self.step_weights = schedule, subsample, step_weights
 
     def __call__(self, x0, n_total: int | None = None) -> None:

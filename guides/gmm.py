@@ -24,6 +24,9 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.distributions import constraints
+
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
     GLOBAL_SITES,
@@ -34,9 +37,6 @@ from probdiff.models.gmm.model import (
     SITE_SCALES,
     SITE_WEIGHTS,
 )
-from pyro import poutine
-from pyro.distributions import constraints
-
 from probdiff.plates import data_plate
 
 GLOBAL_GUIDES = ("none", "map", "meanfield")
@@ -77,19 +77,25 @@ class MixtureGuide:
 
     def __post_init__(self):
         if self.globals_guide not in GLOBAL_GUIDES:
-            raise ValueError(f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}")
+            raise ValueError(
+                f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}"
+            )
         if self.local_guide not in LOCAL_GUIDES:
             raise ValueError(f"local_guide must be one of {LOCAL_GUIDES}, got {self.local_guide!r}")
         if self.ordered and SITE_LOCS in self.init:
             # relabel so the starting means are strictly increasing in coordinate 0
-            p = gmm_em.ordered_by_first_coordinate(gmm_em.MixtureParams(
-                *(np.asarray(self.init[k], float) for k in GLOBAL_SITES)), min_gap=1e-3)
+            p = gmm_em.ordered_by_first_coordinate(
+                gmm_em.MixtureParams(*(np.asarray(self.init[k], float) for k in GLOBAL_SITES)),
+                min_gap=1e-3,
+            )
             self.init = {**self.init, **p.as_dict()}
 
     def _param(self, name, init, constraint=constraints.real):
-        return pyro.param(name, lambda: torch.as_tensor(np.asarray(init), dtype=self.dtype,
-                                                        device=self.device),
-                          constraint=constraint)
+        return pyro.param(
+            name,
+            lambda: torch.as_tensor(np.asarray(init), dtype=self.dtype, device=self.device),
+            constraint=constraint,
+        )
 
     def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
         if self.globals_guide == "map":
@@ -100,8 +106,11 @@ class MixtureGuide:
             logits = self.encode_logits(x)
             n = x.shape[0]
             with data_plate(n, n_total):
-                pyro.sample(SITE_ASSIGNMENT, dist.Categorical(logits=logits),
-                            infer={"enumerate": "parallel"})
+                pyro.sample(
+                    SITE_ASSIGNMENT,
+                    dist.Categorical(logits=logits),
+                    infer={"enumerate": "parallel"},
+                )
 
     def encode_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Unnormalised log q(z = k | x), shape (N, K)."""
@@ -143,8 +152,10 @@ class MixtureGuide:
         pyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale).to_event(1))
         locs = np.asarray(self.init[SITE_LOCS])
         if self.ordered:
-            raise ValueError("the mean-field guide has no ordered form; use globals_guide='map' "
-                             "or NUTS for the ordered model")
+            raise ValueError(
+                "the mean-field guide has no ordered form; use globals_guide='map' "
+                "or NUTS for the ordered model"
+            )
         m = self._param("locs_loc", locs)
         v = self._param("locs_scale", np.full(locs.shape, 0.1), constraints.positive)
         pyro.sample(SITE_LOCS, dist.Normal(m, v).to_event(2))

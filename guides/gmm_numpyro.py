@@ -24,6 +24,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
+
 from probdiff.guides.gmm import GLOBAL_GUIDES, LOCAL_GUIDES, encoder_init
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
@@ -35,7 +36,6 @@ from probdiff.models.gmm.model import (
     SITE_SCALES,
     SITE_WEIGHTS,
 )
-
 from probdiff.plates import numpyro_data_plate
 
 __all__ = ["MixtureGuide", "encoder_features", "encoder_init"]
@@ -68,18 +68,23 @@ class MixtureGuide:
 
     def __post_init__(self):
         if self.globals_guide not in GLOBAL_GUIDES:
-            raise ValueError(f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}")
+            raise ValueError(
+                f"globals_guide must be one of {GLOBAL_GUIDES}, got {self.globals_guide!r}"
+            )
         if self.local_guide not in LOCAL_GUIDES:
             raise ValueError(f"local_guide must be one of {LOCAL_GUIDES}, got {self.local_guide!r}")
         if self.ordered and SITE_LOCS in self.init:
             # relabel so the starting means are strictly increasing in coordinate 0
-            p = gmm_em.ordered_by_first_coordinate(gmm_em.MixtureParams(
-                *(np.asarray(self.init[k], float) for k in GLOBAL_SITES)), min_gap=1e-3)
+            p = gmm_em.ordered_by_first_coordinate(
+                gmm_em.MixtureParams(*(np.asarray(self.init[k], float) for k in GLOBAL_SITES)),
+                min_gap=1e-3,
+            )
             self.init = {**self.init, **p.as_dict()}
 
     def _param(self, name, init, constraint=constraints.real):
-        return numpyro.param(name, jnp.asarray(np.asarray(init), dtype=self.dtype),
-                             constraint=constraint)
+        return numpyro.param(
+            name, jnp.asarray(np.asarray(init), dtype=self.dtype), constraint=constraint
+        )
 
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         if self.globals_guide == "map":
@@ -90,8 +95,11 @@ class MixtureGuide:
             logits = self.encode_logits(x)
             n = x.shape[0]
             with numpyro_data_plate(n, n_total):
-                numpyro.sample(SITE_ASSIGNMENT, dist.Categorical(logits=logits),
-                               infer={"enumerate": "parallel"})
+                numpyro.sample(
+                    SITE_ASSIGNMENT,
+                    dist.Categorical(logits=logits),
+                    infer={"enumerate": "parallel"},
+                )
 
     def encode_logits(self, x: jnp.ndarray) -> jnp.ndarray:
         """Unnormalised log q(z = k | x), shape (N, K)."""
@@ -133,8 +141,10 @@ class MixtureGuide:
         numpyro.sample(SITE_SCALES, dist.LogNormal(s_loc, s_scale).to_event(1))
         locs = np.asarray(self.init[SITE_LOCS])
         if self.ordered:
-            raise ValueError("the mean-field guide has no ordered form; use globals_guide='map' "
-                             "or NUTS for the ordered model")
+            raise ValueError(
+                "the mean-field guide has no ordered form; use globals_guide='map' "
+                "or NUTS for the ordered model"
+            )
         m = self._param("locs_loc", locs)
         v = self._param("locs_scale", np.full(locs.shape, 0.1), constraints.positive)
         numpyro.sample(SITE_LOCS, dist.Normal(m, v).to_event(2))

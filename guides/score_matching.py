@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import pyro
 import torch
+
+from probdiff.diffusion.sde import SDE
 from probdiff.models.score.noising import (
     LEVELS_PLATE,
     noisy_levels,
     sde_marginal,
     time_prior,
 )
-
-from probdiff.diffusion.sde import SDE
 from probdiff.plates import data_plate
 
 
@@ -29,8 +29,9 @@ class NoiseLevelGuide:
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         n = len(x0)
         with data_plate(n, n_total, dim=-1):
-            with pyro.plate(LEVELS_PLATE, len(self.sigmas), subsample_size=self.subsample,
-                            dim=-2) as idx:
+            with pyro.plate(
+                LEVELS_PLATE, len(self.sigmas), subsample_size=self.subsample, dim=-2
+            ) as idx:
                 pyro.sample("x_noisy", noisy_levels(x0, self.sigmas, idx))
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from probdiff.models.vae.model import SITE_Z
 from torch import nn
 
+from probdiff.models.vae.model import SITE_Z
 from probdiff.plates import data_plate
 
 
@@ -21,7 +21,7 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.net(x)
-        loc, raw = out[..., :self.latent_dim], out[..., self.latent_dim:]
+        loc, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         return loc, nn.functional.softplus(raw) + 1e-5
 
 

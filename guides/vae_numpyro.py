@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
-from probdiff.models.vae.model import SITE_Z
 
+from probdiff.models.vae.model import SITE_Z
 from probdiff.plates import numpyro_data_plate
 
 __all__ = ["VAEGuide"]
@@ -35,6 +35,7 @@ class VAEGuide:
         def encode(x):
             out = net(x)
             return out[..., :L], jax.nn.softplus(out[..., L:]) + 1e-5
+
         return encode
 
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:

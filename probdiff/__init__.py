@@ -8,21 +8,31 @@ families live in :mod:`probdiff.models` and their guides in :mod:`probdiff.guide
 
 __version__ = "0.1.0"
 
-import warnings  # noqa: E402
+import warnings
 
 # ArviZ 0.2x announces its 1.x refactor on import; probdiff pins <1, so the notice is noise
-warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor",
-                        category=FutureWarning)
+warnings.filterwarnings(
+    "ignore", message="ArviZ is undergoing a major refactor", category=FutureWarning
+)
 
 # the public names, imported on first use (PEP 562): ``import probdiff`` and the command
 # line's help load no framework (torch, JAX, ArviZ) until something needs it
 _PUBLIC = {
-    "fit": "probdiff.api", "open_run": "probdiff.api", "Run": "probdiff.run",
-    "Dataset": "probdiff.data", "load_dataset": "probdiff.data",
-    "train_test_split": "probdiff.data", "ProbdiffError": "probdiff.errors",
-    "Family": "probdiff.family", "families": "probdiff.family", "get_family": "probdiff.family",
-    "register": "probdiff.family", "Program": "probdiff.program", "SVIResult": "probdiff.svi",
-    "SVISettings": "probdiff.svi", "run_svi": "probdiff.svi",
+    "fit": "probdiff.api",
+    "open_run": "probdiff.api",
+    "Run": "probdiff.run",
+    "Dataset": "probdiff.data",
+    "load_dataset": "probdiff.data",
+    "train_test_split": "probdiff.data",
+    "ProbdiffError": "probdiff.errors",
+    "Family": "probdiff.family",
+    "families": "probdiff.family",
+    "get_family": "probdiff.family",
+    "register": "probdiff.family",
+    "Program": "probdiff.program",
+    "SVIResult": "probdiff.svi",
+    "SVISettings": "probdiff.svi",
+    "run_svi": "probdiff.svi",
 }
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
@@ -30,6 +40,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 def __getattr__(name: str):
     if name in _PUBLIC:
         import importlib
+
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value

@@ -15,7 +15,8 @@
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from probdiff.errors import ProbdiffError
 from probdiff.run import Run, open_run
@@ -26,9 +27,19 @@ _SETTINGS = ("batch_size", "restarts", "checkpoint_every", "eval_every", "eval_p
 _REQUEST = ("device", "dtype", "inference", "test_fraction", "posterior_samples", "threads")
 
 
-def fit(model: str | Callable, guide: str | Callable | None = None, *, data: Any,
-        steps: int | None = None, lr: float | None = None, out: str | None = None,
-        backend: str = "pyro", seed: int = 0, progress: bool = True, **options: Any) -> Run:
+def fit(
+    model: str | Callable,
+    guide: str | Callable | None = None,
+    *,
+    data: Any,
+    steps: int | None = None,
+    lr: float | None = None,
+    out: str | None = None,
+    backend: str = "pyro",
+    seed: int = 0,
+    progress: bool = True,
+    **options: Any,
+) -> Run:
     """Fit ``model`` to ``data`` and return the :class:`~probdiff.run.Run`.
 
     ``model``: a Pyro or NumPyro model (a callable, called as ``model(x)`` for one array and
@@ -71,21 +82,37 @@ def fit(model: str | Callable, guide: str | Callable | None = None, *, data: Any
         if unknown:
             raise ProbdiffError(f"unknown options for your model: {', '.join(sorted(unknown))}")
         options = UserFamily.default_options(**options)
-        if guide is not None and not callable(guide) and not is_reference(guide) \
-                and guide not in AUTOGUIDES:
-            raise ProbdiffError(f"guide must be a callable, path/to/file.py:function or one of "
-                                f"{', '.join(AUTOGUIDES)}; got {guide!r}")
-        code = UserCode(CodeRef.parse(model) if isinstance(model, str) else model,
-                        CodeRef.parse(guide) if is_reference(guide) else guide)
+        if (
+            guide is not None
+            and not callable(guide)
+            and not is_reference(guide)
+            and guide not in AUTOGUIDES
+        ):
+            raise ProbdiffError(
+                f"guide must be a callable, path/to/file.py:function or one of "
+                f"{', '.join(AUTOGUIDES)}; got {guide!r}"
+            )
+        code = UserCode(
+            CodeRef.parse(model) if isinstance(model, str) else model,
+            CodeRef.parse(guide) if isinstance(guide, str) and is_reference(guide) else guide,
+        )
         options["guide"] = guide if isinstance(guide, str) else None
         label = code.label
     spec = data if isinstance(data, str) else ""
     dataset = as_dataset(data, seed=seed)
-    req = FitRequest(model=label if code is None or not isinstance(model, str) else model,
-                     data=spec, out=out or tempfile.mkdtemp(prefix="probdiff-"),
-                     backend=backend,
-                     settings=SVISettings(steps=family.default_steps if steps is None else steps,
-                                          lr=family.default_lr if lr is None else lr, seed=seed,
-                                          progress=progress, **settings),
-                     options=options, **request)
+    req = FitRequest(
+        model=label if code is None or not isinstance(model, str) else model,
+        data=spec,
+        out=out or tempfile.mkdtemp(prefix="probdiff-"),
+        backend=backend,
+        settings=SVISettings(
+            steps=family.default_steps if steps is None else steps,
+            lr=family.default_lr if lr is None else lr,
+            seed=seed,
+            progress=progress,
+            **settings,
+        ),
+        options=options,
+        **request,
+    )
     return run_fit(req, code=code, dataset=dataset)

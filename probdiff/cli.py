@@ -24,7 +24,7 @@ MAIN_HELP = """probdiff: the tutorial's generative models as probabilistic progr
 # what Ctrl-C leaves behind, per command
 INTERRUPTED = {
     "fit": "interrupted; the fit keeps its last checkpoint: continue it with probdiff fit MODEL "
-           "--out DIR --resume",
+    "--out DIR --resume",
     "tutorial": "interrupted; start the tutorial again into a new folder",
 }
 
@@ -46,54 +46,98 @@ def _int_at_least(low: int, high: int | None = None):
             bound = f">= {low}" if high is None else f"in {low}..{high}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
+
     parse.__name__ = "integer"
     return parse
 
 
 def _seed(text: str) -> int:
     from probdiff.seeds import MAX_SEED
+
     return _int_at_least(0, MAX_SEED)(text)
 
 
 def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
     from probdiff.data import BUILTIN_DATASETS
     from probdiff.svi import MAX_STEPS
+
     p.add_argument("model", help="built-in model name, or path/to/file.py:function")
-    p.add_argument("--data", default=None,
-                   help="built-in data (" + ", ".join(BUILTIN_DATASETS) + "; options as "
-                   "name:key=value,...) or a .npz/.npy/.csv file or a folder of PNGs")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="built-in data (" + ", ".join(BUILTIN_DATASETS) + "; options as "
+        "name:key=value,...) or a .npz/.npy/.csv file or a folder of PNGs",
+    )
     p.add_argument("--out", required=True, help="run folder to create (must be new or empty)")
-    p.add_argument("--steps", type=_int_at_least(0, MAX_STEPS), default=None,
-                   help="SVI steps (EM: max iterations)")
-    p.add_argument("--batch-size", type=_int_at_least(1), default=None,
-                   help="minibatch size (default: full data)")
+    p.add_argument(
+        "--steps",
+        type=_int_at_least(0, MAX_STEPS),
+        default=None,
+        help="SVI steps (EM: max iterations)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=None,
+        help="minibatch size (default: full data)",
+    )
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    p.add_argument("--clip-norm", type=float, default=None,
-                   help="clip each gradient entry to [-c, c] (ClippedAdam; default 10)")
+    p.add_argument(
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="clip each gradient entry to [-c, c] (ClippedAdam; default 10)",
+    )
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--restarts", type=_int_at_least(1, 1000), default=1,
-                   help="fits from different seeds; keep the best")
+    p.add_argument(
+        "--restarts",
+        type=_int_at_least(1, 1000),
+        default=1,
+        help="fits from different seeds; keep the best",
+    )
     p.add_argument("--backend", default="pyro", choices=("pyro", "numpyro"))
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--threads", type=_int_at_least(1, 1024), default=1,
-                   help="torch intra-op threads (1 is fastest for small models; more for images)")
-    p.add_argument("--inference", default="svi",
-                   help="svi, or what the model offers (gmm: em, nuts)")
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(1, 1024),
+        default=1,
+        help="torch intra-op threads (1 is fastest for small models; more for images)",
+    )
+    p.add_argument(
+        "--inference", default="svi", help="svi, or what the model offers (gmm: em, nuts)"
+    )
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
-    p.add_argument("--posterior-samples", type=_int_at_least(1, 100_000), default=200,
-                   help="guide draws kept for ArviZ")
-    p.add_argument("--checkpoint-every", type=_int_at_least(0), default=250,
-                   help="steps between checkpoints (0: only at the end of each restart)")
-    p.add_argument("--eval-every", type=_int_at_least(0), default=None,
-                   help="steps between held-out ELBO evaluations (default steps/50; 0: never)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint (settings from its config; "
-                   "--steps, --lr and --clip-norm may change)")
+    p.add_argument(
+        "--posterior-samples",
+        type=_int_at_least(1, 100_000),
+        default=200,
+        help="guide draws kept for ArviZ",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_int_at_least(0),
+        default=250,
+        help="steps between checkpoints (0: only at the end of each restart)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=_int_at_least(0),
+        default=None,
+        help="steps between held-out ELBO evaluations (default steps/50; 0: never)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (settings from its config; "
+        "--steps, --lr and --clip-norm may change)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--trust-model-code", action="store_true",
-                   help="with --resume of a user's model: run the copy of its code that the run "
-                   "folder keeps")
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="with --resume of a user's model: run the copy of its code that the run folder keeps",
+    )
 
 
 RESUME_MAY_CHANGE = ("steps", "lr", "clip_norm")
@@ -106,8 +150,11 @@ def fit_main(argv: list[str]) -> int:
     head = Parser(add_help=False)
     head.add_argument("model", nargs="?")
     known, _ = head.parse_known_args(argv)
-    parser = Parser(prog="probdiff fit", description="Fit a model by SVI (or EM/NUTS).",
-                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(
+        prog="probdiff fit",
+        description="Fit a model by SVI (or EM/NUTS).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     _common_fit_arguments(parser)
     common = {a.dest for a in parser._actions}
     family = None
@@ -118,15 +165,22 @@ def fit_main(argv: list[str]) -> int:
     from probdiff.fitting import fit, resume_request
     from probdiff.request import FitRequest
     from probdiff.svi import SVISettings
+
     if args.resume:
-        given = {a.dest for a in parser._actions if a.dest in vars(args)
-                 and a.dest not in ("model", "out", "resume", "quiet", "trust_model_code")
-                 and getattr(args, a.dest) != parser.get_default(a.dest)}
+        given = {
+            a.dest
+            for a in parser._actions
+            if a.dest in vars(args)
+            and a.dest not in ("model", "out", "resume", "quiet", "trust_model_code")
+            and getattr(args, a.dest) != parser.get_default(a.dest)
+        }
         fixed = sorted(given - set(RESUME_MAY_CHANGE))
         if fixed:
-            raise ProbdiffError("--resume takes the run's settings from its config.json; only "
-                                "--steps, --lr and --clip-norm may change, not "
-                                + ", ".join("--" + k.replace("_", "-") for k in fixed))
+            raise ProbdiffError(
+                "--resume takes the run's settings from its config.json; only "
+                "--steps, --lr and --clip-norm may change, not "
+                + ", ".join("--" + k.replace("_", "-") for k in fixed)
+            )
         changes = {k: getattr(args, k) for k in RESUME_MAY_CHANGE if getattr(args, k) is not None}
         req = resume_request(args.out, args.model, changes, progress=not args.quiet)
         run = fit(req, resume=True, trust_model_code=args.trust_model_code)
@@ -137,27 +191,45 @@ def fit_main(argv: list[str]) -> int:
     if args.trust_model_code:
         raise ProbdiffError("--trust-model-code is for --resume (a new fit runs the file you name)")
     options = {k: v for k, v in vars(args).items() if k not in common}
-    settings = SVISettings(steps=args.steps if args.steps is not None else family.default_steps,
-                           lr=args.lr if args.lr is not None else family.default_lr,
-                           batch_size=args.batch_size, seed=args.seed, restarts=args.restarts,
-                           checkpoint_every=args.checkpoint_every, progress=not args.quiet,
-                           eval_every=args.eval_every,
-                           **({"clip_norm": args.clip_norm} if args.clip_norm is not None else {}))
-    req = FitRequest(model=args.model, data=args.data, out=args.out, backend=args.backend,
-                     device=args.device, dtype=args.dtype, inference=args.inference,
-                     test_fraction=args.test_fraction, posterior_samples=args.posterior_samples,
-                     threads=args.threads,
-                     settings=settings, options=options)
+    settings = SVISettings(
+        steps=args.steps if args.steps is not None else family.default_steps,
+        lr=args.lr if args.lr is not None else family.default_lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        restarts=args.restarts,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.quiet,
+        eval_every=args.eval_every,
+        **({"clip_norm": args.clip_norm} if args.clip_norm is not None else {}),
+    )
+    req = FitRequest(
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        inference=args.inference,
+        test_fraction=args.test_fraction,
+        posterior_samples=args.posterior_samples,
+        threads=args.threads,
+        settings=settings,
+        options=options,
+    )
     run = fit(req)
     metrics = run.metrics
-    shown = {k: metrics[k] for k in ("elbo", "test_elbo", "log_likelihood", "seconds")
-             if isinstance(metrics.get(k), float)}
+    shown = {
+        k: metrics[k]
+        for k in ("elbo", "test_elbo", "log_likelihood", "seconds")
+        if isinstance(metrics.get(k), float)
+    }
     print(f"wrote {run.path}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return 0
 
 
 def report_main(argv: list[str]) -> int:
     from probdiff.run import open_run
+
     p = Parser(prog="probdiff report", description="Summarise a run folder.")
     p.add_argument("dir")
     print(open_run(p.parse_args(argv).dir).report())
@@ -166,14 +238,21 @@ def report_main(argv: list[str]) -> int:
 
 def sample_main(argv: list[str]) -> int:
     from probdiff.sampling import sample
-    p = Parser(prog="probdiff sample", description="Draw from a fitted model.",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    p = Parser(
+        prog="probdiff sample",
+        description="Draw from a fitted model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("dir")
     p.add_argument("-n", type=_int_at_least(1, 10_000_000), default=16, help="number of samples")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--sampler", default=None, help="sampler, where the model has several")
-    p.add_argument("--trust-model-code", action="store_true",
-                   help="a user's model: run the copy of its code that the run folder keeps")
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="a user's model: run the copy of its code that the run folder keeps",
+    )
     args = p.parse_args(argv)
     print(sample(args.dir, args.n, args.seed, args.sampler, args.trust_model_code))
     return 0
@@ -181,12 +260,18 @@ def sample_main(argv: list[str]) -> int:
 
 def evaluate_main(argv: list[str]) -> int:
     from probdiff.sampling import evaluate
+
     p = Parser(prog="probdiff evaluate", description="Metrics of a fitted model.")
     p.add_argument("dir")
-    p.add_argument("--data", default=None, help="data to evaluate on (default: the run's held-out split)")
+    p.add_argument(
+        "--data", default=None, help="data to evaluate on (default: the run's held-out split)"
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    p.add_argument("--trust-model-code", action="store_true",
-                   help="a user's model: run the copy of its code that the run folder keeps")
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="a user's model: run the copy of its code that the run folder keeps",
+    )
     args = p.parse_args(argv)
     metrics = evaluate(args.dir, args.data, args.trust_model_code)
     if args.json:
@@ -199,8 +284,11 @@ def evaluate_main(argv: list[str]) -> int:
 
 def tutorial_main(argv: list[str]) -> int:
     from probdiff.tutorial import tutorial
-    p = Parser(prog="probdiff tutorial",
-               description="Run the whole tutorial on embedded data and write a report.")
+
+    p = Parser(
+        prog="probdiff tutorial",
+        description="Run the whole tutorial on embedded data and write a report.",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -209,8 +297,13 @@ def tutorial_main(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"fit": fit_main, "report": report_main, "sample": sample_main,
-            "evaluate": evaluate_main, "tutorial": tutorial_main}
+COMMANDS = {
+    "fit": fit_main,
+    "report": report_main,
+    "sample": sample_main,
+    "evaluate": evaluate_main,
+    "tutorial": tutorial_main,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command = COMMANDS.get(argv[0])
     if command is None:
-        print(f"probdiff: error: unknown command {argv[0]!r} (choose {', '.join(COMMANDS)})",
-              file=sys.stderr)
+        print(
+            f"probdiff: error: unknown command {argv[0]!r} (choose {', '.join(COMMANDS)})",
+            file=sys.stderr,
+        )
         return 2
     try:
         return command(argv[1:])
@@ -229,16 +324,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probdiff: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("probdiff: " + INTERRUPTED.get(argv[0], "interrupted; nothing was changed"),
-              file=sys.stderr)
+        print(
+            "probdiff: " + INTERRUPTED.get(argv[0], "interrupted; nothing was changed"),
+            file=sys.stderr,
+        )
         return 130
     except SystemExit:
         raise
     except Exception as e:  # a bug: one line, the traceback on request
         if os.environ.get("PROBDIFF_DEBUG"):
             raise
-        print(f"probdiff: internal error: {type(e).__name__}: {_one_line(str(e))} "
-              "(PROBDIFF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"probdiff: internal error: {type(e).__name__}: {_one_line(str(e))} "
+            "(PROBDIFF_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

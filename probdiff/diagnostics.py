@@ -15,8 +15,11 @@ def summary(idata, var_names: list[str] | None = None, max_size: int = 64):
     R-hat and ESS are reported only where there are several chains of real (non-constant) draws.
     """
     post = idata.posterior
-    names = [k for k in (var_names or post.data_vars)
-             if np.prod(post[k].shape[2:], dtype=int) <= max_size]
+    names = [
+        k
+        for k in (var_names or post.data_vars)
+        if np.prod(post[k].shape[2:], dtype=int) <= max_size
+    ]
     if not names:
         return None
     chains = post.sizes["chain"]
@@ -52,11 +55,15 @@ def label_switching(posterior: xr.Dataset, var: str, component_dim: int = 0) -> 
     if raw <= RHAT_OK:
         return [f"label switching: none seen (max R-hat of {var} {raw:.3f})"]
     if relabelled <= RHAT_OK or relabelled < 1 + (raw - 1) / 4:
-        return [f"WARNING label switching: max R-hat of {var} is {raw:.3f} across chains but "
-                f"{relabelled:.3f} after sorting components by their first coordinate; the chains "
-                "visit permuted labels, so per-component summaries mix components. Refit with --ordered."]
-    return [f"WARNING poor mixing: max R-hat of {var} is {raw:.3f} ({relabelled:.3f} after "
-            "relabelling): not explained by label switching alone"]
+        return [
+            f"WARNING label switching: max R-hat of {var} is {raw:.3f} across chains but "
+            f"{relabelled:.3f} after sorting components by their first coordinate; the chains "
+            "visit permuted labels, so per-component summaries mix components. Refit with --ordered."
+        ]
+    return [
+        f"WARNING poor mixing: max R-hat of {var} is {raw:.3f} ({relabelled:.3f} after "
+        "relabelling): not explained by label switching alone"
+    ]
 
 
 def psis_khat(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,18 +84,20 @@ def iwae_bound(log_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     over groups) per datum; K = 1 is the ordinary ELBO estimator.
     """
     from scipy.special import logsumexp
+
     s, n = log_weights.shape
     groups = s // k
     if groups < 1:
         raise ValueError(f"need at least K = {k} draws per datum, got {s}")
-    lw = log_weights[:groups * k].reshape(groups, k, n)
+    lw = log_weights[: groups * k].reshape(groups, k, n)
     per_group = logsumexp(lw, axis=1) - np.log(k)
     err = per_group.std(0, ddof=1) / np.sqrt(groups) if groups > 1 else np.full(n, np.nan)
     return per_group.mean(0), err
 
 
-def sliced_wasserstein(x: np.ndarray, y: np.ndarray, num_projections: int = 256,
-                       seed: int = 0) -> float:
+def sliced_wasserstein(
+    x: np.ndarray, y: np.ndarray, num_projections: int = 256, seed: int = 0
+) -> float:
     """Sliced 2-Wasserstein distance between two point clouds (N, D) and (M, D):
     sqrt(E_theta W_2^2(theta.x, theta.y)) over uniform unit directions theta, each 1-D W_2 from
     the two empirical quantile functions on a common grid of max(N, M) levels."""

@@ -73,9 +73,18 @@ class ProgramDraws:
     notes: list[str] = field(default_factory=list)
 
 
-def draw_program(backend, program: Program, data: Data, layout: Layout, num_samples: int,
-                 seed: int, *, predictive: bool = False, per_datum_values: bool = True,
-                 local_values: bool = True) -> ProgramDraws:
+def draw_program(
+    backend,
+    program: Program,
+    data: Data,
+    layout: Layout,
+    num_samples: int,
+    seed: int,
+    *,
+    predictive: bool = False,
+    per_datum_values: bool = True,
+    local_values: bool = True,
+) -> ProgramDraws:
     """``num_samples`` joint draws of ``program`` on every row of ``data`` (parameters as set
     in ``backend``): posterior draws of the latent and deterministic sites (point masses
     apart), per-datum log-likelihoods and local log weights, and with ``predictive`` draws of
@@ -95,18 +104,36 @@ def draw_program(backend, program: Program, data: Data, layout: Layout, num_samp
         for c, idx in enumerate(chunks):
             chunk, fixed, n_total = _visit(data, idx, layout, n)
             guide, model, pred = backend.trace_joint(
-                program, chunk, seed=derive(seed, 100_003 * s + c), n_total=n_total,
-                fixed={**fixed_globals, **fixed}, predictive=predictive)
+                program,
+                chunk,
+                seed=derive(seed, 100_003 * s + c),
+                n_total=n_total,
+                fixed={**fixed_globals, **fixed},
+                predictive=predictive,
+            )
             if c == 0:
-                fixed_globals = {g.name: g.value for g in guide if g.kind in (
-                    "latent", "auxiliary") and g.plate(layout.data_plate) is None}
+                fixed_globals = {
+                    g.name: g.value
+                    for g in guide
+                    if g.kind in ("latent", "auxiliary") and g.plate(layout.data_plate) is None
+                }
                 if s == 0:
                     bad = layout.per_datum_problem(model)
                     if per_datum_values and bad:
                         out.notes.append(f"no per-datum log-likelihood: {bad}")
                         per_datum_values = False
-            _collect(parts, guide, model, pred, layout, len(idx), mpn, per_datum_values,
-                     local_values, out.data_axes)
+            _collect(
+                parts,
+                guide,
+                model,
+                pred,
+                layout,
+                len(idx),
+                mpn,
+                per_datum_values,
+                local_values,
+                out.data_axes,
+            )
         for key, pieces in parts.items():
             axis = out.data_axes.get(key)
             value = pieces[0] if axis is None or len(pieces) == 1 else np.concatenate(pieces, axis)
@@ -128,9 +155,18 @@ def draw_program(backend, program: Program, data: Data, layout: Layout, num_samp
     return out
 
 
-def _collect(parts, guide: list[Site], model: list[Site], pred: list[Site] | None,
-             layout: Layout, keep: int, mpn: int, per_datum_values: bool, local_values: bool,
-             axes: dict) -> None:
+def _collect(
+    parts,
+    guide: list[Site],
+    model: list[Site],
+    pred: list[Site] | None,
+    layout: Layout,
+    keep: int,
+    mpn: int,
+    per_datum_values: bool,
+    local_values: bool,
+    axes: dict,
+) -> None:
     plate = layout.data_plate
 
     def add(key: str, value: np.ndarray, axis: int | None) -> None:
@@ -155,10 +191,14 @@ def _collect(parts, guide: list[Site], model: list[Site], pred: list[Site] | Non
     for m in model:
         if m.name in layout.observed and m.plate(plate) is not None:
             add("ll:" + m.name, per_datum([m] + enumerated, plate, mpn), -1)
-    local_model = [m for m in model if m.plate(plate) is not None
-                   and m.kind in ("latent", "observed", "factor")]
-    local_guide = [g for g in guide if g.plate(plate) is not None
-                   and g.kind in ("latent", "auxiliary")]
+    local_model = [
+        m
+        for m in model
+        if m.plate(plate) is not None and m.kind in ("latent", "observed", "factor")
+    ]
+    local_guide = [
+        g for g in guide if g.plate(plate) is not None and g.kind in ("latent", "auxiliary")
+    ]
     lw = per_datum(local_model, plate, mpn)
     if local_guide:
         lw = lw - per_datum(local_guide, plate, mpn)

@@ -12,8 +12,9 @@ class ProbdiffError(Exception):
     """
 
 
-def user_code_error(program: str, what: str, error: BaseException,
-                    last_site: tuple[str, tuple] | None) -> ProbdiffError:
+def user_code_error(
+    program: str, what: str, error: BaseException, last_site: tuple[str, tuple] | None
+) -> ProbdiffError:
     """One line for an exception raised while a user's program ran: the program, the phase,
     the last sample site it reached (with its shape) and the first lines of the message."""
     text = str(error).split("Trace Shapes:")[0]  # Pyro appends a table of shapes
@@ -21,7 +22,11 @@ def user_code_error(program: str, what: str, error: BaseException,
     reason = " ".join(lines[:2]) if lines else ""
     if len(reason) > 300:
         reason = reason[:297] + "..."
-    where = ("before its first sample site" if last_site is None
-             else f"after site {last_site[0]!r} of shape {last_site[1]}")
-    return ProbdiffError(f"{program} failed during {what}, {where}: "
-                         f"{type(error).__name__}: {reason}")
+    where = (
+        "before its first sample site"
+        if last_site is None
+        else f"after site {last_site[0]!r} of shape {last_site[1]}"
+    )
+    return ProbdiffError(
+        f"{program} failed during {what}, {where}: {type(error).__name__}: {reason}"
+    )

@@ -18,10 +18,10 @@ from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.program import EVAL_ROWS, Program, num_rows, take_rows
 
-_FAMILIES: dict[str, type["Family"]] = {}
+_FAMILIES: dict[str, type[Family]] = {}
 
 
-def register(cls: type["Family"]) -> type["Family"]:
+def register(cls: type[Family]) -> type[Family]:
     """Class decorator: make ``cls`` available as ``probdiff fit <cls.name>``."""
     _FAMILIES[cls.name] = cls
     return cls
@@ -35,14 +35,21 @@ def parse_widths(text: str, flag: str = "--hidden", allow_none: bool = False) ->
     try:
         sizes = [int(t) for t in text.split(",")]
     except ValueError:
-        raise ProbdiffError(f"{flag} must be comma-separated widths like 128,64, got {text!r}") from None
+        raise ProbdiffError(
+            f"{flag} must be comma-separated widths like 128,64, got {text!r}"
+        ) from None
     if any(s < 1 for s in sizes):
         raise ProbdiffError(f"{flag} widths must be >= 1, got {text!r}")
     return sizes
 
 
-def parse_sampler(text: str | None, names: tuple[str, ...], default: str, default_steps: int,
-                  stepless: tuple[str, ...] = ()) -> tuple[str, int]:
+def parse_sampler(
+    text: str | None,
+    names: tuple[str, ...],
+    default: str,
+    default_steps: int,
+    stepless: tuple[str, ...] = (),
+) -> tuple[str, int]:
     """A ``--sampler`` option: 'name' | 'name:STEPS' -> (name, steps); the ``stepless`` names
     take no :STEPS. Anything else is a one-line error listing the choices."""
     text = text or default
@@ -63,25 +70,29 @@ def builtin_names() -> list[str]:
     """The built-in families' names, read from :data:`probdiff.models.FAMILIES` without
     importing any of them."""
     from probdiff.models import FAMILIES
+
     return sorted(FAMILIES)
 
 
-def families() -> dict[str, type["Family"]]:
+def families() -> dict[str, type[Family]]:
     """Every family by name: the built-ins (each imported now) and any registered since."""
     for name in builtin_names():
         get_family(name)
     return dict(_FAMILIES)
 
 
-def get_family(name: str) -> type["Family"]:
+def get_family(name: str) -> type[Family]:
     """The family ``name``: registered already, or a built-in imported on first use (only its
     own module: ``probdiff fit gmm`` never loads the diffusion chapters)."""
     if name not in _FAMILIES:
         from probdiff.models import FAMILIES
+
         if name not in FAMILIES:
-            raise ProbdiffError(f"unknown model {name!r}: built-ins are "
-                                f"{', '.join(builtin_names())}, or give path/to/file.py:function "
-                                "with --guide")
+            raise ProbdiffError(
+                f"unknown model {name!r}: built-ins are "
+                f"{', '.join(builtin_names())}, or give path/to/file.py:function "
+                "with --guide"
+            )
         importlib.import_module(FAMILIES[name])
     return _FAMILIES[name]
 
@@ -136,8 +147,9 @@ class Family:
             raise ProbdiffError(f"unknown {cls.name} options: {', '.join(sorted(unknown))}")
         return {**options, **overrides}
 
-    def validate_request(self, inference: str, backend: str, settings, n_train: int,
-                         dtype: str) -> None:
+    def validate_request(
+        self, inference: str, backend: str, settings, n_train: int, dtype: str
+    ) -> None:
         """Reject option combinations this family cannot honour, before any folder is made."""
 
     def check(self, backend, backend_name: str, x, settings) -> dict[str, Any]:
@@ -149,8 +161,9 @@ class Family:
         """The array the model sees; by default each datum flattened to a vector."""
         return data.flat()
 
-    def program(self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32",
-                device: str = "cpu") -> Program:
+    def program(
+        self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32", device: str = "cpu"
+    ) -> Program:
         """The model and guide for ``backend``, initialised from the training data and seed."""
         raise NotImplementedError
 
@@ -164,8 +177,15 @@ class Family:
         training program's parameters); by default the training program itself."""
         return program
 
-    def metrics(self, backend, program: Program, params: dict[str, np.ndarray],
-                train: np.ndarray, test: np.ndarray | None, seed: int) -> dict[str, float]:
+    def metrics(
+        self,
+        backend,
+        program: Program,
+        params: dict[str, np.ndarray],
+        train: np.ndarray,
+        test: np.ndarray | None,
+        seed: int,
+    ) -> dict[str, float]:
         """Per-datum metrics in nats of the data. The default is the ELBO on each split (Monte
         Carlo), plus ``data_log_jacobian``."""
         out = {}
@@ -175,29 +195,46 @@ class Family:
             data = backend.array(x)
             # parameters are created by one traced call: on a head of the rows where the
             # program scales its data plate (its parameters do not grow with the rows)
-            backend.set_params(program, take_rows(data, slice(0, EVAL_ROWS))
-                               if program.minibatch else data, params)
-            value, err = backend.elbo(program, data, num_particles=64, repeats=4, seed=seed,
-                                      max_rows=EVAL_ROWS)
+            backend.set_params(
+                program, take_rows(data, slice(0, EVAL_ROWS)) if program.minibatch else data, params
+            )
+            value, err = backend.elbo(
+                program, data, num_particles=64, repeats=4, seed=seed, max_rows=EVAL_ROWS
+            )
             out[key] = value / num_rows(x) + self.data_log_jacobian
             out[key + "_stderr"] = err / num_rows(x)
             if program.minibatch and num_rows(x) > EVAL_ROWS:
                 out[key + "_rows_per_estimate"] = EVAL_ROWS
         return out
 
-    def posterior(self, backend, program: Program, params: dict[str, np.ndarray], x: np.ndarray,
-                  num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    def posterior(
+        self,
+        backend,
+        program: Program,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        num_samples: int,
+        seed: int,
+    ) -> dict[str, np.ndarray]:
         """Draws from the fitted guide, each shaped (num_samples, ...)."""
         data = backend.array(x)
         backend.set_params(program, data, params)
         return backend.guide_draws(program, data, num_samples=num_samples, seed=seed)
 
-    def inference_groups(self, backend, program: Program, params: dict[str, np.ndarray],
-                         x: np.ndarray, num_samples: int, seed: int):
+    def inference_groups(
+        self,
+        backend,
+        program: Program,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        num_samples: int,
+        seed: int,
+    ):
         """The ArviZ groups of a fit (:class:`probdiff.inference_data.InferenceGroups`): by
         default the guide's draws, identical draws kept once as point estimates, auxiliary
         sites left out, and ``x`` as the observed data."""
         from probdiff.inference_data import InferenceGroups
+
         draws = self.posterior(backend, program, params, x, num_samples, seed)
         return InferenceGroups.from_draws(draws, x, self.auxiliary_sites)
 
@@ -213,8 +250,14 @@ class Family:
         """Inference other than SVI (e.g. EM, NUTS): returns (params, idata or None, extra)."""
         raise ProbdiffError(f"model {self.name} has no inference {inference!r}")
 
-    def figures(self, run, idata, params: dict[str, np.ndarray], data: Dataset,
-                artefacts: dict[str, np.ndarray]) -> list[str]:
+    def figures(
+        self,
+        run,
+        idata,
+        params: dict[str, np.ndarray],
+        data: Dataset,
+        artefacts: dict[str, np.ndarray],
+    ) -> list[str]:
         """Write the family's own figures into the run folder from what it holds (``idata``,
         ``params``, ``data``: the training rows shown, ``artefacts``: what ``metrics`` kept),
         never from state left on the family; return their file names."""

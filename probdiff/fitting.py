@@ -48,20 +48,14 @@ CODE_DIR = "code"
 DATA_COPY = "data.npz"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
-        dataset: Dataset | None = None, trust_model_code: bool = False):
+def fit(
+    req: FitRequest,
+    resume: bool = False,
+    *,
+    code: UserCode | None = None,
+    dataset: Dataset | None = None,
+    trust_model_code: bool = False,
+):
     """Run one fit into ``req.out`` and return it as a :class:`probdiff.run.Run`.
 
     ``code`` and ``dataset`` carry a user's callables and in-memory arrays (the Python API);
@@ -97,21 +91,33 @@ def fit(req: FitRequest, resume: bool = False, *, code: UserCode | None = None,
         except BaseException:
             run.discard(created)
             raise
-        _guarded(run, lambda: _fit(req, run, family, backend, train, test, False), new=True,
-                 created=created)
+        _guarded(
+            run,
+            lambda: _fit(req, run, family, backend, train, test, False),
+            new=True,
+            created=created,
+        )
     return _opened(run, family, dataset)
 
 
 def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
     """The family, backend and split of a request, every option checked."""
     _check_scale(dataset)
-    family = make_family(req.model, req.options, dataset, code=code, base_seed=req.settings.seed,
-                         runtime=runtime(req))
+    family = make_family(
+        req.model,
+        req.options,
+        dataset,
+        code=code,
+        base_seed=req.settings.seed,
+        runtime=runtime(req),
+    )
     if req.backend not in family.backends:
         raise ProbdiffError(f"model {req.model} has no {req.backend} backend")
     if req.inference not in family.inferences:
-        raise ProbdiffError(f"model {req.model} supports --inference {', '.join(family.inferences)}, "
-                            f"not {req.inference!r}")
+        raise ProbdiffError(
+            f"model {req.model} supports --inference {', '.join(family.inferences)}, "
+            f"not {req.inference!r}"
+        )
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
     train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
@@ -128,13 +134,16 @@ def _check_scale(dataset: Dataset) -> None:
         if a is not None and a.size and a.dtype.kind == "f":
             top = float(np.abs(a).max())
             if top > MAX_MAGNITUDE:
-                raise ProbdiffError(f"data array {name!r} holds values up to {top:.3g}: beyond "
-                                    f"{MAX_MAGNITUDE:.0e} the models' arithmetic overflows; "
-                                    "rescale the data")
+                raise ProbdiffError(
+                    f"data array {name!r} holds values up to {top:.3g}: beyond "
+                    f"{MAX_MAGNITUDE:.0e} the models' arithmetic overflows; "
+                    "rescale the data"
+                )
 
 
 def _resume(req: FitRequest, trust_model_code: bool):
     from probdiff.run import code_from_config, dataset_from_config
+
     run = RunFolder.existing(req.out)
     with run.lock("fit --resume"):
         config = run.config
@@ -143,17 +152,27 @@ def _resume(req: FitRequest, trust_model_code: bool):
         checkpoint = run.load_checkpoint()
         _check_checkpoint(run, checkpoint)
         dataset = dataset_from_config(run, config)
-        code = (code_from_config(run, config, trust_model_code)
-                if config.get("code") is not None else None)
+        code = (
+            code_from_config(run, config, trust_model_code)
+            if config.get("code") is not None
+            else None
+        )
         family, backend, train, test = _prepare(req, dataset, code)
         settings = asdict(req.settings)
-        run.write_json(CONFIG, {**{k: v for k, v in config.items() if k != "error"},
-                                "status": "running",
-                                "request": {**config["request"], "settings": settings},
-                                "history": [*(config.get("history") or []),
-                                            _history_entry("fit --resume", req)]})
-        _guarded(run, lambda: _fit(req, run, family, backend, train, test, True,
-                                   checkpoint=checkpoint), new=False)
+        run.write_json(
+            CONFIG,
+            {
+                **{k: v for k, v in config.items() if k != "error"},
+                "status": "running",
+                "request": {**config["request"], "settings": settings},
+                "history": [*(config.get("history") or []), _history_entry("fit --resume", req)],
+            },
+        )
+        _guarded(
+            run,
+            lambda: _fit(req, run, family, backend, train, test, True, checkpoint=checkpoint),
+            new=False,
+        )
     return _opened(run, family, dataset)
 
 
@@ -176,14 +195,20 @@ def _guarded(run: RunFolder, work, new: bool, created: bool = False) -> None:
 
 def _opened(run: RunFolder, family: Family, dataset: Dataset):
     from probdiff.run import Run
+
     return Run(run, family=family, dataset=dataset)
 
 
 def _history_entry(command: str, req: FitRequest) -> dict:
     import datetime
-    return {"command": command, "time": datetime.datetime.now().isoformat(timespec="seconds"),
-            "steps": req.settings.steps, "lr": req.settings.lr,
-            "clip_norm": req.settings.clip_norm}
+
+    return {
+        "command": command,
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+        "steps": req.settings.steps,
+        "lr": req.settings.lr,
+        "clip_norm": req.settings.clip_norm,
+    }
 
 
 def _check_checkpoint(run: RunFolder, state: dict | None) -> None:
@@ -193,8 +218,9 @@ def _check_checkpoint(run: RunFolder, state: dict | None) -> None:
     where = run.path / CHECKPOINT
     entries = state.get("restarts") if isinstance(state, dict) else None
     if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and {"params", "backend", "batches", "trace", "finished"} <= set(e)
-            for e in entries):
+        isinstance(e, dict) and {"params", "backend", "batches", "trace", "finished"} <= set(e)
+        for e in entries
+    ):
         raise ProbdiffError(f"{where} is not a probdiff checkpoint (its layout is unknown)")
 
 
@@ -207,64 +233,104 @@ def resume_request(out: str, model: str | None, changes: dict, progress: bool = 
         raise ProbdiffError(f"{run.path} holds a fit of {req.model}, not {model}")
     if changes.get("steps") is not None and changes["steps"] < req.settings.steps:
         raise ProbdiffError(f"--steps {changes['steps']} is below the run's {req.settings.steps}")
-    req.settings = replace(req.settings, progress=progress,
-                           **{k: v for k, v in changes.items() if v is not None})
+    req.settings = replace(
+        req.settings, progress=progress, **{k: v for k, v in changes.items() if v is not None}
+    )
     req.validate()
     return req
 
 
 def _same_model(given: str, recorded: str) -> bool:
     if is_reference(given) and is_reference(recorded):
-        return given.rsplit(":", 1)[1] == recorded.rsplit(":", 1)[1] and \
-            Path(given.rsplit(":", 1)[0]).name == Path(recorded.rsplit(":", 1)[0]).name
+        return (
+            given.rsplit(":", 1)[1] == recorded.rsplit(":", 1)[1]
+            and Path(given.rsplit(":", 1)[0]).name == Path(recorded.rsplit(":", 1)[0]).name
+        )
     return given == recorded
 
 
-def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Dataset,
-         test: Dataset, resume: bool, checkpoint: dict | None = None) -> None:
+def _fit(
+    req: FitRequest,
+    run: RunFolder,
+    family: Family,
+    backend,
+    train: Dataset,
+    test: Dataset,
+    resume: bool,
+    checkpoint: dict | None = None,
+) -> None:
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
     if req.inference == "svi":
+
         def make_program(seed: int):
             return family.program(req.backend, x_train, seed, req.dtype, req.device)
+
         n_test = num_rows(x_test)
-        result = run_svi(backend, make_program, x_train, req.settings, save=run.save_checkpoint,
-                         resume=checkpoint, x_test=_head(x_test, family.trace_rows(n_test)),
-                         display_offset=family.data_log_jacobian,
-                         eval_program=family.evaluation_program)
+        result = run_svi(
+            backend,
+            make_program,
+            x_train,
+            req.settings,
+            save=run.save_checkpoint,
+            resume=checkpoint,
+            x_test=_head(x_test, family.trace_rows(n_test)),
+            display_offset=family.data_log_jacobian,
+            eval_program=family.evaluation_program,
+        )
         params, seconds = result.params, result.seconds
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]
         program = make_program(derive(req.settings.seed, 1000 * result.best))
-        extra = {"restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
-                 "best_restart": result.best}
+        extra = {
+            "restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
+            "best_restart": result.best,
+        }
     else:
         params, idata, extra = family.run_other(req.inference, x_train, req.settings, req.backend)
         seconds = time.perf_counter() - start
         traces = [np.asarray(extra.pop("trace"))] if "trace" in extra else []
         test_traces = []
-        program = (family.program(req.backend, x_train, req.settings.seed, req.dtype, req.device)
-                   if idata is None else None)
+        program = (
+            family.program(req.backend, x_train, req.settings.seed, req.dtype, req.device)
+            if idata is None
+            else None
+        )
     metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
     # draws, per-datum values and figures on at most DRAW_ROWS training rows (stated in idata)
     from probdiff.run import shown_subset
+
     shown = shown_subset(train, req.settings.seed)
     x_shown = family.prepare(shown)
     if req.inference == "svi" or idata is None:
         from probdiff.inference_data import svi_inference_data
-        groups = (family.inference_groups(backend, program, params, x_shown,
-                                          req.posterior_samples, req.settings.seed)
-                  if program is not None else {})
+
+        groups = (
+            family.inference_groups(
+                backend, program, params, x_shown, req.posterior_samples, req.settings.seed
+            )
+            if program is not None
+            else {}
+        )
         attrs = {"model": req.model, "backend": req.backend, "inference": req.inference}
         if shown.n < train.n:
             attrs["rows"] = f"{shown.n} random rows of {train.n} training rows"
         idata = svi_inference_data(groups, traces, x_shown, test_traces=test_traces, attrs=attrs)
-    metrics.update({"steps": req.settings.steps, "seconds": seconds, "backend": req.backend,
-                    "device": req.device, "inference": req.inference, **extra,
-                    **mcmc_metrics(idata)})
+    metrics.update(
+        {
+            "steps": req.settings.steps,
+            "seconds": seconds,
+            "backend": req.backend,
+            "device": req.device,
+            "inference": req.inference,
+            **extra,
+            **mcmc_metrics(idata),
+        }
+    )
     save_params(run, params)
     run.save_inference_data(idata)
     from probdiff.figures import write_figures
+
     save_artefacts(run, family.artefacts)
     write_figures(run, family, idata, params, shown, metrics, load_artefacts(run))
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
@@ -273,31 +339,32 @@ def _fit(req: FitRequest, run: RunFolder, family: Family, backend, train: Datase
 
 def _head(x, rows: int):
     from probdiff.program import take_rows
+
     return take_rows(x, slice(0, rows))
 
 
 def mcmc_metrics(idata) -> dict:
     """max R-hat, min bulk ESS and the divergence count of a posterior with several chains."""
     import arviz as az
+
     if "posterior" not in idata.groups() or idata.posterior.sizes["chain"] < 2:
         return {}
     post = idata.posterior
     small = [k for k, v in post.data_vars.items() if np.prod(v.shape[2:], dtype=int) <= 64]
-    out = {"max_rhat": float(max(np.nanmax(az.rhat(post[small])[k].values) for k in small)),
-           "min_ess_bulk": float(min(np.nanmin(az.ess(post[small])[k].values) for k in small))}
+    out = {
+        "max_rhat": float(max(np.nanmax(az.rhat(post[small])[k].values) for k in small)),
+        "min_ess_bulk": float(min(np.nanmin(az.ess(post[small])[k].values) for k in small)),
+    }
     if "sample_stats" in idata.groups() and "diverging" in idata.sample_stats:
         out["divergences"] = int(idata.sample_stats["diverging"].sum())
     return out
-
-
-
-
 
 
 def _copy_code(run: RunFolder, code: UserCode) -> dict:
     """Copy the model's and guide's source files into ``DIR/code/`` with their SHA-256; the
     config's record of what later commands may (on request) run."""
     from probdiff.usermodel import callable_source
+
     record = {}
     for role, ref in (("model", code.model), ("guide", code.guide)):
         if ref is None or isinstance(ref, str):
@@ -316,8 +383,13 @@ def _copy_code(run: RunFolder, code: UserCode) -> dict:
         if target.exists() and target.read_bytes() != source:
             raise ProbdiffError(f"model and guide come from two files named {ref.path.name}")
         atomic_write(target, source)
-        record[role] = {"file": f"{CODE_DIR}/{ref.path.name}", "function": ref.function,
-                        "sha256": ref.sha256(), "source": str(ref.path), "reopen": reopen}
+        record[role] = {
+            "file": f"{CODE_DIR}/{ref.path.name}",
+            "function": ref.function,
+            "sha256": ref.sha256(),
+            "source": str(ref.path),
+            "reopen": reopen,
+        }
     return record
 
 
@@ -325,6 +397,7 @@ def _record_data(run: RunFolder, req: FitRequest, dataset: Dataset) -> dict:
     """Where the data comes from: a built-in spec, a file (absolute path and SHA-256), or
     arrays given in Python (saved into the run folder)."""
     from probdiff.data import BUILTIN_DATASETS, data_sha256
+
     name = req.data.partition(":")[0]
     if req.data and name in BUILTIN_DATASETS:
         return {"spec": req.data}
@@ -344,13 +417,18 @@ def _config(req: FitRequest, dataset: Dataset) -> dict:
     return {
         "request": request,
         "status": "running",
-        "data": {"name": dataset.name, "n": dataset.n,
-                 "event_shape": list(dataset.event_shape) if dataset.x is not None else None,
-                 "arrays": list(dataset.fields) if dataset.fields else None,
-                 "kind": dataset.kind},
-        "versions": {"probdiff": __version__, "python": platform.python_version(),
-                     **{pkg: _version(pkg) for pkg in ("torch", "pyro-ppl", "jax", "numpyro",
-                                                       "arviz")}},
+        "data": {
+            "name": dataset.name,
+            "n": dataset.n,
+            "event_shape": list(dataset.event_shape) if dataset.x is not None else None,
+            "arrays": list(dataset.fields) if dataset.fields else None,
+            "kind": dataset.kind,
+        },
+        "versions": {
+            "probdiff": __version__,
+            "python": platform.python_version(),
+            **{pkg: _version(pkg) for pkg in ("torch", "pyro-ppl", "jax", "numpyro", "arviz")},
+        },
     }
 
 

@@ -36,8 +36,12 @@ class InferenceGroups:
     conditional_on: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_draws(cls, draws: dict[str, np.ndarray], observed: np.ndarray | None = None,
-                   auxiliary: tuple[str, ...] = ()) -> "InferenceGroups":
+    def from_draws(
+        cls,
+        draws: dict[str, np.ndarray],
+        observed: np.ndarray | None = None,
+        auxiliary: tuple[str, ...] = (),
+    ) -> InferenceGroups:
         """Split guide draws into varying sites and point estimates (identical draws); leave
         out ``auxiliary`` sites (plate indices, reparameterisation helpers)."""
         post, point = {}, {}
@@ -52,20 +56,26 @@ class InferenceGroups:
             else:
                 post[k] = v
         obs = {} if observed is None else {"obs": np.asarray(observed)}
-        axes = {f"post:{k}": -(np.ndim(v) - 1) for k, v in post.items()
-                if np.ndim(v) > 1 and np.shape(v)[1] == rows}  # per-datum sites
+        axes = {
+            f"post:{k}": -(np.ndim(v) - 1)
+            for k, v in post.items()
+            if np.ndim(v) > 1 and np.shape(v)[1] == rows
+        }  # per-datum sites
         return cls(posterior=post, point=point, observed_data=obs, row_axes=axes)
 
 
-def _dims(name: str, shape: tuple[int, ...], row_dim: str | None, row_axis: int | None) -> list[str]:
+def _dims(
+    name: str, shape: tuple[int, ...], row_dim: str | None, row_axis: int | None
+) -> list[str]:
     dims = [f"{name}_dim_{i}" for i in range(len(shape))]
     if row_dim is not None and row_axis is not None and len(shape) >= -row_axis:
         dims[row_axis] = row_dim
     return dims
 
 
-def _draw_group(values: dict[str, np.ndarray], prefix: str, groups: InferenceGroups,
-                chain: bool = True) -> xr.Dataset:
+def _draw_group(
+    values: dict[str, np.ndarray], prefix: str, groups: InferenceGroups, chain: bool = True
+) -> xr.Dataset:
     out = {}
     for k, v in values.items():
         v = np.asarray(v)
@@ -75,10 +85,15 @@ def _draw_group(values: dict[str, np.ndarray], prefix: str, groups: InferenceGro
     return xr.Dataset(out)
 
 
-def svi_inference_data(groups: InferenceGroups | dict, traces: list[np.ndarray],
-                       observed: np.ndarray | None = None, *,
-                       test_traces: list[np.ndarray] | None = None,
-                       attrs: dict | None = None, units: str = ELBO_UNITS) -> az.InferenceData:
+def svi_inference_data(
+    groups: InferenceGroups | dict,
+    traces: list[np.ndarray],
+    observed: np.ndarray | None = None,
+    *,
+    test_traces: list[np.ndarray] | None = None,
+    attrs: dict | None = None,
+    units: str = ELBO_UNITS,
+) -> az.InferenceData:
     """InferenceData of one SVI fit.
 
     posterior: the varying draws as one chain; point_estimate: the point estimates;
@@ -92,9 +107,11 @@ def svi_inference_data(groups: InferenceGroups | dict, traces: list[np.ndarray],
     length = max((len(t) for t in traces), default=0)
     elbo = np.full((len(traces), length), np.nan)
     for i, t in enumerate(traces):
-        elbo[i, :len(t)] = t
-    stats = xr.Dataset({"elbo": (["chain", "step"], elbo, {"units": units})},
-                       coords={"chain": np.arange(len(traces)), "step": np.arange(length)})
+        elbo[i, : len(t)] = t
+    stats = xr.Dataset(
+        {"elbo": (["chain", "step"], elbo, {"units": units})},
+        coords={"chain": np.arange(len(traces)), "step": np.arange(length)},
+    )
     if test_traces and any(len(t) for t in test_traces) and len(test_traces) == len(traces):
         steps = np.unique(np.concatenate([np.asarray(t)[:, 0] for t in test_traces])).astype(int)
         held = np.full((len(test_traces), len(steps)), np.nan)
@@ -102,28 +119,43 @@ def svi_inference_data(groups: InferenceGroups | dict, traces: list[np.ndarray],
             t = np.asarray(t)
             if len(t):
                 held[i, np.searchsorted(steps, t[:, 0].astype(int))] = t[:, 1]
-        stats["test_elbo"] = xr.DataArray(held, dims=["chain", "test_step"],
-                                          coords={"test_step": steps}, attrs={"units": units})
+        stats["test_elbo"] = xr.DataArray(
+            held, dims=["chain", "test_step"], coords={"test_step": steps}, attrs={"units": units}
+        )
     out = {"sample_stats": stats}
     if groups.posterior:
         out["posterior"] = _draw_group(groups.posterior, "post", groups)
     if groups.point:
-        out["point_estimate"] = xr.Dataset({
-            k: (_dims(k, np.shape(v), None, None), np.asarray(v)) for k, v in groups.point.items()})
+        out["point_estimate"] = xr.Dataset(
+            {k: (_dims(k, np.shape(v), None, None), np.asarray(v)) for k, v in groups.point.items()}
+        )
     if groups.log_likelihood:
         out["log_likelihood"] = _draw_group(groups.log_likelihood, "ll", groups)
         out["log_likelihood"].attrs["conditional_on"] = ", ".join(groups.conditional_on)
     if groups.posterior_predictive:
         out["posterior_predictive"] = _draw_group(groups.posterior_predictive, "pred", groups)
     if groups.observed_data:
-        out["observed_data"] = xr.Dataset({
-            k: (_dims(k, np.shape(v), groups.row_dim, -np.ndim(v) if groups.row_axes.get(
-                f"pred:{k}") is None else groups.row_axes[f"pred:{k}"]), np.asarray(v))
-            for k, v in groups.observed_data.items()})
+        out["observed_data"] = xr.Dataset(
+            {
+                k: (
+                    _dims(
+                        k,
+                        np.shape(v),
+                        groups.row_dim,
+                        -np.ndim(v)
+                        if groups.row_axes.get(f"pred:{k}") is None
+                        else groups.row_axes[f"pred:{k}"],
+                    ),
+                    np.asarray(v),
+                )
+                for k, v in groups.observed_data.items()
+            }
+        )
     idata = az.InferenceData(**out)
     for group in out:
-        getattr(idata, group).attrs.update({"inference_library": "probdiff", **(attrs or {}),
-                                            "row_dim": groups.row_dim})
+        getattr(idata, group).attrs.update(
+            {"inference_library": "probdiff", **(attrs or {}), "row_dim": groups.row_dim}
+        )
     if groups.notes:
         idata.sample_stats.attrs["notes"] = "; ".join(groups.notes)
     return idata

@@ -23,6 +23,7 @@ DATA_PLATE = "data"
 def data_plate(n: int, n_total: int | None = None, dim: int | None = None) -> Iterator:
     """Pyro: ``pyro.plate("data", n, dim=dim)`` scaled by ``n_total / n``."""
     import pyro
+
     with pyro.plate(DATA_PLATE, n, dim=dim) as idx, pyro.poutine.scale(scale=(n_total or n) / n):
         yield idx
 
@@ -31,6 +32,9 @@ def data_plate(n: int, n_total: int | None = None, dim: int | None = None) -> It
 def numpyro_data_plate(n: int, n_total: int | None = None, dim: int | None = None) -> Iterator:
     """NumPyro: ``numpyro.plate("data", n, dim=dim)`` scaled by ``n_total / n``."""
     import numpyro
-    with numpyro.plate(DATA_PLATE, n, dim=dim) as idx, \
-            numpyro.handlers.scale(scale=(n_total or n) / n):
+
+    with (
+        numpyro.plate(DATA_PLATE, n, dim=dim) as idx,
+        numpyro.handlers.scale(scale=(n_total or n) / n),
+    ):
         yield idx

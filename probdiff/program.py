@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,6 +72,7 @@ class Program:
 def takes_n_total(fn: Callable) -> bool:
     """Whether ``fn`` accepts the keyword ``n_total`` (by name or through ``**kwargs``)."""
     import inspect
+
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

@@ -17,6 +17,7 @@ def _family_for_report(run) -> Family:
     if run.config.get("code") is None:
         return run.family
     from probdiff.usermodel import UserFamily
+
     return UserFamily(dict(run.request.options), None, None)
 
 
@@ -25,16 +26,23 @@ def report(run) -> str:
     opens a folder); refreshes its figures."""
     config, req = run.config, run.request
     data = config.get("data", {})
-    lines = [f"run {run.path}: {req.model} on {data.get('name')} ({data.get('n')} points), "
-             f"backend {req.backend}, inference {req.inference}"]
+    lines = [
+        f"run {run.path}: {req.model} on {data.get('name')} ({data.get('n')} points), "
+        f"backend {req.backend}, inference {req.inference}"
+    ]
     if run.status != "complete":
-        lines.append(f"INCOMPLETE: status is {run.status!r}; the run stopped before it "
-                     "finished (resume with probdiff fit ... --resume)")
+        lines.append(
+            f"INCOMPLETE: status is {run.status!r}; the run stopped before it "
+            "finished (resume with probdiff fit ... --resume)"
+        )
         return "\n".join(lines)
     metrics = run.metrics
     lines.append("metrics (per datum, nats):")
-    lines += [f"  {k:24s} {v:.6g}" if isinstance(v, float) else f"  {k:24s} {v}"
-              for k, v in sorted(metrics.items()) if not isinstance(v, (list, dict))]
+    lines += [
+        f"  {k:24s} {v:.6g}" if isinstance(v, float) else f"  {k:24s} {v}"
+        for k, v in sorted(metrics.items())
+        if not isinstance(v, (list, dict))
+    ]
     for key, why in (metrics.get("skipped") or {}).items():
         lines.append(f"  {key:24s} not computed: {why}")
     idata = run.idata
@@ -42,15 +50,20 @@ def report(run) -> str:
     lines += point_lines(idata)
     if "posterior" in idata.groups():
         row_dim = idata.posterior.attrs.get("row_dim", "row")
-        names = [k for k, v in idata.posterior.data_vars.items()
-                 if k not in family.auxiliary_sites and not _per_datum(v, row_dim)]
+        names = [
+            k
+            for k, v in idata.posterior.data_vars.items()
+            if k not in family.auxiliary_sites and not _per_datum(v, row_dim)
+        ]
         table = summary(idata, names) if names else None
         if table is not None:
             lines += ["posterior summary (ArviZ):", table.to_string()]
         local = [k for k, v in idata.posterior.data_vars.items() if _per_datum(v, row_dim)]
         if local:
-            lines.append("local latent sites (one value per datum, in inference_data.nc): "
-                         + ", ".join(local))
+            lines.append(
+                "local latent sites (one value per datum, in inference_data.nc): "
+                + ", ".join(local)
+            )
     lines += loo_lines(idata)
     notes = idata.sample_stats.attrs.get("notes") if "sample_stats" in idata.groups() else None
     if notes:
@@ -59,8 +72,9 @@ def report(run) -> str:
     dataset = run.shown() if config.get("code") is None else None
     params = run.params
     with run.folder.lock("report"):
-        names = write_figures(run.folder, family, idata, params, dataset, metrics,
-                              load_artefacts(run.folder))
+        names = write_figures(
+            run.folder, family, idata, params, dataset, metrics, load_artefacts(run.folder)
+        )
     lines.append("figures: " + ", ".join(names))
     return "\n".join(lines)
 
@@ -89,13 +103,16 @@ def loo_lines(idata) -> list[str]:
     import warnings
 
     import arviz as az
+
     if "log_likelihood" not in idata.groups() or "posterior" not in idata.groups():
         return []
     ll = idata.log_likelihood
     local = ll.attrs.get("conditional_on", "")
     if local:
-        return [f"PSIS-LOO not shown: the log-likelihood is conditional on the local latent "
-                f"sites {local}, which leave-one-out would have to integrate out"]
+        return [
+            f"PSIS-LOO not shown: the log-likelihood is conditional on the local latent "
+            f"sites {local}, which leave-one-out would have to integrate out"
+        ]
     if ll.sizes.get("draw", 0) * ll.sizes.get("chain", 0) < 2 or len(ll.data_vars) != 1:
         return []
     with warnings.catch_warnings():
@@ -103,6 +120,8 @@ def loo_lines(idata) -> list[str]:
         loo = az.loo(idata, pointwise=True)
     k = np.asarray(loo.pareto_k)
     n = k.size
-    return [f"PSIS-LOO (ArviZ): elpd_loo {loo.elpd_loo:.2f} +- {loo.se:.2f} "
-            f"({loo.elpd_loo / n:.4f} per datum), p_loo {loo.p_loo:.2f}, "
-            f"Pareto k > 0.7 for {int((k > 0.7).sum())} of {n} data"]
+    return [
+        f"PSIS-LOO (ArviZ): elpd_loo {loo.elpd_loo:.2f} +- {loo.se:.2f} "
+        f"({loo.elpd_loo / n:.4f} per datum), p_loo {loo.p_loo:.2f}, "
+        f"Pareto k > 0.7 for {int((k > 0.7).sum())} of {n} data"
+    ]

@@ -50,7 +50,9 @@ class FitRequest:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ProbdiffError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
         if self.backend not in BACKENDS:
-            raise ProbdiffError(f"unknown --backend {self.backend!r}: choose {' or '.join(BACKENDS)}")
+            raise ProbdiffError(
+                f"unknown --backend {self.backend!r}: choose {' or '.join(BACKENDS)}"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ProbdiffError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         if not 0.0 <= self.test_fraction < 1.0:
@@ -66,12 +68,23 @@ def user_code_from_request(req: FitRequest) -> UserCode:
     guide = req.options.get("guide")
     if guide is not None and not isinstance(guide, str):
         raise ProbdiffError("--guide must be path/to/file.py:guide or an autoguide name")
-    return UserCode(CodeRef.parse(req.model),
-                    CodeRef.parse(guide) if is_reference(guide) else guide)
+    if req.model is None:
+        raise ProbdiffError("no model given")
+    return UserCode(
+        CodeRef.parse(req.model),
+        CodeRef.parse(guide) if isinstance(guide, str) and is_reference(guide) else guide,
+    )
 
 
-def make_family(model: str, options: dict, data: Dataset, *, code: UserCode | None = None,
-                base_seed: int = 0, runtime: dict | None = None) -> Family:
+def make_family(
+    model: str,
+    options: dict,
+    data: Dataset,
+    *,
+    code: UserCode | None = None,
+    base_seed: int = 0,
+    runtime: dict | None = None,
+) -> Family:
     """A built-in family by name, or a user's model (``code``, or ``file.py:function``);
     ``runtime`` (``get_backend`` arguments) is where a user's model draws samples."""
     if code is None and is_reference(model):
@@ -92,10 +105,10 @@ def request_from_config(config: dict, out: str) -> FitRequest:
     every setting and option checked as if given on the command line."""
     where = Path(out) / CONFIG
     try:
-        req = dict(config["request"])
-        req["settings"] = SVISettings(**req["settings"])
-        req["out"] = out
-        req = FitRequest(**req)
+        raw = dict(config["request"])
+        raw["settings"] = SVISettings(**raw["settings"])
+        raw["out"] = out
+        req = FitRequest(**raw)
     except (KeyError, TypeError, ValueError) as e:
         raise ProbdiffError(f"{where} does not describe a fit: {type(e).__name__}: {e}") from None
     try:

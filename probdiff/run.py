@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ def shown_subset(train: Dataset, seed: int) -> Dataset:
     """The training rows a fit keeps draws for and draws figures of: all of them, or
     ``DRAW_ROWS`` random ones (the same for ``fit`` and ``report``)."""
     from probdiff.program import DRAW_ROWS, row_subset
+
     rows = row_subset(train.n, DRAW_ROWS, seed)
     return train if rows is None else train.subset(rows)
 
@@ -38,6 +40,7 @@ def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     """The data a run was fitted on: the built-in spec, the run's own copy, or the recorded
     file (refused if its content changed since the fit)."""
     from probdiff.data.files import _npz_dataset, _read_npz
+
     where = run.file("config.json")
     record = config.get("data", {})
     try:
@@ -45,33 +48,45 @@ def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     except (KeyError, TypeError):
         raise ProbdiffError(f"{where} records no seed") from None
     spec = record.get("spec") or config["request"].get("data")
-    if not isinstance(spec, str) or not all(isinstance(record.get(k, ""), str)
-                                             for k in ("path", "sha256")):
+    if not isinstance(spec, str) or not all(
+        isinstance(record.get(k, ""), str) for k in ("path", "sha256")
+    ):
         raise ProbdiffError(f"{where} records no data it could be read from")
     if record.get("in_run"):
         path = run.file(spec)
         if not path.is_file():
             raise ProbdiffError(f"{path} is missing: the run's data went with it")
-        return _npz_dataset(_read_npz(path, str(path)), "arrays") if not record.get("single") \
+        return (
+            _npz_dataset(_read_npz(path, str(path)), "arrays")
+            if not record.get("single")
             else load_dataset(str(path))
+        )
     if "path" in record:
         path = Path(record["path"])
         if not path.exists():
             raise ProbdiffError(f"the run's data {path} is missing")
         if data_sha256(path) != record.get("sha256"):
-            raise ProbdiffError(f"the run's data {path} changed since the fit (SHA-256 differs): "
-                                "restore it, or evaluate on it with --data")
+            raise ProbdiffError(
+                f"the run's data {path} changed since the fit (SHA-256 differs): "
+                "restore it, or evaluate on it with --data"
+            )
         return load_dataset(str(path), seed=seed)
     return load_dataset(spec, seed=seed)
 
 
-def code_from_config(run: RunFolder, config: dict, trust: bool, model: Callable | None = None,
-                     guide: Callable | None = None):
+def code_from_config(
+    run: RunFolder,
+    config: dict,
+    trust: bool,
+    model: Callable | None = None,
+    guide: Callable | None = None,
+):
     """The user code of a run: ``model``/``guide`` given here, or the folder's copies (with
     ``trust``, and only if unchanged)."""
     from probdiff.usermodel import CodeRef, UserCode, file_sha256
+
     record = config["code"]
-    refs = {}
+    refs: dict[str, Any] = {}
     for role, given in (("model", model), ("guide", guide)):
         entry = record.get(role)
         if given is not None:
@@ -84,11 +99,13 @@ def code_from_config(run: RunFolder, config: dict, trust: bool, model: Callable 
             if not entry.get("reopen") or not entry.get("file"):
                 raise ProbdiffError(
                     f"{run.path}'s {role} was a Python object that a file cannot rebuild: open it "
-                    f"with probdiff.open_run(dir, {role}=...) to run it")
+                    f"with probdiff.open_run(dir, {role}=...) to run it"
+                )
             if not trust:
                 raise ProbdiffError(
                     f"{run.path}'s model is code ({entry['file']}); it runs only with "
-                    "--trust-model-code (open_run(..., trust_model_code=True))")
+                    "--trust-model-code (open_run(..., trust_model_code=True))"
+                )
             path = run.file(entry["file"])
             if not path.is_file() or file_sha256(path) != entry.get("sha256"):
                 raise ProbdiffError(f"{path} is missing or changed since the fit (SHA-256 differs)")
@@ -102,9 +119,16 @@ class Run:
     """One run folder: ``config``, ``metrics``, ``params``, ``idata``; ``sample(n)``,
     ``predictive(data=...)``, ``evaluate(data=...)`` where its model may run."""
 
-    def __init__(self, folder: RunFolder | str | Path, *, family=None, dataset: Dataset | None = None,
-                 trust_model_code: bool = False, model: Callable | None = None,
-                 guide: Callable | None = None):
+    def __init__(
+        self,
+        folder: RunFolder | str | Path,
+        *,
+        family=None,
+        dataset: Dataset | None = None,
+        trust_model_code: bool = False,
+        model: Callable | None = None,
+        guide: Callable | None = None,
+    ):
         self.folder = folder if isinstance(folder, RunFolder) else RunFolder.existing(folder)
         self._family, self._dataset = family, dataset
         self._trust, self._model, self._guide = trust_model_code, model, guide
@@ -132,6 +156,7 @@ class Run:
     @cached_property
     def request(self):
         from probdiff.request import request_from_config
+
         return request_from_config(self.config, out=str(self.path))
 
     @property
@@ -143,6 +168,7 @@ class Run:
     def params(self) -> dict[str, np.ndarray]:
         """Fitted parameters (constrained values), by Pyro/NumPyro parameter name."""
         from probdiff.runfolder import load_params
+
         self._require_complete()
         return load_params(self.folder)
 
@@ -173,18 +199,27 @@ class Run:
         docstring)."""
         if self._family is None:
             from probdiff.request import make_family, runtime
+
             req, code = self.request, None
             if self.config.get("code") is not None:
-                code = code_from_config(self.folder, self.config, self._trust, self._model,
-                                        self._guide)
-            self._family = make_family(req.model, dict(req.options), self.dataset, code=code,
-                                       base_seed=req.settings.seed, runtime=runtime(req))
+                code = code_from_config(
+                    self.folder, self.config, self._trust, self._model, self._guide
+                )
+            self._family = make_family(
+                req.model,
+                dict(req.options),
+                self.dataset,
+                code=code,
+                base_seed=req.settings.seed,
+                runtime=runtime(req),
+            )
             if req.inference != "svi":
                 self._family.restore(self.folder.load_inference_data())
         return self._family
 
     def backend(self):
         from probdiff.backends import get_backend
+
         req = self.request
         return get_backend(req.backend, req.device, req.dtype, req.threads)
 
@@ -210,40 +245,56 @@ class Run:
         """Posterior-predictive draws of the observed sites, ``(num_samples, N, ...)`` each, on
         ``data`` (new covariates: an array or named arrays; default the training data)."""
         from probdiff.data import as_dataset
+
         self._require_complete()
         family = self.family
         if not hasattr(family, "predictive"):
             raise ProbdiffError(f"model {self.request.model} has no predictive draws")
         given = None if data is None else as_dataset(data)
-        return family.predictive(self.backend(), self.params, self.split()[0], given,
-                                 num_samples, seed)
+        return family.predictive(
+            self.backend(), self.params, self.split()[0], given, num_samples, seed
+        )
 
     def evaluate(self, data: Any = None, update: bool = True) -> dict:
         """The family's metrics on ``data`` (default: the held-out split), merged into
         ``metrics.json`` (as ``test_*`` for the held-out split, ``eval_*`` for other data)."""
         from probdiff.data import as_dataset
+
         self._require_complete()
         req, family = self.request, self.family
         if data is None:
             _, test = self.split()
             if test.n == 0:
-                raise ProbdiffError("the run has no held-out split (--test-fraction 0): pass --data")
+                raise ProbdiffError(
+                    "the run has no held-out split (--test-fraction 0): pass --data"
+                )
             x, prefix = family.prepare(test), "test_"
         else:
             other = as_dataset(data, seed=req.settings.seed)
-            if self.dataset.x is not None and other.x is not None and \
-                    other.event_shape != self.dataset.event_shape:
-                raise ProbdiffError(f"the data has shape {other.event_shape}, the run was fitted "
-                                    f"on {self.dataset.event_shape}")
+            if (
+                self.dataset.x is not None
+                and other.x is not None
+                and other.event_shape != self.dataset.event_shape
+            ):
+                raise ProbdiffError(
+                    f"the data has shape {other.event_shape}, the run was fitted "
+                    f"on {self.dataset.event_shape}"
+                )
             x, prefix = family.prepare(other), "eval_"
         backend = self.backend()
-        program = (family.program(req.backend, x, req.settings.seed, req.dtype, req.device)
-                   if req.inference in ("svi", "em") else None)
+        program = (
+            family.program(req.backend, x, req.settings.seed, req.dtype, req.device)
+            if req.inference in ("svi", "em")
+            else None
+        )
         with self.folder.lock("evaluate") if update else contextlib.nullcontext():
             values = family.metrics(backend, program, self.params, None, x, req.settings.seed)
             # the data's own density describes the run's data set, not other data
-            named = {prefix + k[len("test_"):]: v for k, v in values.items()
-                     if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)}
+            named = {
+                prefix + k[len("test_") :]: v
+                for k, v in values.items()
+                if k.startswith("test_") and not (prefix == "eval_" and "true_" in k)
+            }
             if prefix == "test_":
                 named.update({k: values[k] for k in family.held_out_keys if k in values})
             if update:
@@ -252,13 +303,20 @@ class Run:
 
     def report(self) -> str:
         from probdiff.report import report
+
         return report(self)
 
 
-def open_run(path: str | Path, *, trust_model_code: bool = False, model: Callable | None = None,
-             guide: Callable | None = None) -> Run:
+def open_run(
+    path: str | Path,
+    *,
+    trust_model_code: bool = False,
+    model: Callable | None = None,
+    guide: Callable | None = None,
+) -> Run:
     """Open the run folder ``path``. Nothing in it runs unless a user's model is asked to
     (sample, predictive, evaluate) and ``trust_model_code`` is set, or ``model``/``guide``
     callables are given here."""
-    return Run(RunFolder.existing(path), trust_model_code=trust_model_code, model=model,
-               guide=guide)
+    return Run(
+        RunFolder.existing(path), trust_model_code=trust_model_code, model=model, guide=guide
+    )

@@ -31,7 +31,12 @@ import numpy as np
 from probdiff import treefile
 from probdiff.errors import ProbdiffError
 
-CONFIG, METRICS, CHECKPOINT, IDATA = "config.json", "metrics.json", "checkpoint", "inference_data.nc"
+CONFIG, METRICS, CHECKPOINT, IDATA = (
+    "config.json",
+    "metrics.json",
+    "checkpoint",
+    "inference_data.nc",
+)
 PARAMS = "params.npz"
 ARTEFACTS = "artefacts.npz"
 LOCK = ".lock"
@@ -99,7 +104,7 @@ class RunFolder:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def check_new(cls, path: str | os.PathLike) -> "RunFolder":
+    def check_new(cls, path: str | os.PathLike) -> RunFolder:
         """Validate that ``path`` can hold a new run, without creating anything yet."""
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
@@ -118,16 +123,21 @@ class RunFolder:
         if not self.path.is_dir():
             return
         if (self.path / CONFIG).exists():
-            raise ProbdiffError(f"--out {self.path} already holds a run; pass --resume to continue "
-                                "it, or choose a new folder")
-        other = [p.name for p in self.path.iterdir()
-                 if p.name not in LEFTOVERS and not _is_temporary(p)]
+            raise ProbdiffError(
+                f"--out {self.path} already holds a run; pass --resume to continue "
+                "it, or choose a new folder"
+            )
+        other = [
+            p.name for p in self.path.iterdir() if p.name not in LEFTOVERS and not _is_temporary(p)
+        ]
         if other:
-            raise ProbdiffError(f"--out {self.path} already holds files ({', '.join(sorted(other)[:3])}"
-                                f"{', ...' if len(other) > 3 else ''}); choose a new folder")
+            raise ProbdiffError(
+                f"--out {self.path} already holds files ({', '.join(sorted(other)[:3])}"
+                f"{', ...' if len(other) > 3 else ''}); choose a new folder"
+            )
 
     @classmethod
-    def existing(cls, path: str | os.PathLike) -> "RunFolder":
+    def existing(cls, path: str | os.PathLike) -> RunFolder:
         """An existing run folder (complete or not); error if there is none."""
         run = cls(path)
         if not run.path.is_dir():
@@ -157,16 +167,25 @@ class RunFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.read(fd, 400).decode(errors="replace").strip() if e.errno in (
-                errno.EWOULDBLOCK, errno.EAGAIN) else ""
+            holder = (
+                os.read(fd, 400).decode(errors="replace").strip()
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+                else ""
+            )
             os.close(fd)
-            raise ProbdiffError(f"{self.path} is in use by {holder or 'another process'}; wait "
-                                "for it to finish or stop it") from None
+            raise ProbdiffError(
+                f"{self.path} is in use by {holder or 'another process'}; wait "
+                "for it to finish or stop it"
+            ) from None
         try:
             since = datetime.datetime.now().isoformat(timespec="seconds")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} "
-                          f"(probdiff {command}, since {since})".encode(), 0)
+            os.pwrite(
+                fd,
+                f"pid {os.getpid()} on {socket.gethostname()} "
+                f"(probdiff {command}, since {since})".encode(),
+                0,
+            )
             self.clean_temporaries()
             yield self
         finally:
@@ -187,6 +206,7 @@ class RunFolder:
         """Remove what a failed new fit wrote (nothing of value): the folder itself if the fit
         created it, else its contents."""
         import shutil
+
         if created:
             shutil.rmtree(self.path, ignore_errors=True)
             return
@@ -201,8 +221,10 @@ class RunFolder:
         return self.path / name
 
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write(self.path / name, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
-                                        + "\n").encode())
+        atomic_write(
+            self.path / name,
+            (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode(),
+        )
 
     def read_json(self, name: str) -> dict:
         path = self.path / name
@@ -224,8 +246,9 @@ class RunFolder:
         where = self.path / CONFIG
         for key, kind in (("request", dict), ("data", dict), ("status", str)):
             if not isinstance(config.get(key), kind):
-                raise ProbdiffError(f"{where} is not a probdiff config: {key!r} is missing or not "
-                                    f"a {kind.__name__}")
+                raise ProbdiffError(
+                    f"{where} is not a probdiff config: {key!r} is missing or not a {kind.__name__}"
+                )
         if config["status"] not in STATUSES:
             raise ProbdiffError(f"{where}: unknown status {config['status']!r}")
         if config.get("code") is not None and not isinstance(config["code"], dict):
@@ -278,24 +301,27 @@ class RunFolder:
 
     def load_inference_data(self):
         import arviz as az
+
         path = self.path / IDATA
         if not path.is_file():
             raise ProbdiffError(f"{path} is missing: the run did not finish")
         try:
             return az.from_netcdf(path)
         except Exception as e:  # netCDF/HDF5 raise many types on a damaged file
-            raise ProbdiffError(f"{path} is not a readable InferenceData file "
-                                f"({type(e).__name__})") from None
+            raise ProbdiffError(
+                f"{path} is not a readable InferenceData file ({type(e).__name__})"
+            ) from None
 
 
-def save_params(run: "RunFolder", params: dict[str, np.ndarray]) -> None:
+def save_params(run: RunFolder, params: dict[str, np.ndarray]) -> None:
     import io
+
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})
+    np.savez(buf, **{k: np.asarray(v) for k, v in params.items()})  # type: ignore[arg-type]
     atomic_write(run.file(PARAMS), buf.getvalue())
 
 
-def load_params(run: "RunFolder") -> dict[str, np.ndarray]:
+def load_params(run: RunFolder) -> dict[str, np.ndarray]:
     path = run.file(PARAMS)
     if not path.is_file():
         raise ProbdiffError(f"{path} is missing: the run did not finish")
@@ -303,18 +329,21 @@ def load_params(run: "RunFolder") -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
     except Exception as e:
-        raise ProbdiffError(f"{path} is not a readable parameter file: {type(e).__name__}") from None
+        raise ProbdiffError(
+            f"{path} is not a readable parameter file: {type(e).__name__}"
+        ) from None
 
 
-def save_artefacts(run: "RunFolder", artefacts: dict[str, np.ndarray]) -> None:
+def save_artefacts(run: RunFolder, artefacts: dict[str, np.ndarray]) -> None:
     """The arrays a family's metrics kept for its figures, as ``artefacts.npz``."""
     import io
+
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in artefacts.items()})
+    np.savez(buf, **{k: np.asarray(v) for k, v in artefacts.items()})  # type: ignore[arg-type]
     atomic_write(run.file(ARTEFACTS), buf.getvalue())
 
 
-def load_artefacts(run: "RunFolder") -> dict[str, np.ndarray]:
+def load_artefacts(run: RunFolder) -> dict[str, np.ndarray]:
     """``artefacts.npz`` (empty where a run has none)."""
     path = run.file(ARTEFACTS)
     if not path.is_file():
@@ -332,6 +361,7 @@ def _is_temporary(p: Path) -> bool:
 
 def _json_default(obj):
     import numpy as np
+
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

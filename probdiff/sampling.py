@@ -11,8 +11,9 @@ from probdiff.run import open_run
 from probdiff.runfolder import atomic_write
 
 
-def sample(path: str, n: int, seed: int = 0, sampler: str | None = None,
-           trust_model_code: bool = False) -> str:
+def sample(
+    path: str, n: int, seed: int = 0, sampler: str | None = None, trust_model_code: bool = False
+) -> str:
     """Write ``samples.npz`` (and ``samples.png`` where the samples look like the data) into
     the run folder; return a one-line summary."""
     run = open_run(path, trust_model_code=trust_model_code)
@@ -26,6 +27,7 @@ def sample(path: str, n: int, seed: int = 0, sampler: str | None = None,
         written = [run.folder.file("samples.npz")]
         if data.x is not None and isinstance(x, np.ndarray) and x.shape[1:] == data.x.shape[1:]:
             from probdiff.plots import samples_figure
+
             samples_figure(run.folder.file("samples.png"), x, data)
             written.append(run.folder.file("samples.png"))
     return f"wrote {n} samples to " + " and ".join(str(p) for p in written)

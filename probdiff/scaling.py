@@ -30,15 +30,16 @@ class DataScaling:
     low: float = 0.0
     high: float = 1.0
     target: tuple[float, float] = (0.0, 1.0)
-    levels: int | None = None      # integer levels the model sees (None: continuous data)
-    binarize: bool = False         # threshold at the middle of the target range
-    discrete: bool = False         # the likelihood is a mass function: no Jacobian
+    levels: int | None = None  # integer levels the model sees (None: continuous data)
+    binarize: bool = False  # threshold at the middle of the target range
+    discrete: bool = False  # the likelihood is a mass function: no Jacobian
     dim: int = 1
     identity: bool = True
 
     @classmethod
-    def of(cls, data: Dataset, likelihood: str, target: tuple[float, float] = (0.0, 1.0)
-           ) -> "DataScaling":
+    def of(
+        cls, data: Dataset, likelihood: str, target: tuple[float, float] = (0.0, 1.0)
+    ) -> DataScaling:
         """The scaling a likelihood needs on ``data``: ``gaussian`` (any data; integer images
         scaled), ``bernoulli`` (binary data, or integer images binarised at half range),
         ``discretized`` (integer images only)."""
@@ -46,21 +47,29 @@ class DataScaling:
         integer = bool(meta.get("integer")) and meta.get("levels", 0) >= 2
         kw = {"dim": data.dim, "target": tuple(target)}
         if integer:
-            kw.update(low=float(meta["low"]), high=float(meta["high"]), levels=int(meta["levels"]),
-                      identity=False)
+            kw.update(
+                low=float(meta["low"]),
+                high=float(meta["high"]),
+                levels=int(meta["levels"]),
+                identity=False,
+            )
         if likelihood == "gaussian":
             return cls(**kw)
         if likelihood == "bernoulli":
             if integer:
                 return cls(**kw, binarize=True, discrete=True)
             if not np.isin(data.x, (0.0, 1.0)).all():
-                raise ProbdiffError("--likelihood bernoulli needs binary data (values 0 and 1) or "
-                                    f"integer images; {data.name!r} has other values")
+                raise ProbdiffError(
+                    "--likelihood bernoulli needs binary data (values 0 and 1) or "
+                    f"integer images; {data.name!r} has other values"
+                )
             return cls(dim=data.dim, discrete=True, levels=2)
         if likelihood == "discretized":
             if not integer:
-                raise ProbdiffError(f"--likelihood discretized needs integer images (PNG folders, "
-                                    f"uint8 arrays, digits); {data.name!r} is continuous data")
+                raise ProbdiffError(
+                    f"--likelihood discretized needs integer images (PNG folders, "
+                    f"uint8 arrays, digits); {data.name!r} is continuous data"
+                )
             return cls(**kw, discrete=True)
         raise ProbdiffError(f"unknown likelihood {likelihood!r}")
 
@@ -85,11 +94,14 @@ class DataScaling:
             return x
         meta = data.meta
         if not meta.get("integer") or (meta.get("low"), meta.get("high")) != (self.low, self.high):
-            raise ProbdiffError(f"{data.name!r} is not integer data on {self.low:g}..{self.high:g} "
-                                "like the data the model was fitted to")
+            raise ProbdiffError(
+                f"{data.name!r} is not integer data on {self.low:g}..{self.high:g} "
+                "like the data the model was fitted to"
+            )
         if not np.array_equal(x, np.round(x)) or x.min() < self.low or x.max() > self.high:
-            raise ProbdiffError(f"{data.name!r} holds values that are not integers in "
-                                f"{self.low:g}..{self.high:g}")
+            raise ProbdiffError(
+                f"{data.name!r} holds values that are not integers in {self.low:g}..{self.high:g}"
+            )
         t0, t1 = self.target
         u = (x - self.low) / (self.high - self.low)
         if self.binarize:

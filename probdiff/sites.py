@@ -11,16 +11,18 @@ minibatch scaling check) works from these records, never from a framework's type
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 import numpy as np
 from scipy.special import logsumexp
 
 from probdiff.errors import ProbdiffError
 
-SiteKind = Literal["latent", "auxiliary", "observed", "factor", "deterministic", "subsample",
-                   "param"]
+SiteKind = Literal[
+    "latent", "auxiliary", "observed", "factor", "deterministic", "subsample", "param"
+]
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ class Layout:
     plate_sites: list[str] = field(default_factory=list)  # subsample sites (plate indices)
 
     @classmethod
-    def read(cls, guide: list[Site], model: list[Site], data: np.ndarray | Mapping,
-             n: int) -> "Layout":
+    def read(
+        cls, guide: list[Site], model: list[Site], data: np.ndarray | Mapping, n: int
+    ) -> Layout:
         observed = [s for s in model if s.kind in ("observed", "factor")]
         candidates = {p.name for s in observed for p in s.plates if p.full_size == n}
         data_plate = None
@@ -85,9 +88,13 @@ class Layout:
             data_plate = "data" if "data" in candidates else sorted(candidates)[0]
         latent = [s for s in guide if s.kind == "latent"]
         in_data = {s.name for s in guide + model if s.plate(data_plate) is not None}
-        sub = [p for s in observed for p in s.plates if p.name == data_plate and p.size < p.full_size]
+        sub = [
+            p for s in observed for p in s.plates if p.name == data_plate and p.size < p.full_size
+        ]
         return cls(
-            n=n, data_plate=data_plate, subsample_size=sub[0].size if sub else None,
+            n=n,
+            data_plate=data_plate,
+            subsample_size=sub[0].size if sub else None,
             latent=[s.name for s in latent],
             point=[s.name for s in latent if s.dist == "Delta"],
             local=sorted(in_data),
@@ -96,7 +103,8 @@ class Layout:
             deterministic=[s.name for s in model if s.kind == "deterministic"],
             model_params=[s.name for s in model if s.kind == "param"],
             observes=_observed_arrays(observed, data),
-            plate_sites=sorted({s.name for s in guide + model if s.kind == "subsample"}))
+            plate_sites=sorted({s.name for s in guide + model if s.kind == "subsample"}),
+        )
 
     @property
     def global_latent(self) -> list[str]:
@@ -108,8 +116,10 @@ class Layout:
             return "no plate of the data's size surrounds the observed sites"
         for s in model:
             if s.enumerated and [p.name for p in s.plates] != [self.data_plate]:
-                return (f"enumerated site {s.name!r} lies in plates {[p.name for p in s.plates]},"
-                        f" not in the data plate {self.data_plate!r} alone")
+                return (
+                    f"enumerated site {s.name!r} lies in plates {[p.name for p in s.plates]},"
+                    f" not in the data plate {self.data_plate!r} alone"
+                )
         return None
 
 
@@ -150,6 +160,7 @@ def per_datum(sites: list[Site], data_plate: str, max_plate_nesting: int) -> np.
         total = lp if total is None else total + lp
     if total is None:
         raise ProbdiffError("no site to sum per datum")
+    assert dim is not None  # set with total
     total = np.moveaxis(total, dim, -1)
     return logsumexp(total.reshape(-1, total.shape[-1]), axis=0)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -49,8 +49,11 @@ class SVISettings:
         if self.eval_every is not None:
             _integer("--eval-every", self.eval_every, 0)
         for flag, value in (("--lr", self.lr), ("--clip-norm", self.clip_norm)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                    not (value > 0 and math.isfinite(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (value > 0 and math.isfinite(value))
+            ):
                 raise ProbdiffError(f"{flag} must be a positive number, got {value!r}")
 
     @property
@@ -82,10 +85,17 @@ class SVIResult:
     test_traces: list[np.ndarray]
 
 
-def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: SVISettings,
-            save: Callable[[dict], None] | None = None, resume: dict | None = None,
-            x_test: Data | None = None, display_offset: float = 0.0,
-            eval_program: Callable[[Program], Program] | None = None) -> SVIResult:
+def run_svi(
+    backend,
+    make_program: Callable[[int], Program],
+    x: Data,
+    settings: SVISettings,
+    save: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+    x_test: Data | None = None,
+    display_offset: float = 0.0,
+    eval_program: Callable[[Program], Program] | None = None,
+) -> SVIResult:
     """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
 
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
@@ -117,24 +127,55 @@ def run_svi(backend, make_program: Callable[[int], Program], x: Data, settings: 
                 save(state)
 
         t0 = time.perf_counter()
-        inner = _one_restart(backend, program, data, n, settings, seed, r, entry, checkpoint, test,
-                             display_offset, eval_program(program) if eval_program else program)
+        inner = _one_restart(
+            backend,
+            program,
+            data,
+            n,
+            settings,
+            seed,
+            r,
+            entry,
+            checkpoint,
+            test,
+            display_offset,
+            eval_program(program) if eval_program else program,
+        )
         state["seconds"] += time.perf_counter() - t0
         backend.set_params(program, data, inner["params"])
-        final, _ = backend.elbo(program, data, num_particles=settings.eval_particles, seed=seed,
-                                max_rows=EVAL_ROWS)
+        final, _ = backend.elbo(
+            program, data, num_particles=settings.eval_particles, seed=seed, max_rows=EVAL_ROWS
+        )
         entries[r:] = [{**inner, "finished": True, "final": final / n}]
         if save:
             save(state)
-    finals = [e["final"] for e in entries[:settings.restarts]]
+    finals = [e["final"] for e in entries[: settings.restarts]]
     best = int(np.nanargmax(finals)) if np.isfinite(finals).any() else 0
-    return SVIResult(params=entries[best]["params"], traces=[e["trace"] for e in entries],
-                     final_elbos=finals, best=best, seconds=state["seconds"], steps=settings.steps,
-                     test_traces=[e.get("test_trace", np.zeros((0, 2))) for e in entries])
+    return SVIResult(
+        params=entries[best]["params"],
+        traces=[e["trace"] for e in entries],
+        final_elbos=finals,
+        best=best,
+        seconds=state["seconds"],
+        steps=settings.steps,
+        test_traces=[e.get("test_trace", np.zeros((0, 2))) for e in entries],
+    )
 
 
-def _one_restart(backend, program, data, n, settings, seed, restart, entry, checkpoint,
-                 test=None, display_offset=0.0, evaluator=None) -> dict:
+def _one_restart(
+    backend,
+    program,
+    data,
+    n,
+    settings,
+    seed,
+    restart,
+    entry,
+    checkpoint,
+    test=None,
+    display_offset=0.0,
+    evaluator=None,
+) -> dict:
     batches = Minibatches(n, settings.batch_size, seed)
     backend.start(program, data, settings.lr, seed, clip_norm=settings.clip_norm)
     trace: list[float] = []
@@ -162,15 +203,26 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         bad = sorted(k for k, v in params.items() if not np.isfinite(v).all())
         if bad:  # a checkpoint never holds what it could not resume from
             bar.close()
-            raise _diverged(math.nan, len(trace), restart, f"parameters {', '.join(bad[:3])} "
-                            "are not finite")
-        return {"params": params, "backend": backend.state_dict(),
-                "batches": batches.state_dict(), "trace": np.asarray(trace, dtype=float),
-                "test_trace": np.asarray(test_trace, dtype=float).reshape(-1, 2)}
+            raise _diverged(
+                math.nan, len(trace), restart, f"parameters {', '.join(bad[:3])} are not finite"
+            )
+        return {
+            "params": params,
+            "backend": backend.state_dict(),
+            "batches": batches.state_dict(),
+            "trace": np.asarray(trace, dtype=float),
+            "test_trace": np.asarray(test_trace, dtype=float).reshape(-1, 2),
+        }
 
-    bar = tqdm(total=settings.steps, initial=len(trace), disable=not settings.progress,
-               desc=f"svi {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "svi",
-               unit="step", dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=settings.steps,
+        initial=len(trace),
+        disable=not settings.progress,
+        desc=f"svi {restart + 1}/{settings.restarts}" if settings.restarts > 1 else "svi",
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
     for step in range(len(trace), settings.steps):
         idx = batches.next_batch()
         batch = data if batches.full_batch else backend.take(data, idx)
@@ -182,8 +234,9 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
         if every and (step + 1) % every == 0:
             held_out(step + 1)
         if step % 10 == 0 or step == settings.steps - 1:
-            bar.set_postfix_str(f"elbo/datum {np.mean(trace[-50:]) + display_offset:.4f}",
-                                refresh=False)
+            bar.set_postfix_str(
+                f"elbo/datum {np.mean(trace[-50:]) + display_offset:.4f}", refresh=False
+            )
         bar.update(1)
         if settings.checkpoint_every and (step + 1) % settings.checkpoint_every == 0:
             checkpoint(snapshot())
@@ -195,6 +248,8 @@ def _one_restart(backend, program, data, n, settings, seed, restart, entry, chec
 
 def _diverged(value: float, step: int, restart: int, what: str | None = None) -> ProbdiffError:
     what = what or f"the ELBO became {value}"
-    return ProbdiffError(f"diverged at step {step} (restart {restart + 1}): {what}. The run keeps "
-                         "its last checkpoint: continue with --resume and a lower --lr or "
-                         "--clip-norm, or check the data's scale")
+    return ProbdiffError(
+        f"diverged at step {step} (restart {restart + 1}): {what}. The run keeps "
+        "its last checkpoint: continue with --resume and a lower --lr or "
+        "--clip-norm, or check the data's scale"
+    )

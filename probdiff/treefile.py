@@ -36,7 +36,7 @@ def dumps(tree: Any) -> bytes:
     manifest = {"format": _FORMAT, "tree": _encode(tree, arrays, "state")}
     arrays[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs read a name as allow_pickle
     return buf.getvalue()
 
 
@@ -49,10 +49,20 @@ def loads(data: bytes, where: str = "state") -> Any:
         if manifest.get("format") != _FORMAT:
             raise ValueError(f"unknown format {manifest.get('format')!r}")
         return _decode(manifest["tree"], members)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile,
-            UnicodeDecodeError, EOFError) as e:
-        raise ProbdiffError(f"{where} is not a readable probdiff state file "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        EOFError,
+    ) as e:
+        raise ProbdiffError(
+            f"{where} is not a readable probdiff state file "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
 
 
 def _encode(obj: Any, arrays: dict, path: str) -> Any:
@@ -95,7 +105,7 @@ def _decode(node: Any, members: dict) -> Any:
         return node
     if not isinstance(node, dict) or len(node) != 1:
         raise ValueError(f"malformed manifest entry {str(node)[:60]!r}")
-    (kind, value), = node.items()
+    ((kind, value),) = node.items()
     if kind == "d":
         return {k: _decode(v, members) for k, v in value}
     if kind == "l":
@@ -106,5 +116,6 @@ def _decode(node: Any, members: dict) -> Any:
         return members[value]
     if kind == "torch":
         import torch
+
         return torch.from_numpy(np.array(members[value]))
     raise ValueError(f"unknown manifest entry kind {kind!r}")

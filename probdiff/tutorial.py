@@ -21,6 +21,7 @@ def _steps() -> list:
     import importlib
 
     from probdiff.models import TUTORIAL
+
     return importlib.import_module(TUTORIAL).STEPS
 
 
@@ -31,35 +32,49 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
     root.mkdir(parents=True, exist_ok=True)
     sections, rows = [], []
     for step in _steps():
-        settings = {**step.settings, **(step.quick if quick else {}), "seed": seed,
-                    "progress": True}
+        settings = {
+            **step.settings,
+            **(step.quick if quick else {}),
+            "seed": seed,
+            "progress": True,
+        }
         options = dict(step.options)
         if quick and step.fit.get("inference") == "nuts":
             options.update(num_warmup=200, num_samples=200)
         print(f"== {step.title}", flush=True)
-        req = FitRequest(model=step.model, data=step.data, out=str(root / step.folder),
-                         settings=SVISettings(**settings), options=options, **step.fit)
+        req = FitRequest(
+            model=step.model,
+            data=step.data,
+            out=str(root / step.folder),
+            settings=SVISettings(**settings),
+            options=options,
+            **step.fit,
+        )
         try:
             run = fit(req)
         except ProbdiffError as e:
             raise ProbdiffError(f"tutorial step {step.folder}: {e}") from None
         text = run.report()
         m = run.metrics
-        rows.append(f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
-                    f"{_fmt(m.get('elbo'))} | {_fmt(m.get('test_elbo'))} | {_fmt(m.get('iwae'))} | "
-                    f"{_fmt(m.get('log_likelihood'))} | "
-                    f"{_fmt(m.get('test_log_likelihood'))} | {_fmt(m.get('true_log_likelihood'))} | "
-                    f"{_fmt(m.get('bits_per_dim'))} | {_fmt(m.get('test_ode_log_likelihood'))} | "
-                    f"{_fmt(m.get('test_loss'))} | {m.get('seconds', 0):.2f} |")
+        rows.append(
+            f"| {step.folder} | {m.get('backend')} | {m.get('inference')} | "
+            f"{_fmt(m.get('elbo'))} | {_fmt(m.get('test_elbo'))} | {_fmt(m.get('iwae'))} | "
+            f"{_fmt(m.get('log_likelihood'))} | "
+            f"{_fmt(m.get('test_log_likelihood'))} | {_fmt(m.get('true_log_likelihood'))} | "
+            f"{_fmt(m.get('bits_per_dim'))} | {_fmt(m.get('test_ode_log_likelihood'))} | "
+            f"{_fmt(m.get('test_loss'))} | {m.get('seconds', 0):.2f} |"
+        )
         sections.append(f"## {step.title}\n\n```\n{text}\n```\n")
-    header = ("# probdiff tutorial report\n\n"
-              "Per datum, in nats. true = the data's own log density of the fitted data (known "
-              "for mixture2d); bits/dim = -test ELBO / (D ln 2) of the diffusion bound; ODE = "
-              "held-out log-likelihood through the probability-flow ODE; loss = held-out "
-              "score-matching loss (chapters 3 and 4 train on it, not on an ELBO).\n\n"
-              "| run | backend | inference | ELBO | test ELBO | IWAE | log-lik | test log-lik | true "
-              "| bits/dim | ODE | loss | seconds |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    header = (
+        "# probdiff tutorial report\n\n"
+        "Per datum, in nats. true = the data's own log density of the fitted data (known "
+        "for mixture2d); bits/dim = -test ELBO / (D ln 2) of the diffusion bound; ODE = "
+        "held-out log-likelihood through the probability-flow ODE; loss = held-out "
+        "score-matching loss (chapters 3 and 4 train on it, not on an ELBO).\n\n"
+        "| run | backend | inference | ELBO | test ELBO | IWAE | log-lik | test log-lik | true "
+        "| bits/dim | ODE | loss | seconds |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = header + "\n".join(rows) + "\n\n" + "\n".join(sections)
     (root / "report.md").write_text(body)
     return header + "\n".join(rows) + f"\n\nfull report: {root / 'report.md'}"

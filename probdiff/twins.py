@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def flax_to_torch(params: dict[str, np.ndarray], modules: dict[str, str],
-                  renames: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+def flax_to_torch(
+    params: dict[str, np.ndarray], modules: dict[str, str], renames: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
     """``{module}$params.<layer>.<leaf>`` -> ``{modules[module]}.<layer>.<weight|bias>`` for
     each Flax module named in ``modules`` (the torch prefix of its twin); ``renames`` maps
     other names one to one. A dictionary without Flax parameters comes back unchanged."""
@@ -36,5 +37,7 @@ def flax_to_torch(params: dict[str, np.ndarray], modules: dict[str, str],
             layer = str(2 * int(layer.split("_")[1]))
         if leaf == "kernel":
             value = value.T if value.ndim == 2 else value.transpose(3, 2, 0, 1)
-        out[f"{modules[module.split('$')[0]]}.{layer}.{'weight' if leaf == 'kernel' else 'bias'}"] = value
+        out[
+            f"{modules[module.split('$')[0]]}.{layer}.{'weight' if leaf == 'kernel' else 'bias'}"
+        ] = value
     return out

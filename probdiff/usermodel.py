@@ -22,9 +22,10 @@ import inspect
 import itertools
 import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,12 @@ from probdiff.family import Family
 from probdiff.program import Data, Program, num_rows, take_rows, takes_n_total
 from probdiff.seeds import derive
 
-AUTOGUIDES = {"auto:normal": "AutoNormal", "auto:diagonal": "AutoDiagonalNormal",
-              "auto:delta": "AutoDelta", "auto:lowrank": "AutoLowRankMultivariateNormal"}
+AUTOGUIDES = {
+    "auto:normal": "AutoNormal",
+    "auto:diagonal": "AutoDiagonalNormal",
+    "auto:delta": "AutoDelta",
+    "auto:lowrank": "AutoLowRankMultivariateNormal",
+}
 _IMPORTS = itertools.count()
 
 
@@ -52,7 +57,7 @@ class CodeRef:
     function: str
 
     @classmethod
-    def parse(cls, text: str) -> "CodeRef":
+    def parse(cls, text: str) -> CodeRef:
         if not is_reference(text):
             raise ProbdiffError(f"expected path/to/file.py:function, got {text!r}")
         path, function = text.rsplit(":", 1)
@@ -82,7 +87,9 @@ class CodeRef:
         except Exception as e:  # the user's file: report, don't trace back
             sys.modules.pop(name, None)
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ProbdiffError(f"importing {self.path} failed: {type(e).__name__}: {first}") from None
+            raise ProbdiffError(
+                f"importing {self.path} failed: {type(e).__name__}: {first}"
+            ) from None
         fn = getattr(module, self.function, None)
         if not callable(fn):
             raise ProbdiffError(f"{self.path} has no function {self.function!r}")
@@ -104,25 +111,32 @@ def callable_source(fn: Callable) -> tuple[CodeRef | None, bool]:
     if not path or not Path(path).is_file():
         return None, False
     name = getattr(target, "__qualname__", "")
-    reopen = (isinstance(target, types.FunctionType) and name.isidentifier()
-              and getattr(fn, "__self__", None) is None)
-    return CodeRef(Path(path).resolve(), name if reopen else getattr(target, "__name__", "?")), reopen
+    reopen = (
+        isinstance(target, types.FunctionType)
+        and name.isidentifier()
+        and getattr(fn, "__self__", None) is None
+    )
+    return CodeRef(
+        Path(path).resolve(), name if reopen else getattr(target, "__name__", "?")
+    ), reopen
 
 
 def _seed_torch(seed: int) -> None:
     if "torch" in sys.modules:
         import pyro
+
         pyro.set_rng_seed(seed)
 
 
 # -- which PPL a function is written for --------------------------------------------------
+
 
 def detect_ppl(fn: Callable) -> str | None:
     """``"pyro"`` or ``"numpyro"`` from the libraries the function's module imports (and, where
     it imports both, the names its code uses); None when nothing tells."""
     target = inspect.unwrap(getattr(fn, "__func__", fn))
     if not isinstance(target, types.FunctionType):
-        target = getattr(type(fn), "__call__", None) or target  # a callable object
+        target = getattr(type(fn), "__call__", None) or target  # noqa: B004 (a callable object)
         target = getattr(target, "__func__", target)
     globs = getattr(target, "__globals__", None)
     if globs is None:
@@ -140,7 +154,9 @@ def detect_ppl(fn: Callable) -> str | None:
 def _libraries(objects) -> set[str]:
     out = set()
     for obj in objects:
-        name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+        name = (
+            obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+        )
         if not isinstance(name, str):
             continue
         top = name.split(".")[0]
@@ -161,18 +177,21 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 # -- autoguides and restarts --------------------------------------------------------------
 
+
 def autoguide(kind: str, model: Callable, backend: str) -> Callable:
     """Pyro's or NumPyro's autoguide named ``kind`` on ``model``; sites the model enumerates
     are hidden from it (they are summed out, not guided)."""
     if kind not in AUTOGUIDES:
         raise ProbdiffError(f"unknown guide {kind!r}: autoguides are {', '.join(AUTOGUIDES)}")
-    hide = (lambda msg: msg.get("infer", {}).get("enumerate") is not None)  # noqa: E731
+    hide = lambda msg: msg.get("infer", {}).get("enumerate") is not None  # noqa: E731
     if backend == "pyro":
         from pyro import poutine
         from pyro.infer import autoguide as auto
+
         return getattr(auto, AUTOGUIDES[kind])(poutine.block(model, hide_fn=hide))
     from numpyro import handlers
     from numpyro.infer import autoguide as auto
+
     return getattr(auto, AUTOGUIDES[kind])(handlers.block(model, hide_fn=hide))
 
 
@@ -184,6 +203,7 @@ def reinitialise(functions: list[Callable], seed: int) -> None:
     if "torch" not in sys.modules:
         return
     import torch
+
     _seed_torch(seed)
     seen: set[int] = set()
     for obj in itertools.chain.from_iterable(_reachable(fn) for fn in functions):
@@ -213,6 +233,7 @@ def _reachable(fn: Callable) -> list[Any]:
 
 # -- the family -----------------------------------------------------------------------------
 
+
 @dataclass
 class UserCode:
     """A user's model and guide: callables of this process or functions in files.
@@ -235,8 +256,11 @@ class UserCode:
         if isinstance(self.guide, str):
             guide = autoguide(self.guide, model, backend)
         elif isinstance(self.guide, CodeRef):
-            guide = (self.guide.load(None) if self.guide != self.model
-                     else _sibling(model, self.guide.function))
+            guide = (
+                self.guide.load(None)
+                if self.guide != self.model
+                else _sibling(model, self.guide.function)
+            )
         elif self.guide is None:
             guide = _empty_guide
         else:
@@ -275,18 +299,36 @@ class UserFamily(Family):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("your own model")
-        g.add_argument("--guide", default=None,
-                       help="path/to/file.py:guide, or an autoguide: " + ", ".join(AUTOGUIDES)
-                       + " (none: a model without latent sites)")
-        g.add_argument("--elbo", choices=("trace", "enum", "meanfield"), default=None,
-                       help="ELBO estimator (default: enum where the model marks sites for "
-                       "enumeration, else trace)")
-        g.add_argument("--max-plate-nesting", type=int, default=None,
-                       help="deepest plate nesting of the model (default: read from a trace)")
+        g.add_argument(
+            "--guide",
+            default=None,
+            help="path/to/file.py:guide, or an autoguide: "
+            + ", ".join(AUTOGUIDES)
+            + " (none: a model without latent sites)",
+        )
+        g.add_argument(
+            "--elbo",
+            choices=("trace", "enum", "meanfield"),
+            default=None,
+            help="ELBO estimator (default: enum where the model marks sites for "
+            "enumeration, else trace)",
+        )
+        g.add_argument(
+            "--max-plate-nesting",
+            type=int,
+            default=None,
+            help="deepest plate nesting of the model (default: read from a trace)",
+        )
         g.add_argument("--particles", type=int, default=1, help="ELBO particles per step")
 
-    def __init__(self, options: dict, data: Dataset, code: UserCode, base_seed: int = 0,
-                 runtime: dict | None = None):
+    def __init__(
+        self,
+        options: dict,
+        data: Dataset,
+        code: UserCode,
+        base_seed: int = 0,
+        runtime: dict | None = None,
+    ):
         super().__init__(options, data)
         self.code = code
         self.runtime = runtime or {"name": "pyro"}  # how to build a backend: get_backend(**runtime)
@@ -302,8 +344,9 @@ class UserFamily(Family):
     def prepare(self, data: Dataset) -> Data:
         return data.arrays()
 
-    def program(self, backend: str, x: Data, seed: int, dtype: str = "float32",
-                device: str = "cpu") -> Program:
+    def program(
+        self, backend: str, x: Data, seed: int, dtype: str = "float32", device: str = "cpu"
+    ) -> Program:
         """The program of the restart with ``seed`` (built once per seed and backend: a
         backend's compiled functions are kept per program)."""
         key = (backend, seed)
@@ -315,12 +358,18 @@ class UserFamily(Family):
         model, guide = self.code.functions(backend, seed, restart=seed != self.base_seed)
         autoguided = isinstance(self.code.guide, str)
         scales = takes_n_total(model) and (
-            autoguided or guide is _empty_guide or takes_n_total(guide))
-        return Program(model, guide, elbo=self.options.get("elbo") or "trace",
-                       max_plate_nesting=self.options.get("max_plate_nesting") or 1,
-                       num_particles=self.options.get("particles", 1), minibatch=scales,
-                       vectorize_particles=bool(self.options.get("vectorize_particles")),
-                       name=self.code.label)
+            autoguided or guide is _empty_guide or takes_n_total(guide)
+        )
+        return Program(
+            model,
+            guide,
+            elbo=self.options.get("elbo") or "trace",
+            max_plate_nesting=self.options.get("max_plate_nesting") or 1,
+            num_particles=self.options.get("particles", 1),
+            minibatch=scales,
+            vectorize_particles=bool(self.options.get("vectorize_particles")),
+            name=self.code.label,
+        )
 
     def check(self, backend, backend_name: str, x: Data, settings) -> dict:
         """Before any folder is made: the code is written for this backend, records sample
@@ -339,35 +388,48 @@ class UserFamily(Family):
         guide_sites, model_sites, _ = backend.trace_joint(program, probe, seed=seed)
         sampled = [s for s in model_sites if s.kind in ("latent", "observed", "factor")]
         if not sampled:
-            raise ProbdiffError(f"{label} records no sample site under --backend {backend_name}: "
-                                "is it written for the other backend?")
+            raise ProbdiffError(
+                f"{label} records no sample site under --backend {backend_name}: "
+                "is it written for the other backend?"
+            )
         if not any(s.kind in ("observed", "factor") for s in sampled):
-            raise ProbdiffError(f"{label} observes nothing: give the data to a site with obs=..., "
-                                "or add a factor")
+            raise ProbdiffError(
+                f"{label} observes nothing: give the data to a site with obs=..., or add a factor"
+            )
         guided = {g.name for g in guide_sites}
         marked = [s.name for s in model_sites if s.marked and s.name not in guided]
-        latent = [s.name for s in model_sites if s.kind == "latent" and s.name not in guided
-                  and s.name not in marked]
+        latent = [
+            s.name
+            for s in model_sites
+            if s.kind == "latent" and s.name not in guided and s.name not in marked
+        ]
         if latent:
             what = "has no guide" if self.code.guide is None else "are not in the guide"
-            raise ProbdiffError(f"{label}: latent sites {latent} {what}: give a guide (a function, "
-                                f"or one of {', '.join(AUTOGUIDES)}) or mark discrete ones "
-                                "for enumeration")
+            raise ProbdiffError(
+                f"{label}: latent sites {latent} {what}: give a guide (a function, "
+                f"or one of {', '.join(AUTOGUIDES)}) or mark discrete ones "
+                "for enumeration"
+            )
         if marked and self.options.get("elbo") not in (None, "enum"):
             raise ProbdiffError(f"{label} marks {marked} for enumeration: use --elbo enum")
         depth = max((len(s.plates) for s in guide_sites + model_sites), default=1)
         program.elbo = self.options.get("elbo") or ("enum" if marked else "trace")
         program.max_plate_nesting = self.options.get("max_plate_nesting") or max(depth, 1)
         program.vectorize_particles = backend.vectorizes(program, probe, seed)
-        resolved = {"elbo": program.elbo, "max_plate_nesting": program.max_plate_nesting,
-                    "vectorize_particles": program.vectorize_particles}
+        resolved = {
+            "elbo": program.elbo,
+            "max_plate_nesting": program.max_plate_nesting,
+            "vectorize_particles": program.vectorize_particles,
+        }
         self.options.update(resolved)
         self._check_scaling(backend, program, x, settings.batch_size, seed)
         return resolved
 
-    def _check_scaling(self, backend, program: Program, x: Data, batch_size: int | None,
-                       seed: int) -> None:
+    def _check_scaling(
+        self, backend, program: Program, x: Data, batch_size: int | None, seed: int
+    ) -> None:
         from probdiff.draws import read_layout
+
         n = num_rows(x)
         if batch_size is None or batch_size >= n:
             return
@@ -375,14 +437,17 @@ class UserFamily(Family):
         layout = read_layout(backend, program, data, seed)
         label = self.code.label
         if layout.subsample_size:
-            raise ProbdiffError(f"{label} subsamples its own data plate {layout.data_plate!r} "
-                                f"({layout.subsample_size} of {n} rows per step): drop --batch-size")
+            raise ProbdiffError(
+                f"{label} subsamples its own data plate {layout.data_plate!r} "
+                f"({layout.subsample_size} of {n} rows per step): drop --batch-size"
+            )
         if not program.minibatch:
             raise ProbdiffError(
                 f"--batch-size {batch_size} needs a model that scales its likelihood to the full "
                 f"data, and {label} takes no n_total: subsample inside the model with "
                 f"plate('data', len(x), subsample_size={batch_size}) and drop --batch-size, or "
-                "accept n_total and scale the data plate by n_total / len(x)")
+                "accept n_total and scale the data plate by n_total / len(x)"
+            )
         batch = backend.array(take_rows(x, np.arange(batch_size)))
         guide, model, _ = backend.trace_joint(program, batch, seed=seed, n_total=n)
         expected = n / batch_size
@@ -396,7 +461,8 @@ class UserFamily(Family):
                 raise ProbdiffError(
                     f"{label} does not scale its minibatch likelihood: {where} site {s.name!r} "
                     f"has scale {s.scale:.6g} on {batch_size} of {n} rows, expected {want:.6g} "
-                    "(scale the data plate by n_total / len(x) in model and guide)")
+                    "(scale the data plate by n_total / len(x) in model and guide)"
+                )
 
     # -- results ------------------------------------------------------------------------
     def metrics(self, backend, program, params, train, test, seed):
@@ -412,27 +478,34 @@ class UserFamily(Family):
             out["skipped"] = skipped
         return out
 
-    def held_out_predictive(self, backend, program, params, test, seed,
-                            num_samples: int = 100) -> dict[str, float]:
+    def held_out_predictive(
+        self, backend, program, params, test, seed, num_samples: int = 100
+    ) -> dict[str, float]:
         """``test_log_predictive``: mean over held-out rows of log (1/S) sum_s w_sn
         (:mod:`probdiff.draws`), with its standard error over rows."""
         from probdiff.draws import draw_program, log_predictive, read_layout
+
         data = backend.array(test)
         backend.set_params(program, data, params)
         layout = read_layout(backend, program, data, seed)
-        draws = draw_program(backend, program, data, layout, num_samples, derive(seed, 17),
-                             local_values=False)
+        draws = draw_program(
+            backend, program, data, layout, num_samples, derive(seed, 17), local_values=False
+        )
         if draws.local_log_weights is None:
             return {}
         lpd = log_predictive(draws.local_log_weights)
         n = len(lpd)
-        return {"test_log_predictive": float(lpd.mean()) + self.data_log_jacobian,
-                "test_log_predictive_stderr": float(lpd.std(ddof=1) / np.sqrt(n)) if n > 1
-                else float("nan")}
+        return {
+            "test_log_predictive": float(lpd.mean()) + self.data_log_jacobian,
+            "test_log_predictive_stderr": float(lpd.std(ddof=1) / np.sqrt(n))
+            if n > 1
+            else float("nan"),
+        }
 
     def inference_groups(self, backend, program, params, x, num_samples, seed):
         from probdiff.draws import draw_program, read_layout
         from probdiff.inference_data import InferenceGroups
+
         data = backend.array(x)
         backend.set_params(program, data, params)
         layout = read_layout(backend, program, data, seed)
@@ -441,21 +514,27 @@ class UserFamily(Family):
         for name in layout.model_params:  # maximum-likelihood parameters of the model
             if "$$$" not in name and name in params and np.size(params[name]) <= 10_000:
                 point[name] = np.asarray(params[name])
-        observed = {site: np.asarray(x[key] if isinstance(x, dict) else x)
-                    for site, key in layout.observes.items()}
-        return InferenceGroups(posterior=draws.posterior, point=point,
-                               log_likelihood=draws.log_likelihood,
-                               posterior_predictive={k: v for k, v in draws.predictive.items()
-                                                     if k in observed},
-                               observed_data=observed, row_dim=layout.data_plate or "row",
-                               row_axes=draws.data_axes, notes=draws.notes,
-                               conditional_on=[k for k in layout.latent if k in layout.local])
-
+        observed = {
+            site: np.asarray(x[key] if isinstance(x, dict) else x)
+            for site, key in layout.observes.items()
+        }
+        return InferenceGroups(
+            posterior=draws.posterior,
+            point=point,
+            log_likelihood=draws.log_likelihood,
+            posterior_predictive={k: v for k, v in draws.predictive.items() if k in observed},
+            observed_data=observed,
+            row_dim=layout.data_plate or "row",
+            row_axes=draws.data_axes,
+            notes=draws.notes,
+            conditional_on=[k for k in layout.latent if k in layout.local],
+        )
 
     # -- drawing from the fitted model -----------------------------------------------------
     def _fitted(self, backend, params):
         """The fitted program on (the head of) the training data, and its layout."""
         from probdiff.draws import read_layout
+
         x = self.prepare(self.data)
         head = backend.array(take_rows(x, np.arange(min(num_rows(x), 4096))))
         program = self.program(backend.name, head, self.base_seed)
@@ -464,29 +543,44 @@ class UserFamily(Family):
 
     def _global_draw(self, backend, program, head, layout, seed: int) -> dict:
         guide, _, _ = backend.trace_joint(program, head, seed=seed)
-        return {g.name: g.value for g in guide
-                if g.kind == "latent" and g.plate(layout.data_plate) is None}
+        return {
+            g.name: g.value
+            for g in guide
+            if g.kind == "latent" and g.plate(layout.data_plate) is None
+        }
 
-    def predictive(self, backend, params, train: Dataset, data: Dataset | None,
-                   num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    def predictive(
+        self, backend, params, train: Dataset, data: Dataset | None, num_samples: int, seed: int
+    ) -> dict[str, np.ndarray]:
         """Draws of the observed sites, ``(num_samples, N, ...)``: on the training rows, with
         every latent site from the guide; on new ``data`` (covariates, observed arrays
         optional), global latents from the guide and local ones from the model."""
         from probdiff.draws import draw_program, read_layout
+
         if data is None:
             x = backend.array(self.prepare(train))
             program = self.program(backend.name, x, self.base_seed)
             backend.set_params(program, x, params)
             layout = read_layout(backend, program, x, seed)
-            return draw_program(backend, program, x, layout, num_samples, seed, predictive=True,
-                                per_datum_values=False, local_values=False).predictive
+            return draw_program(
+                backend,
+                program,
+                x,
+                layout,
+                num_samples,
+                seed,
+                predictive=True,
+                per_datum_values=False,
+                local_values=False,
+            ).predictive
         program, head, layout = self._fitted(backend, params)
         new = backend.array(self.prepare(data))
         draws: dict[str, list] = {}
         for s in range(num_samples):
             fixed = self._global_draw(backend, program, head, layout, derive(seed, 2 * s))
-            for site in backend.trace_forward(program, new, seed=derive(seed, 2 * s + 1),
-                                              fixed=fixed):
+            for site in backend.trace_forward(
+                program, new, seed=derive(seed, 2 * s + 1), fixed=fixed
+            ):
                 if site.name in layout.observed and site.kind in ("latent", "observed"):
                     draws.setdefault(site.name, []).append(site.value)
         return {k: np.stack(v) for k, v in draws.items()}
@@ -497,14 +591,17 @@ class UserFamily(Family):
         whose every data array is observed (otherwise new rows need covariates: use
         ``predictive(data=...)``)."""
         from probdiff.backends import get_backend
+
         backend = get_backend(**self.runtime)
         program, head, layout = self._fitted(backend, params)
         x = self.prepare(self.data)
         arrays = x if isinstance(x, dict) else {"x": x}
         covariates = sorted(set(arrays) - set(layout.observes.values()))
         if covariates:
-            raise ProbdiffError(f"{self.code.label} takes covariates ({', '.join(covariates)}): "
-                                "draw on new covariates with predictive(data=...)")
+            raise ProbdiffError(
+                f"{self.code.label} takes covariates ({', '.join(covariates)}): "
+                "draw on new covariates with predictive(data=...)"
+            )
         site_of = {key: site for site, key in layout.observes.items()}
         rng_rows = np.array_split(np.arange(n), min(n, 100))
         pieces: dict[str, list] = {}
@@ -512,9 +609,12 @@ class UserFamily(Family):
             blank = {k: np.zeros((len(rows),) + v.shape[1:], v.dtype) for k, v in arrays.items()}
             data = backend.array(blank if isinstance(x, dict) else blank["x"])
             fixed = self._global_draw(backend, program, head, layout, derive(seed, 2 * i))
-            values = {site.name: site.value for site in
-                      backend.trace_forward(program, data, seed=derive(seed, 2 * i + 1),
-                                            fixed=fixed)}
+            values = {
+                site.name: site.value
+                for site in backend.trace_forward(
+                    program, data, seed=derive(seed, 2 * i + 1), fixed=fixed
+                )
+            }
             for key in arrays:
                 pieces.setdefault(key, []).append(np.asarray(values[site_of[key]]))
         out = {k: np.concatenate(v) for k, v in pieces.items()}

@@ -5,10 +5,10 @@ import os
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pyro
+import pytest
+import torch
 
 # the test problems are small: one intra-op thread avoids OpenMP spin-waiting, which on a
 # loaded 2-core machine makes each tiny op cost milliseconds
@@ -20,7 +20,7 @@ def _clean_state():
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     pyro.enable_validation(True)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (code under test may use the legacy global stream)
     torch.set_default_dtype(torch.float32)
     yield
     pyro.clear_param_store()

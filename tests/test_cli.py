@@ -45,6 +45,7 @@ def test_metrics_json_has_the_contract_keys(finished_run):
 
 def test_inference_data_holds_guide_draws_elbo_trace_and_data(finished_run):
     import arviz as az
+
     idata = az.from_netcdf(finished_run / "inference_data.nc")
     assert idata.sample_stats["elbo"].shape == (1, 30)
     assert idata.sample_stats["elbo"].attrs["units"] == "nats per datum"
@@ -77,15 +78,42 @@ def test_bayesian_ordered_map_fit_and_zero_steps(tmp_path, backend, capsys):
     """The ordered MAP guide (sites locs_first/locs_rest) yields ``locs`` draws; --steps 0
     evaluates the initial point; neither leaves a traceback."""
     import arviz as az
+
     out = tmp_path / "ordered"
-    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out),
-                           "--prior", "--ordered", "--backend", backend, *FAST)
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        str(out),
+        "--prior",
+        "--ordered",
+        "--backend",
+        backend,
+        *FAST,
+    )
     assert code == 0, err
     locs = az.from_netcdf(out / "inference_data.nc").point_estimate["locs"].values  # MAP
     assert locs.shape == (3, 2) and np.all(np.diff(locs[:, 0]) > 0)
-    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out",
-                           str(tmp_path / "zero"), "--backend", backend, "--quiet", "--steps", "0",
-                           "--prior", "--globals", "meanfield")
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        str(tmp_path / "zero"),
+        "--backend",
+        backend,
+        "--quiet",
+        "--steps",
+        "0",
+        "--prior",
+        "--globals",
+        "meanfield",
+    )
     assert code == 0, err
 
 
@@ -100,7 +128,10 @@ def bad_inputs(tmp_path):
         (["--data", str(tmp_path / "missing.npz")], "no such data file"),
         (["--data", str(nan)], "NaN"),
         (["--data", str(one_d)], "2-D"),
-        (["--data", str(tiny), "--components", "3", "--test-fraction", "0"], "larger than the data"),
+        (
+            ["--data", str(tiny), "--components", "3", "--test-fraction", "0"],
+            "larger than the data",
+        ),
         (["--data", "mixture2d", "--steps", "-5"], "--steps: must be in 0..1000000000, got -5"),
         (["--data", "mixture2d", "--backend", "stan"], "--backend: invalid choice: 'stan'"),
         (["--data", "mixture2d", "--inference", "hmc"], "--inference"),
@@ -129,7 +160,9 @@ def test_bad_input_one_line_error_and_existing_run_untouched(finished_run, tmp_p
 
 def test_existing_run_is_never_overwritten(finished_run, capsys):
     before = snapshot(finished_run)
-    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d", "--out", str(finished_run), *FAST)
+    code, _, err = run_cli(
+        capsys, "fit", "gmm", "--data", "mixture2d", "--out", str(finished_run), *FAST
+    )
     assert code == 2 and "already holds" in err
     assert snapshot(finished_run) == before
 
@@ -144,9 +177,21 @@ def test_evaluate_rejects_data_of_another_dimension(finished_run, tmp_path, caps
 
 
 def test_no_traceback_from_the_real_command(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "probdiff", "fit", "gmm", "--data",
-                           str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probdiff",
+            "fit",
+            "gmm",
+            "--data",
+            str(tmp_path / "nope.csv"),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("probdiff: error: no such data file")
     assert "Traceback" not in proc.stderr
@@ -155,18 +200,24 @@ def test_no_traceback_from_the_real_command(tmp_path):
 def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
     """A fit stopped after a checkpoint and resumed gives the uninterrupted fit's ELBO traces,
     the held-out one included."""
-    from probdiff.models.gmm.family import GMMFamily
-
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
+    from probdiff.models.gmm.family import GMMFamily
     from probdiff.request import make_family
     from probdiff.svi import SVISettings, run_svi
 
     data = load_dataset("mixture2d:n=200")
     family = make_family("gmm", GMMFamily.default_options(), data)
     x, x_test = data.flat()[:150], data.flat()[150:]
-    settings = SVISettings(steps=60, lr=0.05, batch_size=64, restarts=2, checkpoint_every=20,
-                           progress=False, eval_every=7)
+    settings = SVISettings(
+        steps=60,
+        lr=0.05,
+        batch_size=64,
+        restarts=2,
+        checkpoint_every=20,
+        progress=False,
+        eval_every=7,
+    )
     make = lambda s: family.program("pyro", x, s)  # noqa: E731
     full = run_svi(get_backend("pyro"), make, x, settings, x_test=x_test)
 
@@ -177,6 +228,7 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
 
     def save(state):
         import pickle
+
         saved.append(pickle.loads(pickle.dumps(state)))
         if len(saved) == 5:  # restart 2, after 20 steps
             raise Stop
@@ -196,10 +248,9 @@ def test_interrupted_fit_resumes_to_the_same_result(tmp_path):
 def test_held_out_evaluation_leaves_training_unchanged(backend):
     """Evaluating the held-out ELBO during training draws its own random numbers: the training
     trace is the same with and without it."""
-    from probdiff.models.vae.family import VAEFamily
-
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
+    from probdiff.models.vae.family import VAEFamily
     from probdiff.request import make_family
     from probdiff.svi import SVISettings, run_svi
 
@@ -218,11 +269,30 @@ def test_held_out_evaluation_leaves_training_unchanged(backend):
 
 def test_resume_with_more_steps_extends_the_trace(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out), "--steps", "20",
-                 "--quiet", "--posterior-samples", "5"]) == 0
-    code, _, _ = run_cli(capsys, "fit", "gmm", "--out", str(out), "--resume", "--steps", "40", "--quiet")
+    assert (
+        main(
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d:n=200",
+                "--out",
+                str(out),
+                "--steps",
+                "20",
+                "--quiet",
+                "--posterior-samples",
+                "5",
+            ]
+        )
+        == 0
+    )
+    code, _, _ = run_cli(
+        capsys, "fit", "gmm", "--out", str(out), "--resume", "--steps", "40", "--quiet"
+    )
     assert code == 0
     import arviz as az
+
     assert az.from_netcdf(out / "inference_data.nc").sample_stats["elbo"].shape == (1, 40)
     assert json.loads((out / "metrics.json").read_text())["steps"] == 40
 
@@ -230,9 +300,20 @@ def test_resume_with_more_steps_extends_the_trace(tmp_path, capsys):
 def test_posterior_holds_latent_sites_only(tmp_path, capsys):
     """No plate indices (the encoder guide's data plate) among the posterior's variables."""
     import arviz as az
+
     out = tmp_path / "encoder"
-    code, _, err = run_cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out),
-                           "--assignment", "encoder", *FAST)
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        str(out),
+        "--assignment",
+        "encoder",
+        *FAST,
+    )
     assert code == 0, err
     idata = az.from_netcdf(out / "inference_data.nc")
     assert set(idata.posterior.data_vars) == {"assignment"}

@@ -41,7 +41,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def mixture_logpdf(x: np.ndarray, weights: np.ndarray, locs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+def mixture_logpdf(
+    x: np.ndarray, weights: np.ndarray, locs: np.ndarray, scales: np.ndarray
+) -> np.ndarray:
     """Independent reference: log of sum_k w_k N(x; mu_k, s_k^2 I) via scipy."""
     dim = locs.shape[1]
     dens = sum(
@@ -144,7 +146,9 @@ def test_blobs_log_prob_uses_generated_centres() -> None:
     from sklearn.datasets import make_blobs
 
     ds = load_dataset("blobs:n=100", seed=4)
-    x, _, centers = make_blobs(n_samples=100, centers=3, n_features=2, random_state=4, return_centers=True)
+    x, _, centers = make_blobs(
+        n_samples=100, centers=3, n_features=2, random_state=4, return_centers=True
+    )
     np.testing.assert_allclose(ds.meta["locs"], centers)
     np.testing.assert_allclose(ds.x, x)
 

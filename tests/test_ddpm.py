@@ -4,14 +4,14 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
-from probdiff.models.ddpm.networks import TimeMLP
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import Adam
 
 from probdiff.data import load_dataset
 from probdiff.diffusion.schedules import Schedule
+from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
+from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
+from probdiff.models.ddpm.networks import TimeMLP
 
 T = 10
 
@@ -32,10 +32,11 @@ def estimates(model, schedule, x, repeats=40, copies=10):
     terms = DDPMTermsModel(model.chain, subsample=3)
     out = {}
     for name, mod, guide, elbo in (
-            ("a_forward", model, ForwardGuide(schedule), Trace_ELBO()),
-            ("a_backward", model, BackwardGuide(schedule), Trace_ELBO()),
-            ("b_closed_form", model, BackwardGuide(schedule), TraceMeanField_ELBO()),
-            ("c_subsampled", terms, MarginalGuide(schedule, 3), TraceMeanField_ELBO())):
+        ("a_forward", model, ForwardGuide(schedule), Trace_ELBO()),
+        ("a_backward", model, BackwardGuide(schedule), Trace_ELBO()),
+        ("b_closed_form", model, BackwardGuide(schedule), TraceMeanField_ELBO()),
+        ("c_subsampled", terms, MarginalGuide(schedule, 3), TraceMeanField_ELBO()),
+    ):
         with torch.no_grad():
             out[name] = np.array([-elbo.loss(mod, guide, x) / len(x) for _ in range(repeats)])
     return out
@@ -44,7 +45,7 @@ def estimates(model, schedule, x, repeats=40, copies=10):
 def assert_same_mean(values):
     names = list(values)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             va, vb = values[a], values[b]
             se = np.sqrt(va.var(ddof=1) / len(va) + vb.var(ddof=1) / len(vb))
             assert abs(va.mean() - vb.mean()) < 3 * se, (a, b, va.mean(), vb.mean(), se)
@@ -73,14 +74,21 @@ def test_estimators_agree_before_and_after_training(setup, parameterisation):
         torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("parameterisation,variance,subsample", [
-    ("eps", "fixed_small", None), ("eps", "fixed_large", 3), ("x0", "fixed_small", 4),
-    ("score", "fixed_large", None)])
+@pytest.mark.parametrize(
+    "parameterisation,variance,subsample",
+    [
+        ("eps", "fixed_small", None),
+        ("eps", "fixed_large", 3),
+        ("x0", "fixed_small", 4),
+        ("score", "fixed_large", None),
+    ],
+)
 def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, variance, subsample):
     """With weighting="simple" the SVI loss is sum_t ||eps - eps_theta(x_t, t)||^2 plus a
     constant: for two different networks and the same draws (same seed), the difference of the
     Pyro losses equals the difference of L_simple computed by hand from the guide's x_t."""
     from pyro import poutine
+
     torch.set_default_dtype(torch.float64)
     try:
         x, schedule = setup
@@ -97,7 +105,8 @@ def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, va
             model = DDPMTermsModel(chain, subsample, "simple")
             with torch.no_grad():
                 return TraceMeanField_ELBO().loss(
-                    model, MarginalGuide(schedule, subsample, model.step_weights), x)
+                    model, MarginalGuide(schedule, subsample, model.step_weights), x
+                )
 
         def by_hand(chain):
             pyro.set_rng_seed(7)
@@ -120,21 +129,29 @@ def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, va
         torch.set_default_dtype(torch.float32)
 
 
-@pytest.mark.parametrize("parameterisation,variance,weighting", [
-    ("eps", "fixed_small", "elbo"), ("x0", "fixed_large", "elbo"), ("score", "fixed_small", "simple")])
-def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameterisation, variance,
-                                                               weighting):
+@pytest.mark.parametrize(
+    "parameterisation,variance,weighting",
+    [
+        ("eps", "fixed_small", "elbo"),
+        ("x0", "fixed_large", "elbo"),
+        ("score", "fixed_small", "simple"),
+    ],
+)
+def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(
+    setup, parameterisation, variance, weighting
+):
     """The NumPyro term-by-term model and guide, with the torch weights copied into Flax and
     the same x_1, x_T, x_t draws substituted, give Pyro's ELBO (all terms, float64, 1e-10)."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
-    from probdiff.guides.ddpm_numpyro import MarginalGuide as NumPyroMarginalGuide
-    from probdiff.models.ddpm import chain_numpyro as dn
     from pyro import poutine
 
     from probdiff.backends import get_backend
+    from probdiff.guides.ddpm_numpyro import MarginalGuide as NumPyroMarginalGuide
+    from probdiff.models.ddpm import chain_numpyro as dn
     from probdiff.program import Program
+
     torch.set_default_dtype(torch.float64)
     try:
         x, schedule = setup
@@ -151,12 +168,16 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(setup, parameteris
 
         backend = get_backend("numpyro", "cpu", "float64")
         module = dn.TimeMLP(2, (16, 8), T, dtype=jnp.float64)
-        jmodel = dn.DDPMTermsModel(module, schedule, parameterisation, variance,
-                                   step_weights=model.step_weights)
+        jmodel = dn.DDPMTermsModel(
+            module, schedule, parameterisation, variance, step_weights=model.step_weights
+        )
         jguide = NumPyroMarginalGuide(schedule, None, model.step_weights)
-        prog = Program(jmodel, handlers.substitute(jguide, data={k: jnp.asarray(v) for k, v in
-                                                                  values.items()}),
-                       elbo="meanfield", max_plate_nesting=2)
+        prog = Program(
+            jmodel,
+            handlers.substitute(jguide, data={k: jnp.asarray(v) for k, v in values.items()}),
+            elbo="meanfield",
+            max_plate_nesting=2,
+        )
         data = backend.array(x.numpy())
         backend.start(prog, data, lr=1e-3, seed=0)
         torch_state = {f"ddpm$$${k}": v.numpy() for k, v in chain.state_dict().items()}

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from probdiff.models.ddpm.sampling import ancestral, ddim, ddim_step, ddim_steps
 
 from probdiff.diffusion.schedules import Schedule
+from probdiff.models.ddpm.sampling import ancestral, ddim, ddim_step, ddim_steps
 
 M = torch.tensor([1.0, -2.0], dtype=torch.float64)
 C = torch.tensor([[1.5, 0.6], [0.6, 0.5]], dtype=torch.float64)
@@ -16,10 +16,12 @@ C = torch.tensor([[1.5, 0.6], [0.6, 0.5]], dtype=torch.float64)
 def exact_eps(schedule):
     """E[eps | x_t] for data N(M, C): q(x_t) = N(sqrt(abar) M, abar C + (1 - abar) I) and
     E[eps | x_t] = -sqrt(1 - abar) grad log q(x_t) = sqrt(1 - abar) S^-1 (x - sqrt(abar) M)."""
+
     def eps(x, t):
         a = float(schedule.abar[t])
         cov = a * C + (1 - a) * torch.eye(2, dtype=torch.float64)
         return math.sqrt(1 - a) * torch.linalg.solve(cov, (x - math.sqrt(a) * M).T).T
+
     return eps
 
 
@@ -31,7 +33,7 @@ def assert_gaussian(x, mean, cov, z=4.0):
     se_mean = torch.sqrt(torch.diag(cov) / n)
     assert torch.all((got_mean - mean).abs() < z * se_mean), (got_mean, mean)
     d = torch.diag(cov)
-    se_cov = torch.sqrt((d[:, None] * d[None, :] + cov ** 2) / n)
+    se_cov = torch.sqrt((d[:, None] * d[None, :] + cov**2) / n)
     assert torch.all((got_cov - cov).abs() < z * se_cov), (got_cov, cov)
 
 
@@ -53,16 +55,24 @@ def test_exact_noise_predictor_reproduces_gaussian_data(name, sampler):
 def test_too_few_ddim_steps_show_their_bias():
     """The check above can fail: DDIM on 10 steps misses the covariance by far more."""
     s = Schedule.make("linear", 1000)
-    x, _ = ddim(exact_eps(s), s, 20_000, 2, torch.Generator().manual_seed(0), steps=10,
-                dtype=torch.float64)
+    x, _ = ddim(
+        exact_eps(s), s, 20_000, 2, torch.Generator().manual_seed(0), steps=10, dtype=torch.float64
+    )
     with pytest.raises(AssertionError):
         assert_gaussian(x, M, C)
 
 
 def test_trajectories_are_recorded():
     s = Schedule.make("linear", 50)
-    x, kept = ancestral(exact_eps(s), s, 5, 2, torch.Generator().manual_seed(0),
-                        record=[50, 25, 1, 0], dtype=torch.float64)
+    x, kept = ancestral(
+        exact_eps(s),
+        s,
+        5,
+        2,
+        torch.Generator().manual_seed(0),
+        record=[50, 25, 1, 0],
+        dtype=torch.float64,
+    )
     assert set(kept) == {50, 25, 1, 0} and torch.equal(kept[0], x)
     assert ddim_steps(1000, 4) == [1000, 667, 334, 1]
 
@@ -72,9 +82,15 @@ def test_ddim_step_matches_diffusers(eta):
     """One DDIM update at every step of a 20-step subsequence of T = 100 equals diffusers'
     DDIMScheduler.step (its float32 schedule promoted to float64 for both), the same noise."""
     from diffusers import DDIMScheduler
+
     T, S = 100, 20
-    ref = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=False,
-                        prediction_type="epsilon", set_alpha_to_one=True)
+    ref = DDIMScheduler(
+        num_train_timesteps=T,
+        beta_schedule="linear",
+        clip_sample=False,
+        prediction_type="epsilon",
+        set_alpha_to_one=True,
+    )
     ref.alphas_cumprod = torch.cumprod(1.0 - ref.betas.double(), 0)
     ref.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64)
     ref.set_timesteps(S)

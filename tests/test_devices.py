@@ -7,13 +7,13 @@ were run on a GPU by hand (README, "Score matching ...": the H200 check)."""
 
 import pytest
 import torch
+
+from probdiff.diffusion.schedules import Schedule
+from probdiff.diffusion.sde import ScheduleSDE, make_sde
 from probdiff.models.ddpm.networks import TimeMLP, UNet
 from probdiff.models.score.ncsn import NoiseConditionalScore
 from probdiff.models.score.sde import TimeScore
 from probdiff.models.vae.networks import ConvDecoderNet, ConvEncoderNet
-
-from probdiff.diffusion.schedules import Schedule
-from probdiff.diffusion.sde import ScheduleSDE, make_sde
 
 META = "meta"
 
@@ -33,8 +33,7 @@ def test_time_networks_on_another_device(t):
 
 @pytest.mark.parametrize("sde", ["vp", "ve", "subvp", "schedule"])
 def test_score_networks_on_another_device(sde):
-    process = (ScheduleSDE(Schedule.make("cosine", 10).abar) if sde == "schedule"
-               else make_sde(sde))
+    process = ScheduleSDE(Schedule.make("cosine", 10).abar) if sde == "schedule" else make_sde(sde)
     score = TimeScore(TimeMLP(2, [8], 1), process).to(META)
     assert score(on_meta(4, 2), torch.rand(4, device=META)).device.type == META
     ncsn = NoiseConditionalScore(TimeMLP(2, [8], 5), torch.linspace(1, 0.1, 5)).to(META)

@@ -43,6 +43,6 @@ def test_psis_khat_small_for_matched_and_large_for_heavy_tailed_weights():
     _, k_same = psis_khat(np.zeros((4000, 1)) + 1e-9 * z[:, None])
     assert k_same[0] < 0.3
     z = 0.5 * rng.standard_normal(20000)
-    lw = (-0.5 * z ** 2) - (-0.5 * (z / 0.5) ** 2 - np.log(0.5))
+    lw = (-0.5 * z**2) - (-0.5 * (z / 0.5) ** 2 - np.log(0.5))
     _, k = psis_khat(lw[:, None])
     assert k[0] == pytest.approx(0.75, abs=0.15)

@@ -17,10 +17,30 @@ from probdiff.family import builtin_names
 TINY = {
     "gmm": ["--data", "mixture2d:n=120", "--steps", "20"],
     "vae": ["--data", "digits:n=120", "--steps", "10", "--hidden", "16", "--iwae-k", "4"],
-    "ddpm": ["--data", "mixture2d:n=120", "--steps", "10", "--T", "10", "--hidden", "16",
-             "--ode-rows", "0"],
-    "ncsn": ["--data", "mixture2d:n=120", "--steps", "10", "--hidden", "16", "--levels", "4",
-             "--steps-per-level", "2"],
+    "ddpm": [
+        "--data",
+        "mixture2d:n=120",
+        "--steps",
+        "10",
+        "--T",
+        "10",
+        "--hidden",
+        "16",
+        "--ode-rows",
+        "0",
+    ],
+    "ncsn": [
+        "--data",
+        "mixture2d:n=120",
+        "--steps",
+        "10",
+        "--hidden",
+        "16",
+        "--levels",
+        "4",
+        "--steps-per-level",
+        "2",
+    ],
     "sde": ["--data", "mixture2d:n=120", "--steps", "10", "--hidden", "16", "--ode-rows", "0"],
 }
 USER = """
@@ -54,13 +74,22 @@ def test_family_contract(tmp_path, capsys, model):
     if model == "user":
         path = tmp_path / "user.py"
         path.write_text(textwrap.dedent(USER))
-        fit = ["fit", f"{path}:model", "--guide", "auto:normal", "--data", "mixture2d:n=120",
-               "--steps", "20"]
+        fit = [
+            "fit",
+            f"{path}:model",
+            "--guide",
+            "auto:normal",
+            "--data",
+            "mixture2d:n=120",
+            "--steps",
+            "20",
+        ]
         trust = ["--trust-model-code"]
     else:
         fit, trust = ["fit", model, *TINY[model]], []
-    code, _, err = cli(capsys, *fit, "--out", out, "--quiet", "--posterior-samples", 3,
-                       "--eval-every", 0)
+    code, _, err = cli(
+        capsys, *fit, "--out", out, "--quiet", "--posterior-samples", 3, "--eval-every", 0
+    )
     assert code == 0, err
     drawn = pictures(out)
     assert "elbo_trace.png" in drawn
@@ -70,7 +99,7 @@ def test_family_contract(tmp_path, capsys, model):
     code, report, err = cli(capsys, "report", out)
     assert code == 0, err
     listed = [ln for ln in report.splitlines() if ln.startswith("figures: ")][0]
-    names = set(listed[len("figures: "):].split(", "))
+    names = set(listed[len("figures: ") :].split(", "))
     assert names == set(drawn) == set(pictures(out)), (names, set(drawn))
     assert pictures(out) == drawn, "report redraws the same figures from the same files"
 

@@ -23,8 +23,21 @@ import pytest
 from probdiff.cli import main
 from probdiff.runfolder import RunFolder
 
-FIT = ["fit", "gmm", "--data", "mixture2d:n=2000", "--steps", "300", "--batch-size", "100",
-       "--checkpoint-every", "20", "--quiet", "--posterior-samples", "5"]
+FIT = [
+    "fit",
+    "gmm",
+    "--data",
+    "mixture2d:n=2000",
+    "--steps",
+    "300",
+    "--batch-size",
+    "100",
+    "--checkpoint-every",
+    "20",
+    "--quiet",
+    "--posterior-samples",
+    "5",
+]
 
 
 def cli(capsys, *argv):
@@ -35,9 +48,12 @@ def cli(capsys, *argv):
 
 
 def spawn(argv, env=None):
-    return subprocess.Popen([sys.executable, "-m", "probdiff", *map(str, argv)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "probdiff", *map(str, argv)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def params(folder: Path) -> dict:
@@ -46,8 +62,11 @@ def params(folder: Path) -> dict:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +87,17 @@ def resume_until_done(out: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["config.json:1", "checkpoint:1", "checkpoint:4",
-                                   "inference_data.nc:1", "metrics.json:1", "config.json:2"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "config.json:1",
+        "checkpoint:1",
+        "checkpoint:4",
+        "inference_data.nc:1",
+        "metrics.json:1",
+        "config.json:2",
+    ],
+)
 def test_kill_between_a_write_and_its_rename_then_resume(tmp_path, capsys, reference, fault):
     out = tmp_path / "run"
     proc = spawn([*FIT, "--out", out], env={"PROBDIFF_FAULT_KILL": fault})
@@ -124,24 +152,46 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_taken_over(tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     with RunFolder(out).lock("test holder"):
-        code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", out,
-                           "--steps", 5, "--quiet")
+        code, _, err = cli(
+            capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", out, "--steps", 5, "--quiet"
+        )
         assert code == 2 and err.count("\n") == 1, err
         assert f"is in use by pid {os.getpid()}" in err and "test holder" in err, err
     # a holder killed with the lock held: the kernel releases it, the next fit proceeds
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom probdiff.runfolder import RunFolder\n"
-        f"with RunFolder({str(out)!r}).lock('doomed'):\n"
-        "    print('locked', flush=True)\n    time.sleep(600)\n")], stdout=subprocess.PIPE,
-        text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom probdiff.runfolder import RunFolder\n"
+                f"with RunFolder({str(out)!r}).lock('doomed'):\n"
+                "    print('locked', flush=True)\n    time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "locked"
-    code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", out,
-                       "--steps", 5, "--quiet")
+    code, _, err = cli(
+        capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", out, "--steps", 5, "--quiet"
+    )
     assert code == 2 and "in use by pid" in err and "doomed" in err, err
     holder.kill()
     holder.wait()
-    code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", out,
-                       "--steps", 5, "--quiet", "--posterior-samples", 2)
+    code, _, err = cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        out,
+        "--steps",
+        5,
+        "--quiet",
+        "--posterior-samples",
+        2,
+    )
     assert code == 0, err
     config = json.loads((out / "config.json").read_text())
     assert config["status"] == "complete"
@@ -159,14 +209,35 @@ DIVERGING = [  # (model, extra options, learning rate that diverges)
 
 
 @pytest.mark.parametrize("model,extra,lr", DIVERGING, ids=lambda v: str(v))
-def test_divergence_keeps_the_checkpoint_and_resumes_with_a_lower_lr(tmp_path, capsys, model,
-                                                                     extra, lr):
+def test_divergence_keeps_the_checkpoint_and_resumes_with_a_lower_lr(
+    tmp_path, capsys, model, extra, lr
+):
     data = "digits:n=100" if model == "vae" else "mixture2d:n=200"
     out = tmp_path / "run"
     # a few good steps first (checkpointed at their end), then the learning rate that diverges
-    assert main(["fit", model, "--data", data, "--out", str(out), "--steps", "3",
-                 "--checkpoint-every", "1000", "--quiet", "--posterior-samples", "2", *extra,
-                 "--eval-every", "0"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                model,
+                "--data",
+                data,
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--checkpoint-every",
+                "1000",
+                "--quiet",
+                "--posterior-samples",
+                "2",
+                *extra,
+                "--eval-every",
+                "0",
+            ]
+        )
+        == 0
+    )
     code, _, err = cli(capsys, "fit", model, "--out", out, "--resume", "--steps", 60, "--lr", lr)
     assert code == 2 and err.count("\n") == 1, err
     assert "diverged at step" in err and "--resume" in err and "lower --lr" in err, err
@@ -184,20 +255,60 @@ def test_divergence_keeps_the_checkpoint_and_resumes_with_a_lower_lr(tmp_path, c
 def test_a_new_fit_that_fails_removes_only_what_it_made(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()  # the user's own empty folder stays, empty
-    code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", mine,
-                       "--steps", 30, "--lr", "1e30", "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        mine,
+        "--steps",
+        30,
+        "--lr",
+        "1e30",
+        "--quiet",
+    )
     assert code == 2 and "diverged" in err
     assert mine.is_dir() and list(mine.iterdir()) == []
     new = tmp_path / "new"
-    code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=200", "--out", new,
-                       "--steps", 30, "--lr", "1e30", "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=200",
+        "--out",
+        new,
+        "--steps",
+        30,
+        "--lr",
+        "1e30",
+        "--quiet",
+    )
     assert code == 2 and not new.exists()
 
 
 def test_a_corrupt_checkpoint_changes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["fit", "gmm", "--data", "mixture2d:n=200", "--out", str(out), "--steps", "20",
-                 "--quiet", "--posterior-samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d:n=200",
+                "--out",
+                str(out),
+                "--steps",
+                "20",
+                "--quiet",
+                "--posterior-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     (out / "checkpoint").write_bytes(b"not a checkpoint")
     before = snapshot(out)
     code, _, err = cli(capsys, "fit", "gmm", "--out", out, "--resume", "--steps", 40)
@@ -207,8 +318,24 @@ def test_a_corrupt_checkpoint_changes_nothing(tmp_path, capsys):
 
 def test_resume_acts_on_the_folder_given_wherever_it_was_moved(tmp_path, capsys):
     first = tmp_path / "first"
-    assert main(["fit", "gmm", "--data", "mixture2d:n=200", "--out", str(first), "--steps", "20",
-                 "--quiet", "--posterior-samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d:n=200",
+                "--out",
+                str(first),
+                "--steps",
+                "20",
+                "--quiet",
+                "--posterior-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     moved = tmp_path / "elsewhere" / "moved"
     moved.parent.mkdir()
     first.rename(moved)
@@ -222,17 +349,48 @@ def test_resume_acts_on_the_folder_given_wherever_it_was_moved(tmp_path, capsys)
 
 def test_edge_options_are_one_line_errors(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["fit", "gmm", "--data", "mixture2d:n=100", "--out", str(run), "--steps", "10",
-                 "--quiet", "--posterior-samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d:n=100",
+                "--out",
+                str(run),
+                "--steps",
+                "10",
+                "--quiet",
+                "--posterior-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
-        (["fit", "gmm", "--data", "mixture2d", "--out", tmp_path / "a", "--seed", 2**32 - 1],
-         "--seed: must be in 0..4294967294"),
-        (["fit", "gmm", "--data", "mixture2d", "--out", tmp_path / "a", "--steps", "1e20"],
-         "--steps: expected an integer"),
-        (["fit", "gmm", "--data", "mixture2d", "--out", tmp_path / "a", "--checkpoint-every", -1],
-         "--checkpoint-every: must be >= 0"),
+        (
+            ["fit", "gmm", "--data", "mixture2d", "--out", tmp_path / "a", "--seed", 2**32 - 1],
+            "--seed: must be in 0..4294967294",
+        ),
+        (
+            ["fit", "gmm", "--data", "mixture2d", "--out", tmp_path / "a", "--steps", "1e20"],
+            "--steps: expected an integer",
+        ),
+        (
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d",
+                "--out",
+                tmp_path / "a",
+                "--checkpoint-every",
+                -1,
+            ],
+            "--checkpoint-every: must be >= 0",
+        ),
         (["fit", "gmm", "--data", "mixture2d", "--out", afile / "run"], "is a file, not a folder"),
         (["fit", "gmm", "--data", "mixture2d", "--out", afile], "is a file, not a folder"),
         (["sample", run, "--seed", -1], "--seed: must be in 0..4294967294"),

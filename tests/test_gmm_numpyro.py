@@ -18,11 +18,6 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from probdiff.guides import gmm as pyro_guides
-from probdiff.guides import gmm_numpyro as numpyro_guides
-from probdiff.models.gmm import model as pyro_models
-from probdiff.models.gmm import model_numpyro as numpyro_models
-from probdiff.models.gmm.model import MixturePrior
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import dirichlet, lognorm, norm
 
@@ -30,11 +25,17 @@ from probdiff.backends.numpyro_backend import NumPyroBackend
 from probdiff.backends.numpyro_mcmc import run_nuts
 from probdiff.backends.pyro_backend import PyroBackend
 from probdiff.errors import ProbdiffError
+from probdiff.guides import gmm as pyro_guides
+from probdiff.guides import gmm_numpyro as numpyro_guides
+from probdiff.models.gmm import model as pyro_models
+from probdiff.models.gmm import model_numpyro as numpyro_models
+from probdiff.models.gmm.model import MixturePrior
 from probdiff.program import Program
 
 K, D, N = 3, 2, 40
-PRIOR = MixturePrior(prior_loc=np.array([0.5, -0.5]), prior_scale=3.0, prior_sigma=0.8,
-                     concentration=1.5)
+PRIOR = MixturePrior(
+    prior_loc=np.array([0.5, -0.5]), prior_scale=3.0, prior_sigma=0.8, concentration=1.5
+)
 
 
 @pytest.fixture
@@ -47,17 +48,30 @@ def x64():
 
 # -- twins and an independent reference ---------------------------------------------------
 
+
 def twin_programs(prior, globals_guide, local_guide, ordered, hidden=0) -> dict[str, Program]:
     """The same mixture program in Pyro and NumPyro, float64, started from identical init."""
     rng = np.random.default_rng(123)
-    init = {"weights": np.full(K, 1.0 / K), "locs": rng.normal(size=(K, D)),
-            "scales": np.ones(K), **pyro_guides.encoder_init(D, K, hidden, seed=0)}
+    init = {
+        "weights": np.full(K, 1.0 / K),
+        "locs": rng.normal(size=(K, D)),
+        "scales": np.ones(K),
+        **pyro_guides.encoder_init(D, K, hidden, seed=0),
+    }
     programs = {}
-    for name, models, guides, dtype in (("pyro", pyro_models, pyro_guides, torch.float64),
-                                        ("numpyro", numpyro_models, numpyro_guides, jnp.float64)):
+    for name, models, guides, dtype in (
+        ("pyro", pyro_models, pyro_guides, torch.float64),
+        ("numpyro", numpyro_models, numpyro_guides, jnp.float64),
+    ):
         model = models.GaussianMixture(K, D, init, prior=prior, ordered=ordered, dtype=dtype)
-        guide = guides.MixtureGuide(K, init, globals_guide=globals_guide,
-                                    local_guide=local_guide, ordered=ordered, dtype=dtype)
+        guide = guides.MixtureGuide(
+            K,
+            init,
+            globals_guide=globals_guide,
+            local_guide=local_guide,
+            ordered=ordered,
+            dtype=dtype,
+        )
         programs[name] = Program(model, guide, elbo="enum", max_plate_nesting=1)
     return programs
 
@@ -80,8 +94,12 @@ def map_values(weights, locs, scales, ordered):
     if not ordered:
         return {"weights_map": weights, "scales_map": scales, "locs_map": locs}, locs
     order = np.argsort(locs[:, 0])
-    values = {"weights_map": weights[order], "scales_map": scales[order],
-              "locs_first_map": locs[order, 0], "locs_rest_map": locs[order, 1:]}
+    values = {
+        "weights_map": weights[order],
+        "scales_map": scales[order],
+        "locs_first_map": locs[order, 0],
+        "locs_rest_map": locs[order, 1:],
+    }
     return values, locs[order]
 
 
@@ -96,8 +114,7 @@ def encoder_log_q(x, encoder):
     return log_softmax(h, -1)
 
 
-def reference_elbo(x, weights, locs, scales, encoder=None, prior=None, ordered=False,
-                   n_total=None):
+def reference_elbo(x, weights, locs, scales, encoder=None, prior=None, ordered=False, n_total=None):
     """MATH.md 1a in SciPy: ELBO = log p(globals) + (n_total / n) sum_n E_q[log p(x_n, z) - log q].
 
     Enumerated z (no encoder): sum_n logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)],
@@ -112,10 +129,12 @@ def reference_elbo(x, weights, locs, scales, encoder=None, prior=None, ordered=F
         per_datum = (np.exp(log_q) * (log_joint - log_q)).sum(-1)
     total = per_datum.sum() * (n_total or len(x)) / len(x)
     if prior is not None:
-        total += (dirichlet.logpdf(weights, np.full(K, prior.concentration))
-                  + lognorm.logpdf(scales, s=1.0, scale=prior.prior_sigma).sum()
-                  + norm.logpdf(locs, prior.prior_loc, prior.prior_scale).sum()
-                  + (math.lgamma(K + 1) if ordered else 0.0))
+        total += (
+            dirichlet.logpdf(weights, np.full(K, prior.concentration))
+            + lognorm.logpdf(scales, s=1.0, scale=prior.prior_sigma).sum()
+            + norm.logpdf(locs, prior.prior_loc, prior.prior_scale).sum()
+            + (math.lgamma(K + 1) if ordered else 0.0)
+        )
     return total
 
 
@@ -154,12 +173,17 @@ def elbos(programs, x, values, **kwargs) -> dict[str, tuple[float, float]]:
 
 # -- ELBO agreement (float64) ----------------------------------------------------------------
 
+
 def test_mle_enumerated_elbo_is_the_log_likelihood_in_both_backends(x64):
     rng = np.random.default_rng(1)
     x = rng.normal(0.0, 2.0, size=(N, D))
     weights, locs, scales, _ = random_values(rng)
-    got = elbos(twin_programs(None, "none", "enum", False), x,
-                {"weights": weights, "locs": locs, "scales": scales}, repeats=3)
+    got = elbos(
+        twin_programs(None, "none", "enum", False),
+        x,
+        {"weights": weights, "locs": locs, "scales": scales},
+        repeats=3,
+    )
     exact = reference_elbo(x, weights, locs, scales)
     for name, (mean, stderr) in got.items():
         assert stderr == 0.0, name  # enumeration with point globals: no randomness at all
@@ -171,8 +195,12 @@ def test_mle_encoder_elbo_agrees(x64):
     rng = np.random.default_rng(2)
     x = rng.normal(0.0, 2.0, size=(N, D))
     weights, locs, scales, encoder = random_values(rng, hidden=4)
-    got = elbos(twin_programs(None, "none", "encoder", False, hidden=4), x,
-                {"weights": weights, "locs": locs, "scales": scales, **encoder}, repeats=2)
+    got = elbos(
+        twin_programs(None, "none", "encoder", False, hidden=4),
+        x,
+        {"weights": weights, "locs": locs, "scales": scales, **encoder},
+        repeats=2,
+    )
     expected = reference_elbo(x, weights, locs, scales, encoder=encoder)
     assert expected < reference_elbo(x, weights, locs, scales) - 1.0  # a bound, and not tight
     for name, (mean, stderr) in got.items():
@@ -187,8 +215,15 @@ def test_map_encoder_elbo_agrees(x64, ordered):
     weights, locs, scales, encoder = random_values(rng)
     values, locs_in_order = map_values(weights, locs, scales, ordered)
     got = elbos(twin_programs(PRIOR, "map", "encoder", ordered), x, {**values, **encoder})
-    expected = reference_elbo(x, values["weights_map"], locs_in_order, values["scales_map"],
-                              encoder=encoder, prior=PRIOR, ordered=ordered)
+    expected = reference_elbo(
+        x,
+        values["weights_map"],
+        locs_in_order,
+        values["scales_map"],
+        encoder=encoder,
+        prior=PRIOR,
+        ordered=ordered,
+    )
     for name, (mean, _) in got.items():
         assert mean == pytest.approx(expected, rel=1e-10), name
 
@@ -200,8 +235,16 @@ def test_minibatch_loss_scales_the_data_term_only(x64):
     weights, locs, scales, encoder = random_values(rng)
     values, locs_in_order = map_values(weights, locs, scales, ordered=True)
     idx = np.arange(0, N, 4)
-    expected = -reference_elbo(x[idx], values["weights_map"], locs_in_order, values["scales_map"],
-                               encoder=encoder, prior=PRIOR, ordered=True, n_total=N)
+    expected = -reference_elbo(
+        x[idx],
+        values["weights_map"],
+        locs_in_order,
+        values["scales_map"],
+        encoder=encoder,
+        prior=PRIOR,
+        ordered=True,
+        n_total=N,
+    )
     for name, program in twin_programs(PRIOR, "map", "encoder", ordered=True).items():
         backend = make_backend(name)
         data = backend.array(x)
@@ -258,12 +301,18 @@ def test_guide_draws_and_log_weights_of_the_encoder(x64):
 
 # -- float32 state, resumption, options ------------------------------------------------------
 
+
 def float32_program(globals_guide="meanfield", prior=PRIOR, local_guide="enum") -> Program:
-    init = {"weights": np.full(K, 1.0 / K), "locs": np.random.default_rng(5).normal(size=(K, D)),
-            "scales": np.ones(K), **pyro_guides.encoder_init(D, K, 0, seed=0)}
+    init = {
+        "weights": np.full(K, 1.0 / K),
+        "locs": np.random.default_rng(5).normal(size=(K, D)),
+        "scales": np.ones(K),
+        **pyro_guides.encoder_init(D, K, 0, seed=0),
+    }
     model = numpyro_models.GaussianMixture(K, D, init, prior=prior)
-    guide = numpyro_guides.MixtureGuide(K, init, globals_guide=globals_guide,
-                                        local_guide=local_guide)
+    guide = numpyro_guides.MixtureGuide(
+        K, init, globals_guide=globals_guide, local_guide=local_guide
+    )
     return Program(model, guide, elbo="enum", max_plate_nesting=1)
 
 
@@ -355,8 +404,15 @@ def test_nuts_runs_and_keeps_the_chain_dimension():
     """
     x = three_blobs()
     model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True)
-    idata = run_nuts(model, jnp.asarray(x), num_warmup=20, num_samples=10, seed=0,
-                     progress=False, chain_method="vectorized")
+    idata = run_nuts(
+        model,
+        jnp.asarray(x),
+        num_warmup=20,
+        num_samples=10,
+        seed=0,
+        progress=False,
+        chain_method="vectorized",
+    )
     post = idata.posterior
     assert post.sizes["chain"] == 4 and post.sizes["draw"] == 10
     assert post["locs"].shape == (4, 10, 3, 2) and post["weights"].shape == (4, 10, 3)
@@ -372,8 +428,16 @@ def test_nuts_on_the_ordered_model_converges():
     1.01 bound: with 500, R-hat of a converged run here already reaches 1.006 to 1.011."""
     x = three_blobs()
     model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True)
-    idata = run_nuts(model, jnp.asarray(x), num_chains=4, num_warmup=500, num_samples=1000,
-                     seed=0, progress=False, init_values=model.init_values(x, 4, seed=0))
+    idata = run_nuts(
+        model,
+        jnp.asarray(x),
+        num_chains=4,
+        num_warmup=500,
+        num_samples=1000,
+        seed=0,
+        progress=False,
+        init_values=model.init_values(x, 4, seed=0),
+    )
     post = idata.posterior
     for name, truth in (("locs", TRUE_LOCS), ("weights", TRUE_WEIGHTS), ("scales", TRUE_SCALES)):
         rhat = az.rhat(idata, var_names=[name])[name].values
@@ -394,8 +458,16 @@ def test_nuts_without_ordering_shows_label_switching_between_chains():
     """
     x = three_blobs()
     model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=False)
-    idata = run_nuts(model, jnp.asarray(x), num_chains=4, num_warmup=500, num_samples=1000,
-                     seed=0, progress=False, init_values=model.init_values(x, 4, seed=0))
+    idata = run_nuts(
+        model,
+        jnp.asarray(x),
+        num_chains=4,
+        num_warmup=500,
+        num_samples=1000,
+        seed=0,
+        progress=False,
+        init_values=model.init_values(x, 4, seed=0),
+    )
     locs = idata.posterior["locs"].values  # (chain, draw, K, D)
     chain_means = locs.mean(axis=1)
     labellings = {tuple(np.argsort(m[:, 0])) for m in chain_means}

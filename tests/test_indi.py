@@ -1,6 +1,7 @@
 """InDI (tutorial 2.9): the update rule stays on the path, and a trained network restores."""
 
 import torch
+
 from probdiff.models.ddpm.indi import degrade, psnr, restore
 
 
@@ -35,10 +36,10 @@ def test_psnr_of_known_error():
 def test_trained_network_restores_noisy_digits():
     """After 300 steps on noisy digits (sigma 0.5), restoring held-out digits in 10 steps
     raises the PSNR, beyond 3 standard errors of the mean gain over 360 images."""
+    from probdiff.data import load_dataset, train_test_split
     from probdiff.models.ddpm.indi import ContinuousTime, indi_loss
     from probdiff.models.ddpm.networks import UNet
 
-    from probdiff.data import load_dataset, train_test_split
     torch.manual_seed(0)
     data = load_dataset("digits")
     train, test = train_test_split(data, 0.2, 0)

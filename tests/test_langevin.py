@@ -62,9 +62,15 @@ def test_annealed_langevin_with_exact_scores_reproduces_the_mixture():
     gen = torch.Generator().manual_seed(2)
     n = 4000
     x = 10.0 * torch.randn(n, 2, generator=gen, dtype=torch.float64)
-    x, levels = annealed_langevin(lambda y, i: truth.noisy_score(float(sigmas[i]))(y), sigmas, x,
-                                  step_size=0.05 * 0.01**2, steps_per_level=100, generator=gen,
-                                  record_levels=True)
+    x, levels = annealed_langevin(
+        lambda y, i: truth.noisy_score(float(sigmas[i]))(y),
+        sigmas,
+        x,
+        step_size=0.05 * 0.01**2,
+        steps_per_level=100,
+        generator=gen,
+        record_levels=True,
+    )
     assert len(levels) == len(sigmas)
     # two-sample comparison with exact draws assigned to components the same way (nearest
     # mean), so the assignment's truncation of overlapping tails affects both alike
@@ -79,8 +85,8 @@ def test_annealed_langevin_with_exact_scores_reproduces_the_mixture():
         a, b = x.numpy()[comp == k], ref.numpy()[comp_ref == k]
         se = np.sqrt(a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b))
         assert np.all(np.abs(a.mean(0) - b.mean(0)) < Z * se)
-        sa = ((a - a.mean(0)) ** 2)
-        sb = ((b - b.mean(0)) ** 2)
+        sa = (a - a.mean(0)) ** 2
+        sb = (b - b.mean(0)) ** 2
         se_var = np.sqrt(sa.var(0, ddof=1) / len(a) + sb.var(0, ddof=1) / len(b))
         assert np.all(np.abs(sa.mean(0) - sb.mean(0)) < Z * se_var)
 

@@ -29,6 +29,7 @@ Z = 4.0  # standard errors allowed
 
 # --------------------------------------------------------------------------- statistics helpers
 
+
 def draws(samples: torch.Tensor) -> np.ndarray:
     """(chain, draw, *shape) tensor -> (chain, draw, k) array of scalar components."""
     x = samples.detach().double().numpy()
@@ -57,16 +58,39 @@ def run(kernel, num_samples: int, warmup: int, *args, chains: int = 4, **mcmc_kw
     """MCMC with ``chains`` chains (drawn sequentially on a machine with few cores)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "num_chains=.*drawn sequentially", UserWarning)
-        mcmc = MCMC(kernel, num_samples, warmup, num_chains=chains, disable_progbar=True,
-                    **mcmc_kwargs)
+        mcmc = MCMC(
+            kernel, num_samples, warmup, num_chains=chains, disable_progbar=True, **mcmc_kwargs
+        )
     mcmc.run(*args)
     return mcmc
 
 
 # --------------------------------------------------------------------------- models
 
-Y_NORMAL = torch.tensor([1.9, 0.3, 1.2, 2.4, 0.8, 1.1, 1.7, 0.2, 1.5, 0.9,
-                         1.3, 2.1, 0.6, 1.0, 1.8, 0.4, 1.4, 2.2, 0.7, 1.6])
+Y_NORMAL = torch.tensor(
+    [
+        1.9,
+        0.3,
+        1.2,
+        2.4,
+        0.8,
+        1.1,
+        1.7,
+        0.2,
+        1.5,
+        0.9,
+        1.3,
+        2.1,
+        0.6,
+        1.0,
+        1.8,
+        0.4,
+        1.4,
+        2.2,
+        0.7,
+        1.6,
+    ]
+)
 PRIOR_SD, NOISE_SD = 3.0, 1.0
 
 
@@ -117,6 +141,7 @@ def standard_normal_potential(params):
 
 # --------------------------------------------------------------------------- tests
 
+
 def test_mala_normal_mean_matches_conjugate_posterior_and_from_pyro_works():
     pyro.set_rng_seed(0)
     mcmc = run(Langevin(normal_model), 1000, 500, Y_NORMAL)
@@ -165,8 +190,9 @@ def test_mala_agrees_with_nuts_on_logistic_regression():
     pyro.set_rng_seed(0)
     mala = run(Langevin(logistic_model), 1500, 500, x_data, y_data)
     pyro.set_rng_seed(0)
-    nuts = run(NUTS(logistic_model, jit_compile=True, ignore_jit_warnings=True), 400, 200,
-               x_data, y_data)
+    nuts = run(
+        NUTS(logistic_model, jit_compile=True, ignore_jit_warnings=True), 400, 200, x_data, y_data
+    )
     for site in ("b0", "w"):
         a = draws(mala.get_samples(group_by_chain=True)[site])
         b = draws(nuts.get_samples(group_by_chain=True)[site])
@@ -186,8 +212,12 @@ def test_ula_stationary_variance_has_order_tau_bias():
     results = {}
     for adjust in (False, True):
         pyro.set_rng_seed(0)
-        kernel = Langevin(potential_fn=standard_normal_potential, step_size=tau, adjust=adjust,
-                          adapt_step_size=False)
+        kernel = Langevin(
+            potential_fn=standard_normal_potential,
+            step_size=tau,
+            adjust=adjust,
+            adapt_step_size=False,
+        )
         mcmc = run(kernel, 2000, 200, initial_params=init)
         x = draws(mcmc.get_samples(group_by_chain=True)["x"])[..., 0]
         check_mixing(x[..., None])
@@ -216,14 +246,17 @@ def test_kernel_pickles_and_runs_in_worker_processes(monkeypatch):
     pickle.dumps(kernel)  # also after a run (derived potential is dropped)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "exactly one of `model`.*neither"),
-    ({"model": normal_model, "potential_fn": standard_normal_potential}, "exactly one.*both"),
-    ({"model": normal_model, "step_size": 0.0}, "step_size must be a positive"),
-    ({"model": normal_model, "step_size": -0.1}, "step_size must be a positive"),
-    ({"model": normal_model, "step_size": float("nan")}, "step_size must be a positive"),
-    ({"model": normal_model, "target_accept_prob": 1.0}, "target_accept_prob"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one of `model`.*neither"),
+        ({"model": normal_model, "potential_fn": standard_normal_potential}, "exactly one.*both"),
+        ({"model": normal_model, "step_size": 0.0}, "step_size must be a positive"),
+        ({"model": normal_model, "step_size": -0.1}, "step_size must be a positive"),
+        ({"model": normal_model, "step_size": float("nan")}, "step_size must be a positive"),
+        ({"model": normal_model, "target_accept_prob": 1.0}, "target_accept_prob"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, match):
     pyro.set_rng_seed(0)
     with pytest.raises(ValueError, match=match):

@@ -22,10 +22,12 @@ from probdiff.cli import main
 
 # 25 examples per property in the default run (fixed, so runs repeat); HYPOTHESIS_EXAMPLES=N
 # with HYPOTHESIS_RANDOM=1 searches wider
-SETTINGS = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 25)), deadline=None,
-                    derandomize=not os.environ.get("HYPOTHESIS_RANDOM"),
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 25)),
+    deadline=None,
+    derandomize=not os.environ.get("HYPOTHESIS_RANDOM"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 JUNK = st.text(string.printable, max_size=12)
 
 
@@ -42,19 +44,30 @@ def run(capsys, argv) -> tuple[int, str]:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def int_option(low: int, high: int):
     """Valid small values, and invalid ones of every kind."""
-    return st.one_of(st.integers(low, high).map(str), st.integers(-10**20, low - 1).map(str),
-                     st.just(str(10**20)), st.sampled_from(["1e20", "nan", "1.5", "", "-"]), JUNK)
+    return st.one_of(
+        st.integers(low, high).map(str),
+        st.integers(-(10**20), low - 1).map(str),
+        st.just(str(10**20)),
+        st.sampled_from(["1e20", "nan", "1.5", "", "-"]),
+        JUNK,
+    )
 
 
 def float_option(low: float, high: float):
-    return st.one_of(st.floats(low, high).map(repr), st.sampled_from(
-        ["nan", "inf", "-inf", "0", "-1", "1e400", "", "x"]), JUNK)
+    return st.one_of(
+        st.floats(low, high).map(repr),
+        st.sampled_from(["nan", "inf", "-inf", "0", "-1", "1e400", "", "x"]),
+        JUNK,
+    )
 
 
 OPTIONS = {
@@ -74,14 +87,27 @@ OPTIONS = {
     "--inference": st.sampled_from(["svi", "em", "nuts", "hmc"]),
     "--device": st.sampled_from(["cpu", "cuda", "tpu"]),
     "--threads": int_option(1, 2),
-    "--data": st.sampled_from(["mixture2d:n=40", "moons:n=30", "blobs:n=20,dim=3", "mixture2d:n=0",
-                               "moons:noise=-1", "nope", "digits:n=abc", ""]),
+    "--data": st.sampled_from(
+        [
+            "mixture2d:n=40",
+            "moons:n=30",
+            "blobs:n=20,dim=3",
+            "mixture2d:n=0",
+            "moons:noise=-1",
+            "nope",
+            "digits:n=abc",
+            "",
+        ]
+    ),
 }
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.none(), max_size=6).flatmap(
-    lambda keys: st.fixed_dictionaries({k: OPTIONS[k] for k in keys})))
+@given(
+    st.dictionaries(st.sampled_from(sorted(OPTIONS)), st.none(), max_size=6).flatmap(
+        lambda keys: st.fixed_dictionaries({k: OPTIONS[k] for k in keys})
+    )
+)
 def test_fit_options(capsys, options):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -99,23 +125,32 @@ def test_fit_options(capsys, options):
 ARRAYS = hnp.arrays(
     dtype=st.sampled_from([np.float64, np.float32, np.int64, np.uint8, np.bool_, np.complex64]),
     shape=hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=6),
-    elements={"allow_nan": True, "allow_infinity": True} if False else None)
+    elements={"allow_nan": True, "allow_infinity": True} if False else None,
+)
 
 
 @SETTINGS
-@given(st.one_of(
-    ARRAYS.map(lambda a: ("npy", a)),
-    st.dictionaries(st.sampled_from(["x", "y", "z"]), ARRAYS, max_size=3).map(lambda d: ("npz", d)),
-    st.binary(max_size=200).map(lambda b: ("bytes", b)),
-    st.text(string.printable, max_size=200).map(lambda t: ("csv", t)),
-    hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
-               elements=st.floats(allow_nan=True, allow_infinity=True)).map(lambda a: ("npy", a)),
-))
+@given(
+    st.one_of(
+        ARRAYS.map(lambda a: ("npy", a)),
+        st.dictionaries(st.sampled_from(["x", "y", "z"]), ARRAYS, max_size=3).map(
+            lambda d: ("npz", d)
+        ),
+        st.binary(max_size=200).map(lambda b: ("bytes", b)),
+        st.text(string.printable, max_size=200).map(lambda t: ("csv", t)),
+        hnp.arrays(
+            np.float64,
+            hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=8),
+            elements=st.floats(allow_nan=True, allow_infinity=True),
+        ).map(lambda a: ("npy", a)),
+    )
+)
 def test_data_files(capsys, case):
     kind, content = case
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / ("d.npz" if kind in ("npz", "bytes") else "d.csv" if kind == "csv"
-                            else "d.npy")
+        path = Path(tmp) / (
+            "d.npz" if kind in ("npz", "bytes") else "d.csv" if kind == "csv" else "d.npy"
+        )
         if kind == "npy":
             np.save(path, content)
         elif kind == "npz":
@@ -125,8 +160,24 @@ def test_data_files(capsys, case):
         else:
             path.write_text(content)
         out = Path(tmp) / "run"
-        code, _ = run(capsys, ["fit", "gmm", "--data", path, "--out", out, "--steps", "2",
-                               "--quiet", "--posterior-samples", "2", "--components", "1"])
+        code, _ = run(
+            capsys,
+            [
+                "fit",
+                "gmm",
+                "--data",
+                path,
+                "--out",
+                out,
+                "--steps",
+                "2",
+                "--quiet",
+                "--posterior-samples",
+                "2",
+                "--components",
+                "1",
+            ],
+        )
         if code == 2:
             assert not out.exists()
 
@@ -134,15 +185,38 @@ def test_data_files(capsys, case):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["fit", "gmm", "--data", "mixture2d:n=100", "--out", str(out), "--steps", "20",
-                 "--quiet", "--posterior-samples", "3"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "gmm",
+                "--data",
+                "mixture2d:n=100",
+                "--out",
+                str(out),
+                "--steps",
+                "20",
+                "--quiet",
+                "--posterior-samples",
+                "3",
+            ]
+        )
+        == 0
+    )
     return out
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-5, 10**12) |
-                           st.floats(allow_nan=True) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) |
-                           st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**12)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
 
 
 def _mutate_json(text: str, path: list, value, delete: bool) -> str:
@@ -162,19 +236,49 @@ def _mutate_json(text: str, path: list, value, delete: bool) -> str:
 
 
 MUTATIONS = st.one_of(
-    st.tuples(st.sampled_from(["params.npz", "inference_data.nc", "checkpoint", "metrics.json",
-                               "config.json"]),
-              st.sampled_from(["truncate", "garbage", "empty", "delete"]), st.integers(0, 4000),
-              st.binary(max_size=64)),
-    st.tuples(st.sampled_from(["config.json", "metrics.json"]), st.just("json"),
-              st.lists(st.sampled_from(["request", "settings", "options", "status", "data",
-                                        "steps", "lr", "seed", "components", "model", "backend",
-                                        "test_fraction", "elbo", "spec", "n"]),
-                       min_size=1, max_size=3),
-              st.tuples(JSON_VALUES, st.booleans())),
+    st.tuples(
+        st.sampled_from(
+            ["params.npz", "inference_data.nc", "checkpoint", "metrics.json", "config.json"]
+        ),
+        st.sampled_from(["truncate", "garbage", "empty", "delete"]),
+        st.integers(0, 4000),
+        st.binary(max_size=64),
+    ),
+    st.tuples(
+        st.sampled_from(["config.json", "metrics.json"]),
+        st.just("json"),
+        st.lists(
+            st.sampled_from(
+                [
+                    "request",
+                    "settings",
+                    "options",
+                    "status",
+                    "data",
+                    "steps",
+                    "lr",
+                    "seed",
+                    "components",
+                    "model",
+                    "backend",
+                    "test_fraction",
+                    "elbo",
+                    "spec",
+                    "n",
+                ]
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+        st.tuples(JSON_VALUES, st.booleans()),
+    ),
 )
-COMMANDS = [["report"], ["evaluate", "--json"], ["sample", "-n", "3"],
-            ["fit", "gmm", "--resume", "--steps", "30", "--quiet"]]
+COMMANDS = [
+    ["report"],
+    ["evaluate", "--json"],
+    ["sample", "-n", "3"],
+    ["fit", "gmm", "--resume", "--steps", "30", "--quiet"],
+]
 
 
 @SETTINGS
@@ -189,7 +293,7 @@ def test_run_folder_files(capsys, finished, mutation, which):
             target.write_bytes(target.read_bytes()[:arg])
         elif how == "garbage":
             data = bytearray(target.read_bytes())
-            data[arg % max(len(data), 1): arg % max(len(data), 1) + len(payload)] = payload
+            data[arg % max(len(data), 1) : arg % max(len(data), 1) + len(payload)] = payload
             target.write_bytes(bytes(data))
         elif how == "empty":
             target.write_bytes(b"")

@@ -9,15 +9,25 @@ import torch
 from probdiff.diffusion.schedules import Schedule
 from probdiff.errors import ProbdiffError
 
-DIFFUSERS_NAME = {"linear": "linear", "scaled_linear": "scaled_linear",
-                  "cosine": "squaredcos_cap_v2"}
+DIFFUSERS_NAME = {
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "cosine": "squaredcos_cap_v2",
+}
 
 
 def diffusers_scheduler(name, T, variance):
     from diffusers import DDPMScheduler
+
     kw = {"beta_start": 0.00085, "beta_end": 0.012} if name == "scaled_linear" else {}
-    return DDPMScheduler(num_train_timesteps=T, beta_schedule=DIFFUSERS_NAME[name],
-                         variance_type=variance, clip_sample=False, prediction_type="epsilon", **kw)
+    return DDPMScheduler(
+        num_train_timesteps=T,
+        beta_schedule=DIFFUSERS_NAME[name],
+        variance_type=variance,
+        clip_sample=False,
+        prediction_type="epsilon",
+        **kw,
+    )
 
 
 def loop_coefficients(betas):
@@ -40,8 +50,9 @@ def loop_coefficients(betas):
 @pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine"])
 @pytest.mark.parametrize("T", [10, 1000])
 def test_coefficients_match_diffusers_and_a_plain_loop(name, T):
-    s = Schedule.make(name, T, **({"beta_start": 0.00085, "beta_end": 0.012}
-                                  if name == "scaled_linear" else {}))
+    s = Schedule.make(
+        name, T, **({"beta_start": 0.00085, "beta_end": 0.012} if name == "scaled_linear" else {})
+    )
     ref = diffusers_scheduler(name, T, "fixed_small")  # float32 tensors: agreement to 1e-6
     np.testing.assert_allclose(s.betas[1:], ref.betas.double().numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(s.abar[1:], ref.alphas_cumprod.double().numpy(), rtol=0, atol=1e-6)
@@ -72,8 +83,9 @@ def test_reverse_step_matches_diffusers(name, variance):
         eps = torch.randn(4, 3, generator=gen, dtype=torch.float64)
         noise_gen = torch.Generator().manual_seed(1000 + k)
         theirs = ref.step(eps, k, xt, generator=noise_gen).prev_sample
-        noise = torch.randn(4, 3, generator=torch.Generator().manual_seed(1000 + k),
-                            dtype=torch.float64)
+        noise = torch.randn(
+            4, 3, generator=torch.Generator().manual_seed(1000 + k), dtype=torch.float64
+        )
         ours = s.reverse_step(xt, k + 1, eps, noise, variance)
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-10)
 
@@ -99,20 +111,28 @@ def test_posterior_of_the_forward_chain_by_bayes_rule():
     """q(x_{t-1} | x_t, x_0) is the Gaussian N(c0 x_0 + ct x_t, sigma_q^2): check the
     closed-form product q(x_t | x_{t-1}) q(x_{t-1} | x_0) / q(x_t | x_0) on a grid."""
     from scipy.stats import norm
+
     s = Schedule.make("cosine", 30)
     x0, xt, t = 0.7, -0.2, 12
     grid = np.linspace(-4, 4, 2001)
-    num = (norm.pdf(xt, math.sqrt(s.alphas[t]) * grid, math.sqrt(s.betas[t]))
-           * norm.pdf(grid, math.sqrt(s.abar[t - 1]) * x0, math.sqrt(1 - s.abar[t - 1])))
+    num = norm.pdf(xt, math.sqrt(s.alphas[t]) * grid, math.sqrt(s.betas[t])) * norm.pdf(
+        grid, math.sqrt(s.abar[t - 1]) * x0, math.sqrt(1 - s.abar[t - 1])
+    )
     post = num / norm.pdf(xt, math.sqrt(s.abar[t]) * x0, math.sqrt(1 - s.abar[t]))
     mean = s.posterior_mean(np.array([x0]), np.array([xt]), np.array([t]))[0]
-    np.testing.assert_allclose(post, norm.pdf(grid, mean, math.sqrt(s.posterior_variance[t])),
-                               rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        post, norm.pdf(grid, mean, math.sqrt(s.posterior_variance[t])), rtol=1e-8, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("kw,message", [({"name": "sigmoid", "T": 10}, "unknown schedule"),
-                                        ({"name": "linear", "T": 0}, "T >= 1"),
-                                        ({"name": "linear", "T": 10, "beta_end": 1.5}, "outside")])
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"name": "sigmoid", "T": 10}, "unknown schedule"),
+        ({"name": "linear", "T": 0}, "T >= 1"),
+        ({"name": "linear", "T": 10, "beta_end": 1.5}, "outside"),
+    ],
+)
 def test_bad_schedules(kw, message):
     with pytest.raises(ProbdiffError, match=message):
         Schedule.make(**kw)

@@ -23,8 +23,24 @@ SOLVERS = ("em:20", "reverse_diffusion:20", "pc:10", "ode", "ode_euler:20", "ode
 @pytest.fixture(scope="module")
 def ncsn_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ncsn") / "run"
-    assert main(["fit", "ncsn", "--data", "mixture2d:n=500", "--out", str(out), *TINY,
-                 "--levels", "5", "--steps-per-level", "20"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "ncsn",
+                "--data",
+                "mixture2d:n=500",
+                "--out",
+                str(out),
+                *TINY,
+                "--levels",
+                "5",
+                "--steps-per-level",
+                "20",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -41,8 +57,14 @@ def metrics(run):
 
 def test_ncsn_fit_writes_its_loss_and_figures(ncsn_run, capsys):
     m = metrics(ncsn_run)
-    for key in ("loss", "test_loss", "test_loss_stderr", "test_explicit_loss",
-                "test_sliced_wasserstein", "sliced_wasserstein_train_test"):
+    for key in (
+        "loss",
+        "test_loss",
+        "test_loss_stderr",
+        "test_explicit_loss",
+        "test_sliced_wasserstein",
+        "sliced_wasserstein_train_test",
+    ):
         assert key in m and np.isfinite(m[key]), key
     assert m["test_explicit_loss"] >= 0 and m["test_loss_stderr"] > 0
     for name in ("elbo_trace.png", "langevin_trajectories.png", "samples_vs_data.png"):
@@ -54,6 +76,7 @@ def test_ncsn_fit_writes_its_loss_and_figures(ncsn_run, capsys):
 def replayed(program, x, **kwargs):
     """(guide trace, model trace replayed on it)."""
     import pyro.poutine as poutine
+
     guide = poutine.trace(program.guide).get_trace(x, **kwargs)
     model = poutine.trace(poutine.replay(program.model, trace=guide)).get_trace(x, **kwargs)
     return guide, model
@@ -61,6 +84,7 @@ def replayed(program, x, **kwargs):
 
 def assert_kl_zero(guide, model, names):
     from torch.distributions import kl_divergence
+
     for name in names:
         kl = kl_divergence(guide.nodes[name]["fn"], model.nodes[name]["fn"])
         assert float(kl.abs().max()) == 0.0, name
@@ -72,11 +96,14 @@ def test_ncsn_program_elbo_is_minus_the_ncsn_loss():
     an unbiased estimate of -n_total x (the NCSN loss averaged over levels); by hand here."""
     import pyro
     import torch
-    from probdiff.models.score.ncsn_family import NCSNFamily
 
     from probdiff.data import load_dataset
-    family = NCSNFamily(NCSNFamily.default_options(levels=5, subsample=2, hidden="16"),
-                        load_dataset("mixture2d:n=100"))
+    from probdiff.models.score.ncsn_family import NCSNFamily
+
+    family = NCSNFamily(
+        NCSNFamily.default_options(levels=5, subsample=2, hidden="16"),
+        load_dataset("mixture2d:n=100"),
+    )
     module = family.score_module(seed=1)
     program = family._program(module, 2)
     x = torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
@@ -97,16 +124,18 @@ def test_ncsn_program_elbo_is_minus_the_ncsn_loss():
     assert elbo == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("sde_name,weighting", [("vp", "sigma2"), ("ve", "likelihood"),
-                                                ("subvp", "likelihood")])
+@pytest.mark.parametrize(
+    "sde_name,weighting", [("vp", "sigma2"), ("ve", "likelihood"), ("subvp", "likelihood")]
+)
 def test_sde_program_elbo_is_minus_the_weighted_dsm_loss(sde_name, weighting):
     """Per row: -lambda(t) 0.5 ||s(x_t, t) + z / std(t)||^2, lambda = std^2 or g^2, with t and
     x_t from the guide; the t and x_t sites cancel exactly (KL 0)."""
     import pyro
     import torch
-    from probdiff.models.score.sde_family import SDEFamily
 
     from probdiff.data import load_dataset
+    from probdiff.models.score.sde_family import SDEFamily
+
     opts = {"sde": sde_name, "weighting": weighting, "hidden": "16"}
     if sde_name == "ve":
         opts["sigma_max"] = 5.0
@@ -130,10 +159,11 @@ def test_sde_program_elbo_is_minus_the_weighted_dsm_loss(sde_name, weighting):
 
 
 def test_ncsn_sigma_max_defaults_to_the_largest_distance_between_training_points():
-    from probdiff.models.score.ncsn_family import NCSNFamily
     from scipy.spatial.distance import pdist
 
     from probdiff.data import load_dataset
+    from probdiff.models.score.ncsn_family import NCSNFamily
+
     data = load_dataset("mixture2d:n=300")
     family = NCSNFamily(NCSNFamily.default_options(), data)
     assert family.options["sigma_max"] == pytest.approx(pdist(data.x).max(), rel=1e-9)
@@ -141,8 +171,9 @@ def test_ncsn_sigma_max_defaults_to_the_largest_distance_between_training_points
 
 
 def test_ncsn_sample_and_evaluate(ncsn_run, capsys):
-    code, _, err = run_cli(capsys, "sample", str(ncsn_run), "-n", "25", "--sampler",
-                           "annealed_langevin:5")
+    code, _, err = run_cli(
+        capsys, "sample", str(ncsn_run), "-n", "25", "--sampler", "annealed_langevin:5"
+    )
     assert code == 0, err
     x = np.load(ncsn_run / "samples.npz")["x"]
     assert x.shape == (25, 2) and np.isfinite(x).all()
@@ -154,9 +185,17 @@ def test_ncsn_sample_and_evaluate(ncsn_run, capsys):
 
 def test_sde_fit_writes_the_likelihood_table(sde_run, capsys):
     m = metrics(sde_run)
-    for key in ("loss", "test_loss", "test_ode_log_likelihood", "test_ode_log_likelihood_stderr",
-                "ode_bits_per_dim", "ode_nfe", "test_true_log_likelihood",
-                "test_sliced_wasserstein_ode", "test_sliced_wasserstein_em_200"):
+    for key in (
+        "loss",
+        "test_loss",
+        "test_ode_log_likelihood",
+        "test_ode_log_likelihood_stderr",
+        "ode_bits_per_dim",
+        "ode_nfe",
+        "test_true_log_likelihood",
+        "test_sliced_wasserstein_ode",
+        "test_sliced_wasserstein_em_200",
+    ):
         assert key in m, key
     assert m["ode_bits_per_dim"] == pytest.approx(-m["test_ode_log_likelihood"] / (2 * math.log(2)))
     assert m["ode_trace"] == "exact"
@@ -183,11 +222,30 @@ def test_sde_evaluate_refreshes_the_ode_likelihood(sde_run, capsys):
     assert after["ode_bits_per_dim"] == pytest.approx(-before / (2 * math.log(2)), rel=1e-6)
 
 
-@pytest.mark.parametrize("extra", [["--sde", "ve"], ["--sde", "subvp", "--weighting", "likelihood"]])
+@pytest.mark.parametrize(
+    "extra", [["--sde", "ve"], ["--sde", "subvp", "--weighting", "likelihood"]]
+)
 def test_other_sdes_train(tmp_path, extra):
     out = tmp_path / "run"
-    assert main(["fit", "sde", "--data", "mixture2d:n=300", "--out", str(out), *TINY,
-                 "--steps", "60", "--ode-rows", "20", *extra]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "sde",
+                "--data",
+                "mixture2d:n=300",
+                "--out",
+                str(out),
+                *TINY,
+                "--steps",
+                "60",
+                "--ode-rows",
+                "20",
+                *extra,
+            ]
+        )
+        == 0
+    )
     m = metrics(out)
     assert np.isfinite(m["test_loss"]) and np.isfinite(m["test_ode_log_likelihood"])
 
@@ -196,38 +254,76 @@ def test_integer_images_get_a_dequantised_mass(tmp_path):
     """Digits in [-1, 1]: the ODE value is a lower bound on the log mass of each datum's bin
     (no Jacobian), samples are integers 0..16."""
     out = tmp_path / "digits"
-    assert main(["fit", "sde", "--data", "digits:n=100", "--out", str(out), *TINY,
-                 "--steps", "30", "--net", "mlp", "--ode-rows", "4"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "sde",
+                "--data",
+                "digits:n=100",
+                "--out",
+                str(out),
+                *TINY,
+                "--steps",
+                "30",
+                "--net",
+                "mlp",
+                "--ode-rows",
+                "4",
+            ]
+        )
+        == 0
+    )
     m = metrics(out)
     assert m["ode_trace"] == "hutchinson"
-    assert m["ode_bits_per_dim"] == pytest.approx(-m["test_ode_log_likelihood"] / (64 * math.log(2)))
+    assert m["ode_bits_per_dim"] == pytest.approx(
+        -m["test_ode_log_likelihood"] / (64 * math.log(2))
+    )
     assert main(["sample", str(out), "-n", "3", "--sampler", "em:10"]) == 0
     x = np.load(out / "samples.npz")["x"]
-    assert x.shape == (3, 1, 8, 8) and np.array_equal(x, np.round(x)) and 0 <= x.min() <= x.max() <= 16
+    assert (
+        x.shape == (3, 1, 8, 8) and np.array_equal(x, np.round(x)) and 0 <= x.min() <= x.max() <= 16
+    )
 
 
-@pytest.mark.parametrize("model,args,message", [
-    ("ncsn", ["--levels", "1"], "--levels must be >= 2"),
-    ("ncsn", ["--sigma-min", "5", "--sigma-max", "1"], "--sigma-min < --sigma-max"),
-    ("ncsn", ["--subsample", "0"], "--subsample must be in 1..10"),
-    ("ncsn", ["--backend", "numpyro"], "has no numpyro backend"),
-    ("sde", ["--eps", "0.5"], "--eps must be in"),
-    ("sde", ["--sde", "ve", "--sigma-min", "100"], "sigma_min < sigma_max"),
-    ("sde", ["--sde", "ve", "--beta-max", "10"], "--beta-max do not apply to --sde ve"),
-    ("sde", ["--sigma-min", "0.1"], "--sigma-min do not apply to --sde vp"),
-    ("sde", ["--ode-rows", "-1"], "--ode-rows must be >= 0"),
-    ("sde", ["--net", "unet"], "--net unet needs image data"),
-])
+@pytest.mark.parametrize(
+    "model,args,message",
+    [
+        ("ncsn", ["--levels", "1"], "--levels must be >= 2"),
+        ("ncsn", ["--sigma-min", "5", "--sigma-max", "1"], "--sigma-min < --sigma-max"),
+        ("ncsn", ["--subsample", "0"], "--subsample must be in 1..10"),
+        ("ncsn", ["--backend", "numpyro"], "has no numpyro backend"),
+        ("sde", ["--eps", "0.5"], "--eps must be in"),
+        ("sde", ["--sde", "ve", "--sigma-min", "100"], "sigma_min < sigma_max"),
+        ("sde", ["--sde", "ve", "--beta-max", "10"], "--beta-max do not apply to --sde ve"),
+        ("sde", ["--sigma-min", "0.1"], "--sigma-min do not apply to --sde vp"),
+        ("sde", ["--ode-rows", "-1"], "--ode-rows must be >= 0"),
+        ("sde", ["--net", "unet"], "--net unet needs image data"),
+    ],
+)
 def test_bad_options_one_line(tmp_path, capsys, model, args, message):
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "fit", model, "--data", "mixture2d:n=100", "--out", str(out),
-                           "--steps", "2", "--quiet", *args)
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        model,
+        "--data",
+        "mixture2d:n=100",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--quiet",
+        *args,
+    )
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("run_name,sampler", [("sde_run", "pc:x"), ("sde_run", "heun"),
-                                              ("sde_run", "ode:50"), ("ncsn_run", "ode")])
+@pytest.mark.parametrize(
+    "run_name,sampler",
+    [("sde_run", "pc:x"), ("sde_run", "heun"), ("sde_run", "ode:50"), ("ncsn_run", "ode")],
+)
 def test_bad_sampler(request, capsys, run_name, sampler):
     run = request.getfixturevalue(run_name)
     before = (run / "metrics.json").read_bytes()
@@ -245,9 +341,26 @@ def test_trained_sde_likelihood_and_samples(tmp_path):
 
     from probdiff import open_run
     from probdiff.diffusion.ode_likelihood import ode_log_likelihood
+
     out = tmp_path / "sde"
-    assert main(["fit", "sde", "--data", "mixture2d:n=2000", "--out", str(out), "--steps", "4000",
-                 "--batch-size", "256", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "sde",
+                "--data",
+                "mixture2d:n=2000",
+                "--out",
+                str(out),
+                "--steps",
+                "4000",
+                "--batch-size",
+                "256",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     m = metrics(out)
     assert m["test_sliced_wasserstein"] < 2 * m["sliced_wasserstein_train_test"]
     run = open_run(out)
@@ -255,8 +368,9 @@ def test_trained_sde_likelihood_and_samples(tmp_path):
     _, test = run.split()
     x = family.prepare(test)
     with torch.no_grad():
-        ode = ode_log_likelihood(family.sde, family.fitted_score(run.params),
-                                 torch.as_tensor(x, dtype=torch.float32)).log_prob.numpy()
+        ode = ode_log_likelihood(
+            family.sde, family.fitted_score(run.params), torch.as_tensor(x, dtype=torch.float32)
+        ).log_prob.numpy()
     diff = data.log_prob(x) - ode
     se = diff.std(ddof=1) / math.sqrt(len(diff))
     assert diff.mean() > -3 * se, (diff.mean(), se)

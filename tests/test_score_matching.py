@@ -68,8 +68,9 @@ def assert_minimum_not_at_zero(g: torch.Tensor):
 
 
 def test_explicit_loss_is_zero_at_the_true_score_and_quadratic_around_it(mixture, data):
-    g, c = quadratic(lambda th: explicit_loss(lambda x: mixture.score(x) + th * field(x),
-                                              mixture.score, data))
+    g, c = quadratic(
+        lambda th: explicit_loss(lambda x: mixture.score(x) + th * field(x), mixture.score, data)
+    )
     assert torch.allclose(g, torch.zeros_like(g), atol=1e-10)
     assert torch.allclose(c, 0.5 * field(data).pow(2).sum(1), rtol=1e-9)
 
@@ -79,6 +80,7 @@ def test_implicit_loss_is_minimised_by_the_true_score(mixture, data, trace):
     def loss_at(th, score=mixture.score, h=field):
         gen = torch.Generator().manual_seed(1)  # the same probes at every theta
         return implicit_loss(lambda x: score(x) + th * h(x), data, trace, gen).detach()
+
     assert_minimum_at_zero(*quadratic(loss_at))
     assert_minimum_at_zero(*quadratic(lambda th: loss_at(th, h=radial)))
     # power: the score of a wrong density (the mixture blurred by sigma = 1) is not the minimiser
@@ -90,8 +92,10 @@ def test_implicit_loss_equals_explicit_minus_a_constant(mixture, data):
     """Hyvarinen: J_ISM(s) = J_ESM(s) - 0.5 E||grad log p||^2, for any s."""
     const = -0.5 * mixture.score(data).pow(2).sum(1)
     for th in (-1.0, 0.3, 2.0):
+
         def s(x):
             return mixture.score(x) + th * field(x)
+
         diff = implicit_loss(s, data).detach() - explicit_loss(s, mixture.score, data) - const
         se = float(diff.std() / math.sqrt(N))
         assert abs(float(diff.mean())) < Z * se
@@ -103,6 +107,7 @@ def test_denoising_loss_is_minimised_by_the_blurred_score(mixture, data, sigma):
 
     def loss_at(th, score, h=field):
         return denoising_loss(lambda x: score(x) + th * h(x), data, sigma, noise=noise)
+
     for h in (field, radial):
         assert_minimum_at_zero(*quadratic(lambda th: loss_at(th, mixture.noisy_score(sigma), h)))
     g, _ = quadratic(lambda th: loss_at(th, mixture.score, radial))  # the clean score is not
@@ -118,8 +123,12 @@ def test_denoising_equals_explicit_score_matching_plus_a_constant(mixture, data,
     x_noisy = data + sigma * noise
     true = mixture.noisy_score(sigma)
     const = 0.5 * data.shape[1] / sigma**2 - 0.5 * true(x_noisy).pow(2).sum(1)
-    nets = [lambda x: torch.zeros_like(x), true, lambda x: true(x) + 0.8 * field(x),
-            lambda x: -x / (1 + sigma**2)]
+    nets = [
+        lambda x: torch.zeros_like(x),
+        true,
+        lambda x: true(x) + 0.8 * field(x),
+        lambda x: -x / (1 + sigma**2),
+    ]
     for s in nets:
         dsm = denoising_loss(s, data, sigma, noise=noise)
         esm = explicit_loss(s, true, x_noisy)
@@ -142,8 +151,10 @@ def test_ncsn_loss_is_minimised_by_the_blurred_scores_at_every_level(mixture, da
         return out
 
     def loss_at(th, score, h=field):
-        return ncsn_loss(lambda x, lv: score(x, lv) + th * h(x), data, sigmas,
-                         levels=levels, noise=noise)
+        return ncsn_loss(
+            lambda x, lv: score(x, lv) + th * h(x), data, sigmas, levels=levels, noise=noise
+        )
+
     for h in (field, radial):
         assert_minimum_at_zero(*quadratic(lambda th: loss_at(th, true, h)))
     g, _ = quadratic(lambda th: loss_at(th, lambda x, lv: mixture.score(x), radial))

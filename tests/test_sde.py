@@ -18,8 +18,10 @@ def vp_vs_ddpm(T: int) -> float:
     0.1 + 19.9 t) and those of the DDPM with beta_i from 0.1 / T to 20 / T."""
     chain = Schedule.make("linear", T, beta_start=0.1 / T, beta_end=20.0 / T)
     a, std = VPSDE(0.1, 20.0).marginal(torch.arange(T + 1, dtype=torch.float64) / T)
-    return max(np.abs(a.numpy() - np.sqrt(chain.abar)).max(),
-               np.abs(std.numpy() - np.sqrt(1 - chain.abar)).max())
+    return max(
+        np.abs(a.numpy() - np.sqrt(chain.abar)).max(),
+        np.abs(std.numpy() - np.sqrt(1 - chain.abar)).max(),
+    )
 
 
 def test_vp_sde_marginal_is_the_limit_of_the_ddpm_marginal():
@@ -65,10 +67,34 @@ def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
     theorem. Checked per held-out row, paired: mean(ODE - ELBO) > -3 s.e. of the differences."""
     from probdiff import open_run
     from probdiff.diffusion.ode_likelihood import ode_log_likelihood
+
     out = tmp_path / "ddpm"
-    assert main(["fit", "ddpm", "--data", "mixture2d", "--out", str(out), "--T", "50",
-                 "--steps", "800", "--batch-size", "256", "--quiet", "--hidden", "64,64",
-                 "--posterior-samples", "1", "--ode-rows", "0"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "ddpm",
+                "--data",
+                "mixture2d",
+                "--out",
+                str(out),
+                "--T",
+                "50",
+                "--steps",
+                "800",
+                "--batch-size",
+                "256",
+                "--quiet",
+                "--hidden",
+                "64,64",
+                "--posterior-samples",
+                "1",
+                "--ode-rows",
+                "0",
+            ]
+        )
+        == 0
+    )
     run = open_run(out)
     family, params = run.family, run.params
     _, test = run.split()
@@ -86,12 +112,15 @@ def test_ode_likelihood_of_a_trained_ddpm_is_above_its_elbo(tmp_path):
 def test_continuous_score_at_a_step_is_the_chains_score(param):
     """At t = i / T the continuous reading of any parameterisation is the chain's own
     -eps_theta(x, i) / sqrt(1 - abar_i)."""
-    from probdiff.models.ddpm.family import DDPMFamily
-
     from probdiff.data import load_dataset
+    from probdiff.models.ddpm.family import DDPMFamily
     from probdiff.request import make_family
-    family = make_family("ddpm", DDPMFamily.default_options(T=20, parameterisation=param),
-                         load_dataset("mixture2d:n=50"))
+
+    family = make_family(
+        "ddpm",
+        DDPMFamily.default_options(T=20, parameterisation=param),
+        load_dataset("mixture2d:n=50"),
+    )
     chain = family.chain(seed=3)
     torch.nn.init.normal_(chain.net.net[-1].weight)  # not the zero-ish start
     sde, score = family.continuous_score(chain)

@@ -31,21 +31,27 @@ TARGETS = {"mixture": MIXTURE, "gauss": GAUSS}
 
 def make_sde(name):
     """sigma_max = 20 for VE: p_1 then has std sqrt(400 + data variance ~ 4), the prior's is 20."""
-    return {"vp": lambda: VPSDE(0.1, 20.0), "subvp": lambda: SubVPSDE(0.1, 20.0),
-            "ve": lambda: VESDE(0.01, 20.0)}[name]()
+    return {
+        "vp": lambda: VPSDE(0.1, 20.0),
+        "subvp": lambda: SubVPSDE(0.1, 20.0),
+        "ve": lambda: VESDE(0.01, 20.0),
+    }[name]()
 
 
 def at_time(gm: GaussianMixture, sde, t: float) -> GaussianMixture:
     """p_t as a mixture: components N(a mu_k, a^2 S_k + v I)."""
     a, s = sde.marginal(torch.tensor([t], dtype=F64))
     a, v = float(a), float(s) ** 2
-    return GaussianMixture(gm.weights, a * gm.locs, a**2 * gm.covs + v * torch.eye(gm.dim, dtype=F64))
+    return GaussianMixture(
+        gm.weights, a * gm.locs, a**2 * gm.covs + v * torch.eye(gm.dim, dtype=F64)
+    )
 
 
 def fast_score(gm: GaussianMixture, sde):
     """grad log p_t for a batch that shares one t (the samplers' case): the same closed form as
     ``gm.marginal_score(sde)`` with one (K, D, D) inverse per call instead of N K Cholesky
     factorisations, ~3x faster; ``test_fast_score_is_the_mixture_score`` checks the two agree."""
+
     def score(x, t):
         comp = at_time(gm, sde, float(t[0]))
         prec = torch.linalg.inv(comp.covs)
@@ -55,13 +61,16 @@ def fast_score(gm: GaussianMixture, sde):
         logp = torch.log(comp.weights) - 0.5 * (resid * pr).sum(-1) - 0.5 * logdet
         r = torch.softmax(logp, dim=1)
         return -(r[..., None] * pr).sum(1).to(x.dtype)
+
     return score
 
 
 def exact_p1(gm, sde, n, gen):
     """Samples of p_1 itself (x_0 ~ data, then x_1 = a(1) x_0 + std(1) z)."""
     x0 = gm.sample(n, gen)
-    return sde.perturb(x0, torch.ones(n, dtype=F64), torch.randn(n, gm.dim, generator=gen, dtype=F64))
+    return sde.perturb(
+        x0, torch.ones(n, dtype=F64), torch.randn(n, gm.dim, generator=gen, dtype=F64)
+    )
 
 
 def moment_zscores(x: torch.Tensor, target: GaussianMixture) -> dict[str, float]:
@@ -76,7 +85,9 @@ def moment_zscores(x: torch.Tensor, target: GaussianMixture) -> dict[str, float]
     n = len(x)
     w, mu, S = target.weights, target.locs, target.covs
     mean = (w[:, None] * mu).sum(0)
-    cov = (w[:, None, None] * (S + mu[:, :, None] * mu[:, None, :])).sum(0) - torch.outer(mean, mean)
+    cov = (w[:, None, None] * (S + mu[:, :, None] * mu[:, None, :])).sum(0) - torch.outer(
+        mean, mean
+    )
     out = {}
     for i in range(target.dim):
         out[f"mean[{i}]"] = float((x[:, i].mean() - mean[i]) / (x[:, i].std() / math.sqrt(n)))
@@ -108,8 +119,9 @@ def sample(solver, sde_name, target_name, n=N, seed=0, steps=None, score_scale=1
     base = fast_score(gm, sde)
     score = base if score_scale == 1.0 else (lambda x, t: score_scale * base(x, t))
     steps = steps or STEPS.get((solver, sde_name), STEPS[solver])
-    x, _, _ = solve(solver, sde, score, x1, steps, generator=gen, eps=EPS,
-                    snr=PC_SNR if snr is None else snr)
+    x, _, _ = solve(
+        solver, sde, score, x1, steps, generator=gen, eps=EPS, snr=PC_SNR if snr is None else snr
+    )
     return x, at_time(gm, sde, EPS)
 
 
@@ -119,8 +131,14 @@ def sample(solver, sde_name, target_name, n=N, seed=0, steps=None, score_scale=1
 # constant, the SMLD step variance is 1.5% of sigma^2), hence 2000 for ve (0.17); Heun 200
 # steps and RK45 differ from each other by < 0.03 s.e. on 400k samples. Monte Carlo runs with
 # n = 100k-400k of every case (mixture included) showed no bias beyond their own noise.
-STEPS = {"em": 1000, "reverse_diffusion": 1000, ("reverse_diffusion", "ve"): 2000, "pc": 1000,
-         "ode": 1, "ode_heun": 200}
+STEPS = {
+    "em": 1000,
+    "reverse_diffusion": 1000,
+    ("reverse_diffusion", "ve"): 2000,
+    "pc": 1000,
+    "ode": 1,
+    "ode_heun": 200,
+}
 # The Langevin corrector is the unadjusted Langevin algorithm, whose stationary law is biased:
 # for N(m, C) each eigenvalue of C grows by ~tau / 2, tau = 2 snr^2 ||z||^2 / ||s||^2. At the
 # default snr = 0.16 that is 0.5-0.7 s.e. for GAUSS at n = 4000 at any number of steps (a
@@ -139,10 +157,15 @@ def test_fast_score_is_the_mixture_score():
             for t in (EPS, 0.1, 0.5, 1.0):
                 x = at_time(gm, sde, t).sample(200, gen)
                 tt = torch.full((200,), t, dtype=F64)
-                torch.testing.assert_close(fast_score(gm, sde)(x, tt), gm.marginal_score(sde)(x, tt),
-                                           rtol=1e-9, atol=1e-9)
-                torch.testing.assert_close(at_time(gm, sde, t).log_prob(x),
-                                           gm.marginal_log_prob(sde, x, tt), rtol=1e-10, atol=1e-10)
+                torch.testing.assert_close(
+                    fast_score(gm, sde)(x, tt), gm.marginal_score(sde)(x, tt), rtol=1e-9, atol=1e-9
+                )
+                torch.testing.assert_close(
+                    at_time(gm, sde, t).log_prob(x),
+                    gm.marginal_log_prob(sde, x, tt),
+                    rtol=1e-10,
+                    atol=1e-10,
+                )
 
 
 # ---------------------------------------------------------------- (a) samplers reproduce p_eps
@@ -158,8 +181,12 @@ def _marks(sde_name, solver, target):
     return [pytest.mark.slow] if (long and target == "mixture") or rest else []
 
 
-CASES = [pytest.param(s, v, t, marks=_marks(s, v, t))
-         for s in ("vp", "subvp", "ve") for v in SOLVER_NAMES for t in ("gauss", "mixture")]
+CASES = [
+    pytest.param(s, v, t, marks=_marks(s, v, t))
+    for s in ("vp", "subvp", "ve")
+    for v in SOLVER_NAMES
+    for t in ("gauss", "mixture")
+]
 
 
 @pytest.mark.parametrize("sde_name, solver, target", CASES)
@@ -172,8 +199,11 @@ def test_sampler_with_exact_score_reproduces_p_eps(sde_name, solver, target):
 
 
 # ------------------------------------------------------------------------ (b) negative controls
-@pytest.mark.parametrize("sde_name, steps, scale", [("vp", 3, 1.0), ("ve", 5, 1.0), ("vp", 200, 0.5)],
-                         ids=["vp-3-steps", "ve-5-steps", "vp-half-score"])
+@pytest.mark.parametrize(
+    "sde_name, steps, scale",
+    [("vp", 3, 1.0), ("ve", 5, 1.0), ("vp", 200, 0.5)],
+    ids=["vp-3-steps", "ve-5-steps", "vp-half-score"],
+)
 def test_moment_check_fails_on_a_broken_sampler(sde_name, steps, scale):
     """The same check has power: Euler-Maruyama on far too few steps, or with half the score,
     fails it (worst |z| ~ 20, ~350 and ~40 here; over seeds 0-5 they never came near 4. A
@@ -194,8 +224,16 @@ def test_ode_likelihood_exact_trace_is_the_closed_form(sde_name):
     sde, gm = make_sde(sde_name), MIXTURE
     x = gm.sample(48, torch.Generator().manual_seed(1))
     eps = 1e-5
-    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="exact", eps=eps, rtol=1e-7,
-                             atol=1e-7, prior_log_prob=_exact_p1_log_prob(gm, sde))
+    res = ode_log_likelihood(
+        sde,
+        gm.marginal_score(sde),
+        x,
+        trace="exact",
+        eps=eps,
+        rtol=1e-7,
+        atol=1e-7,
+        prior_log_prob=_exact_p1_log_prob(gm, sde),
+    )
     want = gm.marginal_log_prob(sde, x, torch.full((len(x),), eps, dtype=F64))
     torch.testing.assert_close(res.log_prob, want, rtol=0, atol=1e-4)
 
@@ -208,9 +246,17 @@ def test_ode_likelihood_hutchinson_is_unbiased(sde_name):
     gen = torch.Generator().manual_seed(2)
     x = gm.sample(400, gen)
     eps = 1e-5
-    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="hutchinson", eps=eps,
-                             rtol=1e-7, atol=1e-7, generator=gen,
-                             prior_log_prob=_exact_p1_log_prob(gm, sde))
+    res = ode_log_likelihood(
+        sde,
+        gm.marginal_score(sde),
+        x,
+        trace="hutchinson",
+        eps=eps,
+        rtol=1e-7,
+        atol=1e-7,
+        generator=gen,
+        prior_log_prob=_exact_p1_log_prob(gm, sde),
+    )
     err = res.log_prob - gm.marginal_log_prob(sde, x, torch.full((len(x),), eps, dtype=F64))
     se = err.std() / math.sqrt(len(err))
     assert err.std() > 1e-2  # the probe does add noise, so the check below means something
@@ -229,9 +275,18 @@ def test_ode_likelihood_dequantised_bound(sde_name):
     gen = torch.Generator().manual_seed(3)
     x = torch.round(gm.sample(300, gen) / w) * w  # data on the grid w Z^2
     eps = 1e-5
-    res = ode_log_likelihood(sde, gm.marginal_score(sde), x, trace="exact", eps=eps, rtol=1e-7,
-                             atol=1e-7, generator=gen, bin_width=w,
-                             prior_log_prob=_exact_p1_log_prob(gm, sde))
+    res = ode_log_likelihood(
+        sde,
+        gm.marginal_score(sde),
+        x,
+        trace="exact",
+        eps=eps,
+        rtol=1e-7,
+        atol=1e-7,
+        generator=gen,
+        bin_width=w,
+        prior_log_prob=_exact_p1_log_prob(gm, sde),
+    )
     a, s = sde.marginal(torch.tensor([eps], dtype=F64))
     m, sd_eps = a * loc, torch.sqrt(a**2 * sd**2 + s**2)
     hi, lo = ((x + w / 2 - m) / sd_eps).numpy(), ((x - w / 2 - m) / sd_eps).numpy()
@@ -286,8 +341,9 @@ def test_ve_discretize_increments_sigma_squared():
     # the SMLD chain's increments add up to the marginal variance exactly
     grid = torch.linspace(0, 1, 101, dtype=F64)[:-1]
     _, G = sde.discretize(torch.zeros(100, 1, dtype=F64), grid, 0.01)
-    torch.testing.assert_close((G**2).sum(), sde.marginal(torch.ones(1, dtype=F64))[1][0] ** 2,
-                               rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        (G**2).sum(), sde.marginal(torch.ones(1, dtype=F64))[1][0] ** 2, rtol=1e-10, atol=0
+    )
 
 
 def _simulate(sde, x0, n, t_end, n_steps, gen, chain):

@@ -53,9 +53,13 @@ def flips(n: int = 100, heads: float = 0.7, seed: int = 0) -> np.ndarray:
 
 def beta_kl(a1, b1, a2, b2) -> float:
     """KL(Beta(a1, b1) || Beta(a2, b2)), closed form."""
-    return float(special.betaln(a2, b2) - special.betaln(a1, b1) + (a1 - a2) * special.digamma(a1)
-                 + (b1 - b2) * special.digamma(b1)
-                 + (a2 - a1 + b2 - b1) * special.digamma(a1 + b1))
+    return float(
+        special.betaln(a2, b2)
+        - special.betaln(a1, b1)
+        + (a1 - a2) * special.digamma(a1)
+        + (b1 - b2) * special.digamma(b1)
+        + (a2 - a1 + b2 - b1) * special.digamma(a1 + b1)
+    )
 
 
 def coin_checks(run, x_train: np.ndarray, x_test: np.ndarray, a: float, b: float) -> None:
@@ -71,7 +75,10 @@ def coin_checks(run, x_train: np.ndarray, x_test: np.ndarray, a: float, b: float
     # and SVI found the posterior (the Beta guide holds it exactly)
     assert kl_post < 0.02
     # held-out ELBO as documented: E_q log p(x_test | f) - KL(q || prior), per held-out datum
-    e_log_f, e_log_1f = special.digamma(a) - special.digamma(a + b), special.digamma(b) - special.digamma(a + b)
+    e_log_f, e_log_1f = (
+        special.digamma(a) - special.digamma(a + b),
+        special.digamma(b) - special.digamma(a + b),
+    )
     h_t = x_test.sum()
     exact = (h_t * e_log_f + (len(x_test) - h_t) * e_log_1f - beta_kl(a, b, A0, B0)) / len(x_test)
     assert abs(m["test_elbo"] - exact) < 4 * m["test_elbo_stderr"] + 1e-9
@@ -122,18 +129,38 @@ COIN_NUMPYRO = """
 """
 
 
-@pytest.mark.parametrize("backend,source", [
-    ("pyro", COIN_PYRO),
-    pytest.param("numpyro", COIN_NUMPYRO, marks=pytest.mark.slow),  # ~30 s of JAX compiles
-])
+@pytest.mark.parametrize(
+    "backend,source",
+    [
+        ("pyro", COIN_PYRO),
+        pytest.param("numpyro", COIN_NUMPYRO, marks=pytest.mark.slow),  # ~30 s of JAX compiles
+    ],
+)
 def test_coin_with_beta_guide_from_a_file(tmp_path, capsys, backend, source):
     """Pyro's SVI tutorial, unchanged, and its NumPyro twin, from the command line."""
     path = write(tmp_path, f"coin_{backend}.py", source)
     np.save(tmp_path / "flips.npy", flips())
     out = tmp_path / "run"
-    code, _, err = cli(capsys, "fit", f"{path}:model", "--guide", f"{path}:guide", "--data",
-                       tmp_path / "flips.npy", "--out", out, "--backend", backend, "--steps", 2000,
-                       "--lr", 0.05, "--particles", 8, "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        f"{path}:model",
+        "--guide",
+        f"{path}:guide",
+        "--data",
+        tmp_path / "flips.npy",
+        "--out",
+        out,
+        "--backend",
+        backend,
+        "--steps",
+        2000,
+        "--lr",
+        0.05,
+        "--particles",
+        8,
+        "--quiet",
+    )
     assert code == 0, err
     run = probdiff.open_run(out)
     train, test = run.split()
@@ -147,8 +174,20 @@ def test_model_file_for_the_other_backend_is_one_line_before_training(tmp_path, 
     np.save(tmp_path / "flips.npy", flips())
     for path, backend, other in ((pyro_file, "numpyro", "pyro"), (numpyro_file, "pyro", "numpyro")):
         out = tmp_path / f"wrong_{backend}"
-        code, _, err = cli(capsys, "fit", f"{path}:model", "--guide", f"{path}:guide", "--data",
-                           tmp_path / "flips.npy", "--out", out, "--backend", backend, "--quiet")
+        code, _, err = cli(
+            capsys,
+            "fit",
+            f"{path}:model",
+            "--guide",
+            f"{path}:guide",
+            "--data",
+            tmp_path / "flips.npy",
+            "--out",
+            out,
+            "--backend",
+            backend,
+            "--quiet",
+        )
         assert code == 2 and err.count("\n") == 1, err
         assert f"fit it with --backend {other}" in err and not out.exists()
 
@@ -163,6 +202,7 @@ def best_logit_normal(a: float, b: float) -> tuple[float, float]:
     """The logit-normal q(f) closest to Beta(a, b) in KL(q || Beta): (loc, scale) of the
     normal on logit f, by Gauss-Hermite quadrature and a numerical minimisation."""
     from scipy.optimize import minimize
+
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)
     weights = weights / weights.sum()
 
@@ -175,6 +215,7 @@ def best_logit_normal(a: float, b: float) -> tuple[float, float]:
         log_jac = log_f + log_1f
         log_p = (a - 1) * log_f + (b - 1) * log_1f - special.betaln(a, b)
         return neg_entropy - weights @ log_jac - weights @ log_p
+
     res = minimize(kl, [0.0, -2.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})
     return float(res.x[0]), float(np.exp(res.x[1]))
 
@@ -185,9 +226,18 @@ def test_coin_with_each_autoguide_against_the_exact_posterior(tmp_path, guide):
     closest to the exact Beta posterior; AutoDelta at its mode, kept as a point estimate."""
     x = flips()
     lr = 0.005
-    run = probdiff.fit(coin_model, guide, data=x, steps=2500, lr=lr, test_fraction=0,
-                       particles=16, posterior_samples=50, out=str(tmp_path / "run"),
-                       progress=False)
+    run = probdiff.fit(
+        coin_model,
+        guide,
+        data=x,
+        steps=2500,
+        lr=lr,
+        test_fraction=0,
+        particles=16,
+        posterior_samples=50,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
     h = x.sum()
     a, b = A0 + h, B0 + len(x) - h
     idata, p = run.idata, run.params
@@ -199,13 +249,18 @@ def test_coin_with_each_autoguide_against_the_exact_posterior(tmp_path, guide):
         return
     loc, scale = best_logit_normal(a, b)
     if guide == "auto:normal":
-        got_loc, got_scale = p["AutoNormal.locs.latent_fairness"], p["AutoNormal.scales.latent_fairness"]
+        got_loc, got_scale = (
+            p["AutoNormal.locs.latent_fairness"],
+            p["AutoNormal.scales.latent_fairness"],
+        )
     elif guide == "auto:diagonal":
         got_loc, got_scale = p["AutoDiagonalNormal.loc"][0], p["AutoDiagonalNormal.scale"][0]
     else:
         prefix = "AutoLowRankMultivariateNormal."  # covariance s (1 + W W^T) s
         got_loc = p[prefix + "loc"][0]
-        got_scale = float(p[prefix + "scale"][0]) * math.sqrt(1 + (p[prefix + "cov_factor"] ** 2).sum())
+        got_scale = float(p[prefix + "scale"][0]) * math.sqrt(
+            1 + (p[prefix + "cov_factor"] ** 2).sum()
+        )
     assert abs(float(got_loc) - loc) < JITTER * lr
     # the low-rank form holds one variance as s^2 (1 + W^2), two parameters for one number;
     # measured 2-4 per cent low after 2500-5000 steps (0.05 in log allows for it)
@@ -240,19 +295,33 @@ def test_gmm_tutorial_with_enumeration_and_autodelta_matches_scikit_learn(tmp_pa
             pyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
 
     def init_loc_fn(site):
-        return {"weights": torch.ones(K) / K, "scale": torch.tensor(1.5),
-                "locs": torch.tensor([-1.0, 1.0])}[site["name"]]
+        return {
+            "weights": torch.ones(K) / K,
+            "scale": torch.tensor(1.5),
+            "locs": torch.tensor([-1.0, 1.0]),
+        }[site["name"]]
 
-    guide = AutoDelta(poutine.block(model, expose=["weights", "locs", "scale"]),
-                      init_loc_fn=init_loc_fn)
+    guide = AutoDelta(
+        poutine.block(model, expose=["weights", "locs", "scale"]), init_loc_fn=init_loc_fn
+    )
     lr = 0.01
-    run = probdiff.fit(model, guide, data=data, steps=1500, lr=lr, test_fraction=0,
-                       posterior_samples=5, out=str(tmp_path / "gmm"), progress=False)
+    run = probdiff.fit(
+        model,
+        guide,
+        data=data,
+        steps=1500,
+        lr=lr,
+        test_fraction=0,
+        posterior_samples=5,
+        out=str(tmp_path / "gmm"),
+        progress=False,
+    )
     idata = run.idata
     assert set(idata.point_estimate.data_vars) == {"weights", "locs", "scale"}
     ours = float(idata.log_likelihood["obs"].values[0, 0].mean())
-    sk = GaussianMixture(K, covariance_type="tied", tol=1e-10, max_iter=2000, n_init=3,
-                         random_state=0).fit(data[:, None])
+    sk = GaussianMixture(
+        K, covariance_type="tied", tol=1e-10, max_iter=2000, n_init=3, random_state=0
+    ).fit(data[:, None])
     best = float(sk.score(data[:, None]))
     # the MLE is the maximum; the MAP point (a prior of O(1/N) weight) and the optimiser's last
     # moves cost second-order amounts
@@ -260,8 +329,12 @@ def test_gmm_tutorial_with_enumeration_and_autodelta_matches_scikit_learn(tmp_pa
     assert best - ours < 1e-3
     # the same value by hand from the point estimates
     p = {k: idata.point_estimate[k].values for k in ("weights", "locs", "scale")}
-    comp = np.log(p["weights"]) - 0.5 * ((data[:, None] - p["locs"]) / p["scale"]) ** 2 \
-        - np.log(p["scale"]) - 0.5 * math.log(2 * math.pi)
+    comp = (
+        np.log(p["weights"])
+        - 0.5 * ((data[:, None] - p["locs"]) / p["scale"]) ** 2
+        - np.log(p["scale"])
+        - 0.5 * math.log(2 * math.pi)
+    )
     assert ours == pytest.approx(special.logsumexp(comp, axis=1).mean(), abs=1e-5)
 
 
@@ -282,14 +355,14 @@ def exact_posterior(x: np.ndarray, y: np.ndarray):
 
 def regression(x, y=None):
     """Bayesian linear regression, covariates and targets as two arrays."""
-    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), ALPHA ** -0.5).to_event(1))
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), ALPHA**-0.5).to_event(1))
     with pyro.plate("data", x.shape[0]):
         pyro.sample("y", dist.Normal(x @ w, SIGMA), obs=y)
 
 
 def regression_scaled(x, y=None, n_total=None):
     """The same, minibatch-ready: the data plate scaled to the full data set."""
-    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), ALPHA ** -0.5).to_event(1))
+    w = pyro.sample("w", dist.Normal(torch.zeros(x.shape[1]), ALPHA**-0.5).to_event(1))
     with pyro.plate("data", x.shape[0]), pyro.poutine.scale(scale=(n_total or len(x)) / len(x)):
         pyro.sample("y", dist.Normal(x @ w, SIGMA), obs=y)
 
@@ -306,8 +379,16 @@ def check_regression_guide(params: dict, mean: np.ndarray, cov: np.ndarray, lr: 
 def test_bayesian_regression_with_covariates_against_the_conjugate_posterior(tmp_path):
     data = regression_data()
     lr = 0.005
-    run = probdiff.fit(regression, "auto:normal", data=data, steps=3000, lr=lr, particles=16,
-                       out=str(tmp_path / "reg"), progress=False)
+    run = probdiff.fit(
+        regression,
+        "auto:normal",
+        data=data,
+        steps=3000,
+        lr=lr,
+        particles=16,
+        out=str(tmp_path / "reg"),
+        progress=False,
+    )
     train, test = run.split()
     arrays = train.arrays()
     mean, cov = exact_posterior(arrays["x"], arrays["y"])
@@ -318,8 +399,10 @@ def test_bayesian_regression_with_covariates_against_the_conjugate_posterior(tmp
     pred = run.predictive(data={"x": x_new}, num_samples=2000, seed=3)["y"]
     assert pred.shape == (2000, 2)
     sd_new = np.sqrt(SIGMA**2 + np.einsum("ni,ij,nj->n", x_new, cov, x_new))
-    assert np.all(np.abs(pred.mean(0) - x_new @ mean) < 4 * sd_new / math.sqrt(2000)
-                  + JITTER * lr * np.abs(x_new).sum(1))
+    assert np.all(
+        np.abs(pred.mean(0) - x_new @ mean)
+        < 4 * sd_new / math.sqrt(2000) + JITTER * lr * np.abs(x_new).sum(1)
+    )
     assert np.all(np.abs(pred.std(0) / sd_new - 1) < 4 / math.sqrt(2 * 1999) + JITTER * lr)
     # the final ELBO metric and the end of the training trace estimate one quantity (the
     # parameters of the last 50 steps differ from the final ones by a few lr = 0.005, which
@@ -331,10 +414,12 @@ def test_bayesian_regression_with_covariates_against_the_conjugate_posterior(tmp
     # PSIS-LOO (ArviZ) and the held-out predictive density estimate the same expected log
     # predictive density per datum
     import arviz as az
+
     loo = az.loo(run.idata)
     n = train.n
-    assert abs(loo.elpd_loo / n - m["test_log_predictive"]) < \
-        4 * math.hypot(loo.se / n, m["test_log_predictive_stderr"])
+    assert abs(loo.elpd_loo / n - m["test_log_predictive"]) < 4 * math.hypot(
+        loo.se / n, m["test_log_predictive_stderr"]
+    )
 
 
 @pytest.mark.slow
@@ -344,9 +429,18 @@ def test_minibatches_of_a_scaling_model_give_the_exact_posterior_width(tmp_path)
     0.1 in log)."""
     data = regression_data()
     lr = 0.005
-    run = probdiff.fit(regression_scaled, "auto:normal", data=data, steps=3000, lr=lr,
-                       batch_size=40, particles=16, posterior_samples=20,
-                       out=str(tmp_path / "mb"), progress=False)
+    run = probdiff.fit(
+        regression_scaled,
+        "auto:normal",
+        data=data,
+        steps=3000,
+        lr=lr,
+        batch_size=40,
+        particles=16,
+        posterior_samples=20,
+        out=str(tmp_path / "mb"),
+        progress=False,
+    )
     arrays = run.split()[0].arrays()
     mean, cov = exact_posterior(arrays["x"], arrays["y"])
     params = run.params
@@ -357,10 +451,20 @@ def test_minibatches_of_a_scaling_model_give_the_exact_posterior_width(tmp_path)
 
 def test_batch_size_with_a_model_that_cannot_scale_is_refused(tmp_path):
     out = tmp_path / "refused"
-    with pytest.raises(ProbdiffError, match=r"--batch-size 40 needs a model that scales.*"
-                                            r"takes no n_total"):
-        probdiff.fit(regression, "auto:normal", data=regression_data(), steps=10,
-                     batch_size=40, out=str(out), progress=False)
+    with pytest.raises(
+        ProbdiffError,
+        match=r"--batch-size 40 needs a model that scales.*"
+        r"takes no n_total",
+    ):
+        probdiff.fit(
+            regression,
+            "auto:normal",
+            data=regression_data(),
+            steps=10,
+            batch_size=40,
+            out=str(out),
+            progress=False,
+        )
     assert not out.exists()
 
 
@@ -386,25 +490,56 @@ def test_a_model_that_subsamples_itself(tmp_path, capsys):
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "run"
     lr = 0.005
-    code, _, err = cli(capsys, "fit", f"{path}:model", "--guide", "auto:normal", "--data",
-                       tmp_path / "x.npy", "--out", out, "--steps", 3000, "--lr", lr,
-                       "--test-fraction", 0, "--posterior-samples", 20, "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        f"{path}:model",
+        "--guide",
+        "auto:normal",
+        "--data",
+        tmp_path / "x.npy",
+        "--out",
+        out,
+        "--steps",
+        3000,
+        "--lr",
+        lr,
+        "--test-fraction",
+        0,
+        "--posterior-samples",
+        20,
+        "--quiet",
+    )
     assert code == 0, err
     run = probdiff.open_run(out)
     assert run.idata.log_likelihood["obs"].shape == (1, 20, 250)
     precision = len(x) + 1 / 100
-    mean, sd = x.sum() / precision, precision ** -0.5
+    mean, sd = x.sum() / precision, precision**-0.5
     # unscaled, the posterior would be sqrt(250 / 20) = 3.5 times too wide (log 1.25);
     # subsampling noise biases Adam's scale by a few per cent
     assert abs(run.params["AutoNormal.locs.loc"] - mean) < 4 * sd / math.sqrt(2)
     assert abs(math.log(run.params["AutoNormal.scales.loc"] / sd)) < 0.1
-    code, _, err = cli(capsys, "fit", f"{path}:model", "--guide", "auto:normal", "--data",
-                       tmp_path / "x.npy", "--out", tmp_path / "twice", "--batch-size", 50)
+    code, _, err = cli(
+        capsys,
+        "fit",
+        f"{path}:model",
+        "--guide",
+        "auto:normal",
+        "--data",
+        tmp_path / "x.npy",
+        "--out",
+        tmp_path / "twice",
+        "--batch-size",
+        50,
+    )
     assert code == 2 and "subsamples its own data plate 'data'" in err, err
 
 
 def test_user_code_error_is_one_line_naming_the_site(tmp_path, capsys):
-    path = write(tmp_path, "bad.py", """
+    path = write(
+        tmp_path,
+        "bad.py",
+        """
         import pyro
         import pyro.distributions as dist
         import torch
@@ -414,11 +549,22 @@ def test_user_code_error_is_one_line_naming_the_site(tmp_path, capsys):
             w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
             with pyro.plate("data", x.shape[0]):
                 pyro.sample("obs", dist.Normal(x @ w, 1.0), obs=x[:, 0])
-    """)
+    """,
+    )
     np.save(tmp_path / "x.npy", np.zeros((20, 2)))
     out = tmp_path / "run"
-    code, _, err = cli(capsys, "fit", f"{path}:model", "--guide", "auto:normal", "--data",
-                       tmp_path / "x.npy", "--out", out, "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        f"{path}:model",
+        "--guide",
+        "auto:normal",
+        "--data",
+        tmp_path / "x.npy",
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 2 and err.count("\n") == 1, err
     assert "bad.py:model failed" in err and "after site 'w' of shape (3,)" in err, err
     assert not out.exists()
@@ -477,15 +623,35 @@ def test_vae_with_pyro_module_networks_evaluates_and_resumes_with_fitted_weights
     fit's held-out ELBO, a resumed fit ends where an uninterrupted one does, and a restart
     starts from fresh networks."""
     path = write(tmp_path, "vae.py", VAE)
-    fit = ["fit", f"{path}:model", "--guide", f"{path}:guide", "--data", "digits:n=300",
-           "--lr", 0.01, "--quiet", "--posterior-samples", 2]
+    fit = [
+        "fit",
+        f"{path}:model",
+        "--guide",
+        f"{path}:guide",
+        "--data",
+        "digits:n=300",
+        "--lr",
+        0.01,
+        "--quiet",
+        "--posterior-samples",
+        2,
+    ]
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert cli(capsys, *fit, "--out", whole, "--steps", 200)[0] == 0
     assert cli(capsys, *fit, "--out", half, "--steps", 100)[0] == 0
     code, _, err = cli(capsys, "fit", "vae.py:model", "--out", half, "--resume", "--steps", 200)
     assert code == 2 and "--trust-model-code" in err, err
-    code, _, err = cli(capsys, "fit", "vae.py:model", "--out", half, "--resume", "--steps", 200,
-                       "--trust-model-code")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        "vae.py:model",
+        "--out",
+        half,
+        "--resume",
+        "--steps",
+        200,
+        "--trust-model-code",
+    )
     assert code == 0, err
     a, b = probdiff.open_run(whole).params, probdiff.open_run(half).params
     assert set(a) == set(b) and any("$$$" in k for k in a)
@@ -500,8 +666,9 @@ def test_vae_with_pyro_module_networks_evaluates_and_resumes_with_fitted_weights
     se = math.hypot(fitted["test_elbo_stderr"], again["test_elbo_stderr"])
     assert abs(again["test_elbo"] - fitted["test_elbo"]) < 4 * se
     # restarts: the second starts from freshly initialised networks
-    code, _, err = cli(capsys, *fit, "--out", tmp_path / "restarts", "--steps", 150,
-                       "--restarts", 2)
+    code, _, err = cli(
+        capsys, *fit, "--out", tmp_path / "restarts", "--steps", 150, "--restarts", 2
+    )
     assert code == 0, err
     elbo = probdiff.open_run(tmp_path / "restarts").idata.sample_stats["elbo"].values
     gain = elbo[0, -10:].mean() - elbo[0, :3].mean()
@@ -512,14 +679,30 @@ def test_run_folder_is_self_contained_and_runs_only_its_checked_copy(tmp_path, c
     path = write(tmp_path, "coin.py", COIN_PYRO)
     np.save(tmp_path / "flips.npy", flips())
     monkeypatch.chdir(tmp_path)
-    assert cli(capsys, "fit", "coin.py:model", "--guide", "coin.py:guide", "--data", "flips.npy",
-               "--out", "run", "--steps", 200, "--quiet")[0] == 0
+    assert (
+        cli(
+            capsys,
+            "fit",
+            "coin.py:model",
+            "--guide",
+            "coin.py:guide",
+            "--data",
+            "flips.npy",
+            "--out",
+            "run",
+            "--steps",
+            200,
+            "--quiet",
+        )[0]
+        == 0
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     run = tmp_path / "run"
     assert (run / "code" / "coin.py").read_text() == path.read_text()
     import os
+
     umask = os.umask(0)
     os.umask(umask)
     for name in ("config.json", "checkpoint", "params.npz", "inference_data.nc", "code/coin.py"):
@@ -548,9 +731,23 @@ def test_run_folder_is_self_contained_and_runs_only_its_checked_copy(tmp_path, c
 
 def test_loo_on_a_bayesian_gmm_run_agrees_with_its_held_out_likelihood(tmp_path, capsys):
     import arviz as az
+
     out = tmp_path / "gmm"
-    code, _, err = cli(capsys, "fit", "gmm", "--data", "mixture2d:n=600", "--out", out, "--prior",
-                       "--globals", "meanfield", "--steps", 1500, "--quiet")
+    code, _, err = cli(
+        capsys,
+        "fit",
+        "gmm",
+        "--data",
+        "mixture2d:n=600",
+        "--out",
+        out,
+        "--prior",
+        "--globals",
+        "meanfield",
+        "--steps",
+        1500,
+        "--quiet",
+    )
     assert code == 0, err
     run = probdiff.open_run(out)
     idata, m = run.idata, run.metrics
@@ -563,9 +760,12 @@ def test_loo_on_a_bayesian_gmm_run_agrees_with_its_held_out_likelihood(tmp_path,
     test = run.split()[1]
     se_test = 0.0
     from probdiff.models.gmm import em as gmm_em
+
     fam = run.family
     point = fam.point_estimate({k: np.asarray(v, float) for k, v in run.params.items()})
     rows = gmm_em.log_likelihood(test.flat(), point)
     se_test = rows.std(ddof=1) / math.sqrt(len(rows))
     assert rows.mean() == pytest.approx(m["test_log_likelihood"], abs=1e-9)
-    assert abs(loo.elpd_loo / 480 - m["test_log_likelihood"]) < 4 * math.hypot(loo.se / 480, se_test)
+    assert abs(loo.elpd_loo / 480 - m["test_log_likelihood"]) < 4 * math.hypot(
+        loo.se / 480, se_test
+    )

@@ -19,9 +19,13 @@ def ppca_max_log_likelihood(x: np.ndarray, latent_dim: int) -> float:
     lam, u = np.linalg.eigh(s)
     lam, u = lam[::-1], u[:, ::-1]
     s2 = lam[latent_dim:].mean()
-    c = u[:, :latent_dim] @ np.diag(lam[:latent_dim] - s2) @ u[:, :latent_dim].T + s2 * np.eye(len(s))
-    return float(-0.5 * (len(s) * np.log(2 * np.pi) + np.linalg.slogdet(c)[1]
-                         + np.trace(np.linalg.solve(c, s))))
+    c = u[:, :latent_dim] @ np.diag(lam[:latent_dim] - s2) @ u[:, :latent_dim].T + s2 * np.eye(
+        len(s)
+    )
+    return float(
+        -0.5
+        * (len(s) * np.log(2 * np.pi) + np.linalg.slogdet(c)[1] + np.trace(np.linalg.solve(c, s)))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,28 @@ def test_linear_vae_reaches_the_ppca_maximum_likelihood(ppca_data, tmp_path):
     log-likelihood within 1% and never exceeds it beyond 3 Monte Carlo standard errors."""
     path, x = ppca_data
     out = tmp_path / "vae"
-    assert main(["fit", "vae", "--data", str(path), "--out", str(out), "--hidden", "linear",
-                 "--steps", "3000", "--lr", "0.02", "--quiet", "--test-fraction", "0"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "vae",
+                "--data",
+                str(path),
+                "--out",
+                str(out),
+                "--hidden",
+                "linear",
+                "--steps",
+                "3000",
+                "--lr",
+                "0.02",
+                "--quiet",
+                "--test-fraction",
+                "0",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     best = ppca_max_log_likelihood(x, 2)
     assert m["elbo"] <= best + 3 * m["elbo_stderr"]
@@ -49,11 +73,11 @@ def test_linear_vae_reaches_the_ppca_maximum_likelihood(ppca_data, tmp_path):
 
 def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     """TraceMeanField_ELBO (closed-form KL) and Trace_ELBO have the same expectation."""
-    from probdiff.models.vae.family import VAEFamily
-
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
+    from probdiff.models.vae.family import VAEFamily
     from probdiff.request import make_family
+
     path, _ = ppca_data
     data = load_dataset(str(path))
     x = data.flat()[:300]
@@ -70,11 +94,14 @@ def test_closed_form_kl_and_monte_carlo_elbo_agree(ppca_data):
     assert ea < eb  # the closed-form KL removes that term's Monte Carlo noise
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--latent-dim", "0"], "--latent-dim must be >= 1"),
-    (["--hidden", "12,x"], "--hidden must be"),
-    (["--sigma-dec", "-1"], "--sigma-dec must be positive"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--latent-dim", "0"], "--latent-dim must be >= 1"),
+        (["--hidden", "12,x"], "--hidden must be"),
+        (["--sigma-dec", "-1"], "--sigma-dec must be positive"),
+    ],
+)
 def test_vae_bad_options(tmp_path, capsys, extra, message):
     code = main(["fit", "vae", "--data", "digits", "--out", str(tmp_path / "r"), "--quiet", *extra])
     err = capsys.readouterr().err
@@ -96,8 +123,26 @@ def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
     from probdiff.diagnostics import iwae_bound
 
     out = tmp_path / "vae"
-    assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--steps", "800",
-                 "--quiet", "--iwae-k", "10", "--posterior-samples", "5"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "vae",
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--steps",
+                "800",
+                "--quiet",
+                "--iwae-k",
+                "10",
+                "--posterior-samples",
+                "5",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert {"elbo", "test_elbo", "iwae", "iwae_k"} <= set(m) and m["iwae_k"] == 10
     assert m["test_elbo"] <= m["iwae"] + 3 * np.hypot(m["test_elbo_stderr"], m["test_iwae_stderr"])
@@ -113,8 +158,10 @@ def test_elbo_below_iwae_and_iwae_increasing_in_k(tmp_path):
     backend.set_params(program, arr, run.params)
     lw = backend.local_log_weights(program, arr, num_samples=2000, seed=3)
     elbo_mean, elbo_err = backend.elbo(program, arr, num_particles=100, repeats=10, seed=4)
-    bounds = {k: iwae_bound(lw[i * 600:(i + 1) * 600] if k > 1 else lw[1800:], k)[0]
-              for i, k in enumerate((1, 10, 100))}
+    bounds = {
+        k: iwae_bound(lw[i * 600 : (i + 1) * 600] if k > 1 else lw[1800:], k)[0]
+        for i, k in enumerate((1, 10, 100))
+    }
     d, se = paired(np.zeros(len(x)), bounds[1])
     assert abs(d - elbo_mean / len(x)) < 4 * np.hypot(se, elbo_err / len(x))
     for lo, hi in ((1, 10), (10, 100)):

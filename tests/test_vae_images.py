@@ -39,6 +39,7 @@ def test_gaussian_metrics_are_in_data_units(tmp_path):
     for key in ("elbo", "test_elbo", "iwae"):
         assert ma[key] == pytest.approx(mb[key] - shift, abs=1e-3), key
     import arviz as az
+
     ta = az.from_netcdf(a / "inference_data.nc").sample_stats
     tb = az.from_netcdf(b / "inference_data.nc").sample_stats
     np.testing.assert_allclose(ta["elbo"].values, tb["elbo"].values - shift, atol=1e-3)
@@ -50,31 +51,64 @@ def test_discrete_likelihoods_need_no_jacobian_and_bound_a_mass_function(tmp_pat
     so ELBO <= IWAE <= 0 (within Monte Carlo error); the held-out trace ends near test_elbo."""
     for lik in ("bernoulli", "discretized"):
         out = tmp_path / lik
-        assert main(["fit", "vae", "--data", "digits:n=400", "--out", str(out), "--likelihood", lik,
-                     *FAST]) == 0
+        assert (
+            main(
+                [
+                    "fit",
+                    "vae",
+                    "--data",
+                    "digits:n=400",
+                    "--out",
+                    str(out),
+                    "--likelihood",
+                    lik,
+                    *FAST,
+                ]
+            )
+            == 0
+        )
         m = metrics(out)
         assert m["test_elbo"] < m["iwae"] + 3 * m["test_iwae_stderr"] and m["iwae"] < 0
         import arviz as az
+
         held = az.from_netcdf(out / "inference_data.nc").sample_stats["test_elbo"].values[0]
         # the trace's last point is a one-particle estimate; test_elbo averages 4 repeats of
         # 64 particles, so one particle's standard deviation is about 2 x 8 = 16 stderr
         se = m["test_elbo_stderr"]
-        assert abs(held[-1] - m["test_elbo"]) < 4 * se * (16 ** 2 + 1) ** 0.5
+        assert abs(held[-1] - m["test_elbo"]) < 4 * se * (16**2 + 1) ** 0.5
 
 
 def test_bernoulli_binarises_integer_images_and_rejects_continuous_data(tmp_path, capsys):
     from probdiff.models.vae.family import VAEFamily
-
     from probdiff.request import make_family
+
     digits = load_dataset("digits:n=50")
     fam = make_family("vae", VAEFamily.default_options(likelihood="bernoulli"), digits)
     x = fam.prepare(digits)
     np.testing.assert_array_equal(x, (digits.flat() > 8).astype(float))
-    code, _, err = run_cli(capsys, "fit", "vae", "--data", "moons", "--out", str(tmp_path / "r"),
-                           "--likelihood", "bernoulli")
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "vae",
+        "--data",
+        "moons",
+        "--out",
+        str(tmp_path / "r"),
+        "--likelihood",
+        "bernoulli",
+    )
     assert code == 2 and "binary data" in err and not (tmp_path / "r").exists()
-    code, _, err = run_cli(capsys, "fit", "vae", "--data", "moons", "--out", str(tmp_path / "r"),
-                           "--likelihood", "discretized")
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "vae",
+        "--data",
+        "moons",
+        "--out",
+        str(tmp_path / "r"),
+        "--likelihood",
+        "discretized",
+    )
     assert code == 2 and "integer images" in err and len(err.strip().splitlines()) == 1
 
 
@@ -93,8 +127,9 @@ def write_pngs(folder, n, size, mode="L", seed=0):
         Image.fromarray(img, mode=mode).save(folder / f"img{i:03d}.png")
 
 
-@pytest.mark.parametrize("size,mode,net", [((28, 28), "L", "conv"), ((32, 32), "RGB", "conv"),
-                                           ((28, 28), "L", "mlp")])
+@pytest.mark.parametrize(
+    "size,mode,net", [((28, 28), "L", "conv"), ((32, 32), "RGB", "conv"), ((28, 28), "L", "mlp")]
+)
 def test_png_folders_fit_sample_and_evaluate(tmp_path, capsys, size, mode, net):
     """28x28 grey and 32x32 colour PNG folders through fit (discretised likelihood: a mass on
     the 256 levels, so the ELBO is negative), sample (a PNG grid and an .npz of integer levels
@@ -102,16 +137,37 @@ def test_png_folders_fit_sample_and_evaluate(tmp_path, capsys, size, mode, net):
     folder = tmp_path / "pngs"
     write_pngs(folder, 40, size, mode)
     out = tmp_path / "run"
-    code, _, err = run_cli(capsys, "fit", "vae", "--data", str(folder), "--out", str(out),
-                           "--net", net, "--channels", "4,8", "--likelihood", "discretized",
-                           "--steps", "10", "--quiet", "--iwae-k", "2", "--posterior-samples", "2",
-                           "--hidden", "16")
+    code, _, err = run_cli(
+        capsys,
+        "fit",
+        "vae",
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--net",
+        net,
+        "--channels",
+        "4,8",
+        "--likelihood",
+        "discretized",
+        "--steps",
+        "10",
+        "--quiet",
+        "--iwae-k",
+        "2",
+        "--posterior-samples",
+        "2",
+        "--hidden",
+        "16",
+    )
     assert code == 0, err
     m = metrics(out)
     channels = 3 if mode == "RGB" else 1
     assert m["elbo"] < 0 and np.isfinite(m["iwae"])
     assert {"reconstructions.png", "samples.png", "latent.png", "elbo_trace.png"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     code, _, err = run_cli(capsys, "sample", str(out), "-n", "6", "--sampler", "noisy")
     assert code == 0, err
     x = np.load(out / "samples.npz")["x"]
@@ -122,14 +178,17 @@ def test_png_folders_fit_sample_and_evaluate(tmp_path, capsys, size, mode, net):
     assert code == 0, err
 
 
-@pytest.mark.parametrize("setup,args,message", [
-    ("mixed", [], "differ in size"),
-    ("garbage", [], "cannot decode image"),
-    ("ok", ["--net", "conv", "--channels", "4,8,16"], "divisible by 8"),
-    ("ok", ["--latent-dim", "0"], "--latent-dim must be >= 1"),
-    ("ok", ["--net", "conv", "--channels", "4,x"], "--channels must be comma-separated"),
-    ("ok", ["--likelihood", "bernoulli", "--sigma-dec", "0.1"], "no meaning"),
-])
+@pytest.mark.parametrize(
+    "setup,args,message",
+    [
+        ("mixed", [], "differ in size"),
+        ("garbage", [], "cannot decode image"),
+        ("ok", ["--net", "conv", "--channels", "4,8,16"], "divisible by 8"),
+        ("ok", ["--latent-dim", "0"], "--latent-dim must be >= 1"),
+        ("ok", ["--net", "conv", "--channels", "4,x"], "--channels must be comma-separated"),
+        ("ok", ["--likelihood", "bernoulli", "--sigma-dec", "0.1"], "no meaning"),
+    ],
+)
 def test_bad_image_input_gets_one_clear_line(tmp_path, capsys, setup, args, message):
     folder = tmp_path / "pngs"
     write_pngs(folder, 6, (28, 28))
@@ -147,8 +206,22 @@ def test_bad_image_input_gets_one_clear_line(tmp_path, capsys, setup, args, mess
 def test_evaluate_rejects_images_on_other_levels(tmp_path, capsys):
     """A run on digits (levels 0..16) cannot be evaluated on 8-bit images of the same shape."""
     out = tmp_path / "run"
-    assert main(["fit", "vae", "--data", "digits:n=200", "--out", str(out), "--likelihood",
-                 "discretized", *FAST]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "vae",
+                "--data",
+                "digits:n=200",
+                "--out",
+                str(out),
+                "--likelihood",
+                "discretized",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     before = (out / "metrics.json").read_bytes()
     folder = tmp_path / "pngs"
     write_pngs(folder, 4, (8, 8))

@@ -13,12 +13,14 @@ def pyro_log_weights(program, x, z) -> np.ndarray:
     """log p(x_n, z_n) - log q(z_n | x_n) per datum under Pyro, at the given z."""
     import pyro
     from pyro import poutine
+
     total = 0.0
     for fn, sign in ((program.model, 1.0), (program.guide, -1.0)):
         tr = poutine.trace(poutine.condition(fn, data={"z": z})).get_trace(x)
         tr.compute_log_prob()
-        total = total + sign * sum(site["log_prob"] for site in tr.nodes.values()
-                                   if site["type"] == "sample")
+        total = total + sign * sum(
+            site["log_prob"] for site in tr.nodes.values() if site["type"] == "sample"
+        )
     pyro.clear_param_store()
     return total.detach().numpy()
 
@@ -31,10 +33,17 @@ def to_flax(value: np.ndarray) -> np.ndarray:
     return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
 
 
-@pytest.mark.parametrize("sigma_dec,net,likelihood", [
-    ("learn", "mlp", "gaussian"), ("0.3", "mlp", "gaussian"), ("learn", "mlp", "bernoulli"),
-    ("learn", "mlp", "discretized"), ("learn", "conv", "gaussian"),
-    ("0.2", "conv", "discretized")])
+@pytest.mark.parametrize(
+    "sigma_dec,net,likelihood",
+    [
+        ("learn", "mlp", "gaussian"),
+        ("0.3", "mlp", "gaussian"),
+        ("learn", "mlp", "bernoulli"),
+        ("learn", "mlp", "discretized"),
+        ("learn", "conv", "gaussian"),
+        ("0.2", "conv", "discretized"),
+    ],
+)
 def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihood):
     """With the torch weights copied into the Flax parameters (kernels transposed), the per-datum
     log p(x, z) - log q(z | x) at the same z agrees between the backends in float64, for every
@@ -42,16 +51,24 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihoo
     import pyro
     import torch
     from numpyro import handlers
-    from probdiff.models.vae.family import VAEFamily, numpyro_to_pyro_params
 
     from probdiff.backends import get_backend
     from probdiff.data import load_dataset
+    from probdiff.models.vae.family import VAEFamily, numpyro_to_pyro_params
     from probdiff.program import Program
 
     data = load_dataset("digits")
-    fam = VAEFamily(VAEFamily.default_options(hidden="32,16", latent_dim=3, sigma_dec=sigma_dec,
-                                              net=net, channels="4,6", likelihood=likelihood),
-                    data)
+    fam = VAEFamily(
+        VAEFamily.default_options(
+            hidden="32,16",
+            latent_dim=3,
+            sigma_dec=sigma_dec,
+            net=net,
+            channels="4,6",
+            likelihood=likelihood,
+        ),
+        data,
+    )
     x = fam.prepare(data)[:40]
     pyro.clear_param_store()
     torch_prog = fam.program("pyro", x, seed=1, dtype="float64")
@@ -66,8 +83,10 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihoo
     data_j = backend.array(x)
     backend.start(prog, data_j, lr=1e-3, seed=0)
     names = numpyro_to_pyro_params(backend.params())  # flax names -> torch names, same order
-    torch_values = {**{f"encoder$$${k}": v for k, v in torch_prog.guide.encoder.state_dict().items()},
-                    **{f"decoder$$${k}": v for k, v in torch_prog.model.decoder.state_dict().items()}}
+    torch_values = {
+        **{f"encoder$$${k}": v for k, v in torch_prog.guide.encoder.state_dict().items()},
+        **{f"decoder$$${k}": v for k, v in torch_prog.model.decoder.state_dict().items()},
+    }
     flat = {}
     for flax_name, torch_name in zip(backend.params(), names):
         value = torch_values[torch_name].numpy()
@@ -90,8 +109,28 @@ def test_numpyro_and_pyro_log_weights_agree_at_fixed_z(sigma_dec, net, likelihoo
 
 def test_numpyro_fit_through_the_cli(tmp_path):
     out = tmp_path / "vae"
-    assert main(["fit", "vae", "--data", "digits", "--out", str(out), "--backend", "numpyro",
-                 "--steps", "200", "--quiet", "--iwae-k", "5", "--posterior-samples", "5"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "vae",
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--backend",
+                "numpyro",
+                "--steps",
+                "200",
+                "--quiet",
+                "--iwae-k",
+                "5",
+                "--posterior-samples",
+                "5",
+            ]
+        )
+        == 0
+    )
     m = json.loads((out / "metrics.json").read_text())
     for key in ("elbo", "test_elbo", "iwae"):
         assert np.isfinite(m[key]), key

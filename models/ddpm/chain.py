@@ -58,9 +58,15 @@ def site(t: int) -> str:
 class ReverseChain(nn.Module):
     """p_theta(x_{t-1} | x_t): the network, the schedule and the parameterisation."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, parameterisation: str = "eps",
-                 variance: str = "fixed_small", decoder: str = "gaussian",
-                 levels: int | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        schedule: Schedule,
+        parameterisation: str = "eps",
+        variance: str = "fixed_small",
+        decoder: str = "gaussian",
+        levels: int | None = None,
+    ):
         super().__init__()
         if parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown parameterisation {parameterisation!r}")
@@ -76,8 +82,9 @@ class ReverseChain(nn.Module):
         the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates."""
         mean, scale = self.mean(x1, 1), self.step_scale(1)
         if self.decoder == "discretized":
-            return DiscretizedGaussian(mean, torch.full_like(mean, scale), self.levels,
-                                       -1.0, 1.0).to_event(1)
+            return DiscretizedGaussian(
+                mean, torch.full_like(mean, scale), self.levels, -1.0, 1.0
+            ).to_event(1)
         return dist.Normal(mean, scale).to_event(1)
 
     def eps(self, xt: torch.Tensor, t) -> torch.Tensor:
@@ -124,8 +131,10 @@ class DDPMModel:
         with data_plate(n, n_total):
             x = pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
             for t in range(self.T, 1, -1):
-                x = pyro.sample(site(t - 1), dist.Normal(self.chain.mean(x, t),
-                                                         self.chain.step_scale(t)).to_event(1))
+                x = pyro.sample(
+                    site(t - 1),
+                    dist.Normal(self.chain.mean(x, t), self.chain.step_scale(t)).to_event(1),
+                )
             pyro.sample("x_0", self.chain.decoder_dist(x), obs=x0)
 
 
@@ -171,8 +180,7 @@ class DDPMTermsModel:
     the same ``step_weights``. This model is for the bound; sampling uses :class:`DDPMModel`.
     """
 
-    def __init__(self, chain: ReverseChain, subsample: int | None = None,
-                 weighting: str = "elbo"):
+    def __init__(self, chain: ReverseChain, subsample: int | None = None, weighting: str = "elbo"):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}")
         if chain.schedule.T < 2:
@@ -181,8 +189,9 @@ class DDPMTermsModel:
         self.T = chain.schedule.T
         self.subsample = subsample
         # per-step scale of the KL terms (index t), for this model and its guide
-        self.step_weights = (simple_weights(chain.schedule, chain.scales)
-                             if weighting == "simple" else None)
+        self.step_weights = (
+            simple_weights(chain.schedule, chain.scales) if weighting == "simple" else None
+        )
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("ddpm", self.chain, update_module_params=True)
@@ -197,8 +206,9 @@ class DDPMTermsModel:
                 t = idx + 2
                 xt = pyro.sample(SITE_XT, marginal(s, x0, t))
                 tt = t[:, None].expand(len(t), n)
-                scales = torch.as_tensor(self.chain.scales[t.cpu().numpy()], dtype=x0.dtype,
-                                         device=x0.device)[:, None, None]  # t >= 2
+                scales = torch.as_tensor(
+                    self.chain.scales[t.cpu().numpy()], dtype=x0.dtype, device=x0.device
+                )[:, None, None]  # t >= 2
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
                     pyro.sample(SITE_PREV, dist.Normal(self.chain.mean(xt, tt), scales).to_event(1))
 
@@ -228,6 +238,7 @@ def elbo_terms(model, guide, x0: torch.Tensor, closed: bool = True) -> dict[str,
     sites keep one row per step. Their sum over sites (and steps) is the ELBO estimate."""
     from pyro.poutine.util import site_is_subsample
     from torch.distributions import kl_divergence
+
     gtr = poutine.trace(guide).get_trace(x0)
     mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(x0)
     out = {}
@@ -244,4 +255,3 @@ def elbo_terms(model, guide, x0: torch.Tensor, closed: bool = True) -> dict[str,
             term = site["fn"].log_prob(site["value"]) - g["fn"].log_prob(g["value"])
         out[name] = term * g["scale"]
     return out
-

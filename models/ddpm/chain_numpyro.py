@@ -10,7 +10,8 @@ transposed. Parameters are registered with ``flax_module`` as ``ddpm``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as fnn
 import jax.numpy as jnp
@@ -18,10 +19,10 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
 from probdiff.diffusion.schedules import Schedule
+from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
 from probdiff.plates import numpyro_data_plate
 
 
@@ -56,8 +57,15 @@ class TimeMLP(fnn.Module):
 class ReverseChain:
     """mu_theta and p_theta(x_0 | x_1) from a network ``net(x, t)`` (rows, one t per row)."""
 
-    def __init__(self, net, schedule: Schedule, parameterisation: str, variance: str,
-                 decoder: str = "gaussian", levels: int | None = None):
+    def __init__(
+        self,
+        net,
+        schedule: Schedule,
+        parameterisation: str,
+        variance: str,
+        decoder: str = "gaussian",
+        levels: int | None = None,
+    ):
         self.net, self.s = net, schedule
         self.parameterisation, self.decoder, self.levels = parameterisation, decoder, levels
         self.scales = np.sqrt(schedule.reverse_variance(variance))
@@ -102,17 +110,28 @@ def marginal(s: Schedule, x0, t):
 class DDPMTermsModel:
     """The term-by-term ELBO as a NumPyro model (see the Pyro twin for the construction)."""
 
-    def __init__(self, module: TimeMLP, schedule: Schedule, parameterisation: str = "eps",
-                 variance: str = "fixed_small", decoder: str = "gaussian",
-                 levels: int | None = None, subsample: int | None = None,
-                 step_weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        module: TimeMLP,
+        schedule: Schedule,
+        parameterisation: str = "eps",
+        variance: str = "fixed_small",
+        decoder: str = "gaussian",
+        levels: int | None = None,
+        subsample: int | None = None,
+        step_weights: np.ndarray | None = None,
+    ):
         self.module, self.s = module, schedule
         self.args = (parameterisation, variance, decoder, levels)
         self.subsample, self.step_weights = subsample, step_weights
 
     def __call__(self, x0, n_total: int | None = None) -> None:
-        net = flax_module("ddpm", self.module, x=jnp.ones((1, self.module.dim), x0.dtype),
-                          t=jnp.ones((1,), jnp.int32))
+        net = flax_module(
+            "ddpm",
+            self.module,
+            x=jnp.ones((1, self.module.dim), x0.dtype),
+            t=jnp.ones((1,), jnp.int32),
+        )
         chain = ReverseChain(net, self.s, *self.args)
         s, n, d = self.s, x0.shape[0], x0.shape[1]
         with numpyro_data_plate(n, n_total, dim=-1):
@@ -140,4 +159,5 @@ def numpyro_to_pyro_params(params: dict) -> dict:
     """``ddpm$params.Dense_i.{kernel,bias}`` -> the torch chain's ``ddpm$$$net.net.{2i}.*``
     (:mod:`probdiff.twins`)."""
     from probdiff.twins import flax_to_torch
+
     return flax_to_torch(params, {"ddpm": "ddpm$$$net.net"})

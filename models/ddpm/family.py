@@ -20,10 +20,10 @@ import math
 import numpy as np
 
 from probdiff.data import Dataset
-from probdiff.models.score.likelihood import add_ode_rows_argument, ode_rows
 from probdiff.diffusion.schedules import SCHEDULES, Schedule
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, parse_sampler, parse_widths, register
+from probdiff.models.score.likelihood import add_ode_rows_argument, ode_rows
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
 
@@ -40,34 +40,74 @@ class DDPMFamily(Family):
     default_lr = 2e-3
     default_steps = 3000
     auxiliary_sites = ("steps",)  # the plate's subsampled indices, not a latent
-    held_out_keys = ("bits_per_dim", "bits_per_dim_stderr", "ode_bits_per_dim",
-                     "ode_bits_per_dim_stderr", "ode_nfe")
+    held_out_keys = (
+        "bits_per_dim",
+        "bits_per_dim_stderr",
+        "ode_bits_per_dim",
+        "ode_bits_per_dim_stderr",
+        "ode_nfe",
+    )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("ddpm")
         g.add_argument("--T", type=int, default=1000, help="steps of the chain")
         g.add_argument("--schedule", choices=SCHEDULES, default="linear")
-        g.add_argument("--beta-start", type=float, default=None,
-                       help="first beta (linear: 1e-4 x 1000/T; scaled_linear: 0.00085)")
-        g.add_argument("--beta-end", type=float, default=None,
-                       help="last beta (linear: 0.02 x 1000/T; scaled_linear: 0.012)")
+        g.add_argument(
+            "--beta-start",
+            type=float,
+            default=None,
+            help="first beta (linear: 1e-4 x 1000/T; scaled_linear: 0.00085)",
+        )
+        g.add_argument(
+            "--beta-end",
+            type=float,
+            default=None,
+            help="last beta (linear: 0.02 x 1000/T; scaled_linear: 0.012)",
+        )
         g.add_argument("--parameterisation", choices=("eps", "x0", "score"), default="eps")
-        g.add_argument("--variance", choices=("fixed_small", "fixed_large"), default="fixed_small",
-                       help="reverse-step variance: sigma_q(t)^2 or beta_t")
-        g.add_argument("--estimator", choices=ESTIMATORS, default="subsampled",
-                       help="ELBO estimator for training (README: measured variances and speed)")
-        g.add_argument("--subsample", type=int, default=None,
-                       help="timesteps per batch for --estimator subsampled (default min(8, T-1))")
-        g.add_argument("--weighting", choices=("elbo", "simple"), default="elbo",
-                       help="elbo: the variational bound; simple: Ho et al.'s L_simple")
-        g.add_argument("--net", choices=("auto", "mlp", "unet"), default="auto",
-                       help="network: auto = unet for images, mlp for vectors")
+        g.add_argument(
+            "--variance",
+            choices=("fixed_small", "fixed_large"),
+            default="fixed_small",
+            help="reverse-step variance: sigma_q(t)^2 or beta_t",
+        )
+        g.add_argument(
+            "--estimator",
+            choices=ESTIMATORS,
+            default="subsampled",
+            help="ELBO estimator for training (README: measured variances and speed)",
+        )
+        g.add_argument(
+            "--subsample",
+            type=int,
+            default=None,
+            help="timesteps per batch for --estimator subsampled (default min(8, T-1))",
+        )
+        g.add_argument(
+            "--weighting",
+            choices=("elbo", "simple"),
+            default="elbo",
+            help="elbo: the variational bound; simple: Ho et al.'s L_simple",
+        )
+        g.add_argument(
+            "--net",
+            choices=("auto", "mlp", "unet"),
+            default="auto",
+            help="network: auto = unet for images, mlp for vectors",
+        )
         g.add_argument("--hidden", default="128,128", help="widths of the time-conditioned MLP")
-        g.add_argument("--channels", default="32,64",
-                       help="U-Net widths per level (height and width divisible by 2^(levels-1))")
-        g.add_argument("--decoder", choices=("auto", "gaussian", "discretized"), default="auto",
-                       help="p(x_0|x_1): auto = discretized for integer images, else gaussian")
+        g.add_argument(
+            "--channels",
+            default="32,64",
+            help="U-Net widths per level (height and width divisible by 2^(levels-1))",
+        )
+        g.add_argument(
+            "--decoder",
+            choices=("auto", "gaussian", "discretized"),
+            default="auto",
+            help="p(x_0|x_1): auto = discretized for integer images, else gaussian",
+        )
         add_ode_rows_argument(g)
 
     def __init__(self, options: dict, data: Dataset):
@@ -82,7 +122,9 @@ class DDPMFamily(Family):
         for key in ("beta_start", "beta_end"):
             if o.get(key) is not None:
                 kw[key] = float(o[key])
-        if o["schedule"] == "cosine" and any(o.get(k) is not None for k in ("beta_start", "beta_end")):
+        if o["schedule"] == "cosine" and any(
+            o.get(k) is not None for k in ("beta_start", "beta_end")
+        ):
             raise ProbdiffError("--beta-start/--beta-end do not apply to --schedule cosine")
         self.schedule = Schedule.make(o["schedule"], self.T, **kw)
         self.hidden = parse_widths(o["hidden"])
@@ -91,16 +133,22 @@ class DDPMFamily(Family):
             self.net = "unet" if data.kind == "image" else "mlp"
         if self.net == "unet":
             from probdiff.models.ddpm.networks import unet_widths
+
             self.channels = unet_widths(data.event_shape, o.get("channels", "32,64"))
         if o.get("subsample") is None:
             o["subsample"] = min(8, self.T - 1)
         if o["estimator"] == "subsampled" and not 1 <= o["subsample"] <= self.T - 1:
-            raise ProbdiffError(f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}")
+            raise ProbdiffError(
+                f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}"
+            )
         if o["estimator"] == "trace" and o["weighting"] != "elbo":
             raise ProbdiffError("--weighting simple needs --estimator closed or subsampled")
         integer = bool(data.meta.get("integer"))
-        self.decoder = o["decoder"] if o["decoder"] != "auto" else (
-            "discretized" if integer and data.kind == "image" else "gaussian")
+        self.decoder = (
+            o["decoder"]
+            if o["decoder"] != "auto"
+            else ("discretized" if integer and data.kind == "image" else "gaussian")
+        )
         self.scaling = DataScaling.of(data, self.decoder, target=(-1.0, 1.0))
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
@@ -117,58 +165,89 @@ class DDPMFamily(Family):
     def chain(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         """A fresh reverse chain (network, schedule, parameterisation, decoder)."""
         import torch
+
         from probdiff.models.ddpm.chain import ReverseChain
         from probdiff.models.ddpm.networks import TimeMLP, UNet
+
         torch.manual_seed(seed)
-        net = (UNet(self.data.event_shape, self.channels, self.T) if self.net == "unet"
-               else TimeMLP(self.dim, self.hidden, self.T))
-        chain = ReverseChain(net, self.schedule,
-                             self.options["parameterisation"], self.options["variance"],
-                             self.decoder, self.scaling.model_levels)
+        net = (
+            UNet(self.data.event_shape, self.channels, self.T)
+            if self.net == "unet"
+            else TimeMLP(self.dim, self.hidden, self.T)
+        )
+        chain = ReverseChain(
+            net,
+            self.schedule,
+            self.options["parameterisation"],
+            self.options["variance"],
+            self.decoder,
+            self.scaling.model_levels,
+        )
         return chain.to(device=device, dtype=getattr(torch, dtype))
 
     def validate_request(self, inference, backend, settings, n_train, dtype) -> None:
         if backend == "numpyro" and self.options["estimator"] == "trace":
-            raise ProbdiffError("--estimator trace runs on Pyro only; NumPyro has the closed "
-                                "and subsampled estimators")
+            raise ProbdiffError(
+                "--estimator trace runs on Pyro only; NumPyro has the closed "
+                "and subsampled estimators"
+            )
         if backend == "numpyro" and self.net == "unet":
             raise ProbdiffError("the U-Net runs on Pyro only; use --net mlp with --backend numpyro")
 
     def program(self, backend, x, seed, dtype="float32", device="cpu") -> Program:
         if backend == "numpyro":
             import jax.numpy as jnp
+
             # the network's initial weights come from the backend's key (start(..., seed))
-            return self._numpyro_program(self.options["estimator"], self.options["weighting"],
-                                         getattr(jnp, dtype))
+            return self._numpyro_program(
+                self.options["estimator"], self.options["weighting"], getattr(jnp, dtype)
+            )
         if backend != "pyro":
             raise ProbdiffError(f"model ddpm has no {backend} backend")
-        return self._program(self.options["estimator"], self.chain(seed, dtype, device),
-                             self.options["weighting"])
+        return self._program(
+            self.options["estimator"], self.chain(seed, dtype, device), self.options["weighting"]
+        )
 
     def _numpyro_program(self, estimator: str, weighting: str, dtype) -> Program:
         from probdiff.models.ddpm import chain_numpyro as dn
         from probdiff.models.ddpm.chain import simple_weights
+
         o = self.options
         scales = np.sqrt(self.schedule.reverse_variance(o["variance"]))
         weights = simple_weights(self.schedule, scales) if weighting == "simple" else None
         k = o["subsample"] if estimator == "subsampled" else None
         module = dn.TimeMLP(self.dim, tuple(self.hidden), self.T, dtype=dtype)
-        model = dn.DDPMTermsModel(module, self.schedule, o["parameterisation"], o["variance"],
-                                  self.decoder, self.scaling.model_levels, k, weights)
+        model = dn.DDPMTermsModel(
+            module,
+            self.schedule,
+            o["parameterisation"],
+            o["variance"],
+            self.decoder,
+            self.scaling.model_levels,
+            k,
+            weights,
+        )
         model.dtype = dtype
         from probdiff.guides.ddpm_numpyro import MarginalGuide
-        return Program(model, MarginalGuide(self.schedule, k, weights), elbo="meanfield",
-                       max_plate_nesting=2)
+
+        return Program(
+            model, MarginalGuide(self.schedule, k, weights), elbo="meanfield", max_plate_nesting=2
+        )
 
     def _program(self, estimator: str, chain, weighting: str = "elbo") -> Program:
         from probdiff.guides.ddpm import ForwardGuide, MarginalGuide
         from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel
+
         if estimator == "trace":
             return Program(DDPMModel(chain), ForwardGuide(self.schedule), elbo="trace")
         k = self.options["subsample"] if estimator == "subsampled" else None
         model = DDPMTermsModel(chain, k, weighting)
-        return Program(model, MarginalGuide(self.schedule, k, model.step_weights),
-                       elbo="meanfield", max_plate_nesting=2)
+        return Program(
+            model,
+            MarginalGuide(self.schedule, k, model.step_weights),
+            elbo="meanfield",
+            max_plate_nesting=2,
+        )
 
     # -- evaluation ---------------------------------------------------------------------------
     def trace_rows(self, n_test: int) -> int:
@@ -183,8 +262,7 @@ class DDPMFamily(Family):
             return self._program("closed", chain)
         return self._numpyro_program("closed", "elbo", program.model.dtype)
 
-    def variational_bound(self, params, x: np.ndarray, seed: int,
-                          chunk: int | None = None) -> dict:
+    def variational_bound(self, params, x: np.ndarray, seed: int, chunk: int | None = None) -> dict:
         """The full bound on the rows of ``x`` (model units), term by term: prior matching
         KL(q(x_T|x_0) || N(0, I)), the T - 1 KLs against q(x_{t-1}|x_t,x_0) in closed form (each
         x_t from q(x_t|x_0)), the decoder log p(x_0|x_1); ``EVAL_DRAWS`` draws per datum, by the
@@ -196,8 +274,10 @@ class DDPMFamily(Family):
         over rows and draws."""
         import pyro
         import torch
+
         from probdiff.models.ddpm.chain import SITE_PREV, elbo_terms, site
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+
         chain = self.fitted_chain(numpyro_to_pyro_params(params))
         program = self._program("closed", chain)
         chunk = chunk or max(1, 2_000_000 // (self.T * self.dim))
@@ -207,7 +287,7 @@ class DDPMFamily(Family):
         with torch.random.fork_rng(), torch.no_grad(), pyro.get_param_store().scope():
             pyro.set_rng_seed(seed)
             for start in range(0, len(x), chunk):
-                part = torch.as_tensor(x[start:start + chunk], dtype=torch.float32)
+                part = torch.as_tensor(x[start : start + chunk], dtype=torch.float32)
                 draws = []
                 for _ in range(EVAL_DRAWS):
                     terms = elbo_terms(program.model, program.guide, part)
@@ -221,9 +301,15 @@ class DDPMFamily(Family):
                 var += float((draws.var(0, ddof=1) / EVAL_DRAWS).sum())
         n = len(x)
         rows = np.concatenate(totals)
-        return {"elbo": float(rows.mean()), "stderr": math.sqrt(var) / n, "rows": rows,
-                "prior": prior / n, "decoder": decoder / n, "kl": float(kl.sum()) / n,
-                "kl_per_step": kl / n}
+        return {
+            "elbo": float(rows.mean()),
+            "stderr": math.sqrt(var) / n,
+            "rows": rows,
+            "prior": prior / n,
+            "decoder": decoder / n,
+            "kl": float(kl.sum()) / n,
+            "kl_per_step": kl / n,
+        }
 
     def metrics(self, backend, program, params, train, test, seed):
         """ELBO per datum on (up to 500 of) the training data and the held-out split, in data
@@ -232,6 +318,7 @@ class DDPMFamily(Family):
         error); for vectors the sliced Wasserstein distance of samples to held-out data beside
         that of the training data to the held-out data (the floor at this sample size)."""
         from probdiff.diagnostics import sliced_wasserstein
+
         out: dict = {}
         used: dict[str, np.ndarray] = {}
         rng = np.random.default_rng(seed)
@@ -244,7 +331,7 @@ class DDPMFamily(Family):
             bound = self.variational_bound(params, x, seed)
             out[key] = bound["elbo"] + self.data_log_jacobian
             out[key + "_stderr"] = bound["stderr"]
-            prefix = key[:-len("elbo")]
+            prefix = key[: -len("elbo")]
             out[prefix + "bound_prior"] = bound["prior"]
             out[prefix + "bound_decoder"] = bound["decoder"] + self.data_log_jacobian
             out[prefix + "bound_kl"] = -bound["kl"]
@@ -253,7 +340,10 @@ class DDPMFamily(Family):
                 self.keep("bound_" + k, out[prefix + "bound_" + k])
         ref = "test_elbo" if "test_elbo" in out else "elbo"
         bits = self.dim * math.log(2)
-        out["bits_per_dim"], out["bits_per_dim_stderr"] = -out[ref] / bits, out[ref + "_stderr"] / bits
+        out["bits_per_dim"], out["bits_per_dim_stderr"] = (
+            -out[ref] / bits,
+            out[ref + "_stderr"] / bits,
+        )
         p = "test_" if ref == "test_elbo" else ""
         out[p + "bits_per_dim"] = out["bits_per_dim"]
         held = test if p else train
@@ -270,8 +360,9 @@ class DDPMFamily(Family):
             self.keep("samples", samples)
             out[p + "sliced_wasserstein"] = sliced_wasserstein(samples, held, seed=seed)
             if p and train is not None and len(train):
-                out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(test)], test,
-                                                                          seed=seed)
+                out["sliced_wasserstein_train_test"] = sliced_wasserstein(
+                    train[: len(test)], test, seed=seed
+                )
         return out
 
     def continuous_score(self, chain):
@@ -279,6 +370,7 @@ class DDPMFamily(Family):
         (:class:`probdiff.diffusion.sde.ScheduleSDE`) and the chain's network read as a score at
         continuous time, s = -eps_theta(x, t T) / std(t) (eps from any parameterisation)."""
         from probdiff.diffusion.sde import ScheduleSDE
+
         sde = ScheduleSDE(self.schedule.abar)
         param = self.options["parameterisation"]
 
@@ -287,6 +379,7 @@ class DDPMFamily(Family):
             out = chain.net(x, t * self.T)
             eps = {"eps": out, "x0": (x - a * out) / std, "score": -std * out}[param]
             return -eps / std
+
         return sde, score
 
     def ode_likelihood(self, params, x: np.ndarray, seed: int, prefix: str = "test_") -> dict:
@@ -294,54 +387,82 @@ class DDPMFamily(Family):
         ``--ode-rows``) rows of ``x``, beside the bound: for the discretised decoder
         a dequantised lower bound on the mass of each datum's bin (comparable with the ELBO)."""
         import torch
-        from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
 
+        from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
         from probdiff.models.score.likelihood import ode_likelihood_metrics
-        rows = x[:ode_rows(self.options, self.data)]
+
+        rows = x[: ode_rows(self.options, self.data)]
         sde, score = self.continuous_score(self.fitted_chain(numpyro_to_pyro_params(params)))
         width = None
         if self.decoder == "discretized":
             width = 2.0 / (self.scaling.model_levels - 1)
         with torch.no_grad():
-            return ode_likelihood_metrics(sde, score, rows, self.dim, width,
-                                          self.data_log_jacobian, seed, prefix)
+            return ode_likelihood_metrics(
+                sde, score, rows, self.dim, width, self.data_log_jacobian, seed, prefix
+            )
 
     def report_lines(self, idata, metrics: dict) -> list[str]:
         """The likelihood table: the ELBO bound beside the probability-flow ODE and the true density."""
         from probdiff.models.score.likelihood import likelihood_table
+
         return likelihood_table(metrics, bound=True)
 
     # -- sampling ---------------------------------------------------------------------------
     def fitted_chain(self, params: dict[str, np.ndarray]):
         import torch
+
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+
         params = numpyro_to_pyro_params(params)
         chain = self.chain(0)
         prefix = "ddpm$$$"
-        state = {k[len(prefix):]: torch.as_tensor(np.asarray(v), dtype=torch.float32)
-                 for k, v in params.items() if k.startswith(prefix)}
+        state = {
+            k[len(prefix) :]: torch.as_tensor(np.asarray(v), dtype=torch.float32)
+            for k, v in params.items()
+            if k.startswith(prefix)
+        }
         chain.load_state_dict(state)
         return chain.eval()
 
-    def run_sampler(self, params, n: int, seed: int, sampler: str | None = None,
-                    record: list[int] | None = None, progress: bool = False):
+    def run_sampler(
+        self,
+        params,
+        n: int,
+        seed: int,
+        sampler: str | None = None,
+        record: list[int] | None = None,
+        progress: bool = False,
+    ):
         """(x_0 in model units (n, D), {t: x_t}) from the fitted chain."""
         import torch
-        from probdiff.models.ddpm.sampling import ancestral, ddim
         from tqdm.auto import tqdm
-        name, steps = parse_sampler(sampler, ("ancestral", "ddim"), "ancestral", 50,
-                                    stepless=("ancestral",))
+
+        from probdiff.models.ddpm.sampling import ancestral, ddim
+
+        name, steps = parse_sampler(
+            sampler, ("ancestral", "ddim"), "ancestral", 50, stepless=("ancestral",)
+        )
         chain = self.fitted_chain(params)
         gen = torch.Generator().manual_seed(seed)
         total = self.T if name == "ancestral" else min(steps, self.T)
-        with tqdm(total=total, disable=not progress, desc=f"sample ({name})", unit="step",
-                  leave=False) as bar:
+        with tqdm(
+            total=total, disable=not progress, desc=f"sample ({name})", unit="step", leave=False
+        ) as bar:
             if name == "ancestral":
-                x, kept = ancestral(chain.eps, self.schedule, n, self.dim, gen,
-                                    self.options["variance"], record, progress=bar)
+                x, kept = ancestral(
+                    chain.eps,
+                    self.schedule,
+                    n,
+                    self.dim,
+                    gen,
+                    self.options["variance"],
+                    record,
+                    progress=bar,
+                )
             else:
-                x, kept = ddim(chain.eps, self.schedule, n, self.dim, gen, steps, 0.0, record,
-                               progress=bar)
+                x, kept = ddim(
+                    chain.eps, self.schedule, n, self.dim, gen, steps, 0.0, record, progress=bar
+                )
         return x, kept
 
     def posterior(self, backend, program, params, x, num_samples, seed):
@@ -360,19 +481,30 @@ class DDPMFamily(Family):
 
     def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.ddpm import plots as ddpm_plots
+
         names = []
         x = self.prepare(data)
-        ts = sorted({self.T, int(self.T * 0.5), int(self.T * 0.2), int(self.T * 0.05), 1, 0},
-                    reverse=True)
+        ts = sorted(
+            {self.T, int(self.T * 0.5), int(self.T * 0.2), int(self.T * 0.05), 1, 0}, reverse=True
+        )
         n = 8 if data.kind == "image" else min(len(x), 1000)  # image rows show four samples
         _, kept = self.run_sampler(params, n, seed=0, record=ts)
-        names.append(ddpm_plots.trajectories_figure(run.file("trajectories.png"), self.schedule,
-                                                    x, kept, data.event_shape, self.scaling))
+        names.append(
+            ddpm_plots.trajectories_figure(
+                run.file("trajectories.png"), self.schedule, x, kept, data.event_shape, self.scaling
+            )
+        )
         if "kl_per_step" in artefacts:
             parts = {k: float(artefacts["bound_" + k]) for k in ("decoder", "kl", "prior")}
-            names.append(ddpm_plots.kl_profile_figure(run.file("bound_terms.png"),
-                                                      artefacts["kl_per_step"], parts))
+            names.append(
+                ddpm_plots.kl_profile_figure(
+                    run.file("bound_terms.png"), artefacts["kl_per_step"], parts
+                )
+            )
         if data.kind == "vector" and "samples" in artefacts:
-            names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
-                                                           artefacts["samples"], x))
+            names.append(
+                ddpm_plots.samples_vs_data_figure(
+                    run.file("samples_vs_data.png"), artefacts["samples"], x
+                )
+            )
         return [name for name in names if name]

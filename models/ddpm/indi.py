@@ -21,8 +21,13 @@ from torch import nn
 DEGRADATIONS = ("noise", "blur")
 
 
-def degrade(x: torch.Tensor, event_shape: tuple[int, int, int], kind: str, sigma: float,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def degrade(
+    x: torch.Tensor,
+    event_shape: tuple[int, int, int],
+    kind: str,
+    sigma: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """y from clean rows x (N, C*H*W) in [-1, 1]."""
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
     if kind == "noise":
@@ -36,8 +41,9 @@ def degrade(x: torch.Tensor, event_shape: tuple[int, int, int], kind: str, sigma
     raise ValueError(f"unknown degradation {kind!r}: {', '.join(DEGRADATIONS)}")
 
 
-def indi_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def indi_loss(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mean over the batch of ||F(x_t, t) - x||^2, t ~ U(0, 1], x_t = (1 - t) x + t y."""
     t = 1.0 - torch.rand(x.shape[0], generator=generator, dtype=x.dtype)  # (0, 1]
     xt = (1 - t)[:, None] * x + t[:, None] * y

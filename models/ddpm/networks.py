@@ -18,8 +18,9 @@ def time_features(t: torch.Tensor, T: int, size: int) -> torch.Tensor:
     """(N,) steps -> (N, size) sinusoidal features of t / T (Vaswani et al.'s embedding with
     frequencies from 1 to 1000 over the unit interval)."""
     half = size // 2
-    freqs = torch.exp(torch.linspace(0, math.log(1000.0), half, dtype=torch.float64,
-                                     device=t.device))
+    freqs = torch.exp(
+        torch.linspace(0, math.log(1000.0), half, dtype=torch.float64, device=t.device)
+    )
     angle = (t.to(torch.float64)[:, None] / T) * freqs[None, :] * math.pi
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 
@@ -51,13 +52,16 @@ def unet_widths(event_shape: tuple[int, ...], text: str) -> list[int]:
     and width the levels' downsampling divides; one-line errors otherwise."""
     from probdiff.errors import ProbdiffError
     from probdiff.family import parse_widths
+
     if len(event_shape) != 3:
         raise ProbdiffError(f"--net unet needs image data (C, H, W), got shape {event_shape}")
     channels = parse_widths(text, "--channels")
     f = 2 ** (len(channels) - 1)
     if event_shape[1] % f or event_shape[2] % f:
-        raise ProbdiffError(f"a {len(channels)}-level U-Net needs height and width divisible "
-                            f"by {f}, got {event_shape[1]}x{event_shape[2]}")
+        raise ProbdiffError(
+            f"a {len(channels)}-level U-Net needs height and width divisible "
+            f"by {f}, got {event_shape[1]}x{event_shape[2]}"
+        )
     return channels
 
 
@@ -86,14 +90,17 @@ class UNet(nn.Module):
     and width must be divisible by 2^(L-1): two levels for 8x8, three for 28x28 or 32x32.
     """
 
-    def __init__(self, event_shape: tuple[int, int, int], channels: list[int], T: int,
-                 embed: int = 32):
+    def __init__(
+        self, event_shape: tuple[int, int, int], channels: list[int], T: int, embed: int = 32
+    ):
         super().__init__()
         c, h, w = event_shape
         f = 2 ** (len(channels) - 1)
         if h % f or w % f:
-            raise ValueError(f"a {len(channels)}-level U-Net needs height and width divisible "
-                             f"by {f}, got {h}x{w}")
+            raise ValueError(
+                f"a {len(channels)}-level U-Net needs height and width divisible "
+                f"by {f}, got {h}x{w}"
+            )
         self.event_shape, self.T, self.embed = tuple(event_shape), T, embed
         e = 4 * channels[0]
         self.time = nn.Sequential(nn.Linear(embed, e), nn.SiLU(), nn.Linear(e, e))

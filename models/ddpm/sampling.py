@@ -16,7 +16,7 @@ and draw from ``generator``. ``record`` (a list of steps) keeps the states x_t a
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,9 +26,17 @@ from probdiff.diffusion.schedules import Schedule
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-def ancestral(eps: EpsFn, schedule: Schedule, n: int, dim: int, generator: torch.Generator,
-              variance: str = "fixed_small", record: list[int] | None = None,
-              dtype=torch.float32, progress=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def ancestral(
+    eps: EpsFn,
+    schedule: Schedule,
+    n: int,
+    dim: int,
+    generator: torch.Generator,
+    variance: str = "fixed_small",
+    record: list[int] | None = None,
+    dtype=torch.float32,
+    progress=None,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DDPM ancestral sampling: (x_0 draws (n, dim), {t: x_t} for t in ``record``)."""
     sigma = np.sqrt(schedule.reverse_variance(variance))
     kept: dict[int, torch.Tensor] = {}
@@ -39,7 +47,9 @@ def ancestral(eps: EpsFn, schedule: Schedule, n: int, dim: int, generator: torch
                 kept[t] = x.clone()
             mean = schedule.mean_from_eps(x, t, eps(x, t))
             if t > 1:
-                mean = mean + float(sigma[t]) * torch.randn(n, dim, generator=generator, dtype=dtype)
+                mean = mean + float(sigma[t]) * torch.randn(
+                    n, dim, generator=generator, dtype=dtype
+                )
             x = mean
             if progress is not None:
                 progress.update(1)
@@ -54,9 +64,18 @@ def ddim_steps(T: int, steps: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(1, T, steps)}, reverse=True)
 
 
-def ddim(eps: EpsFn, schedule: Schedule, n: int, dim: int, generator: torch.Generator,
-         steps: int = 50, eta: float = 0.0, record: list[int] | None = None,
-         dtype=torch.float32, progress=None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+def ddim(
+    eps: EpsFn,
+    schedule: Schedule,
+    n: int,
+    dim: int,
+    generator: torch.Generator,
+    steps: int = 50,
+    eta: float = 0.0,
+    record: list[int] | None = None,
+    dtype=torch.float32,
+    progress=None,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DDIM sampling on ``steps`` of the T steps; ``eta`` = 1 matches DDPM's fixed-small noise."""
     abar = schedule.abar
     taus = ddim_steps(schedule.T, steps)
@@ -75,8 +94,15 @@ def ddim(eps: EpsFn, schedule: Schedule, n: int, dim: int, generator: torch.Gene
     return x, kept
 
 
-def ddim_step(x: torch.Tensor, t: int, prev: int, e: torch.Tensor, abar: np.ndarray, eta: float,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def ddim_step(
+    x: torch.Tensor,
+    t: int,
+    prev: int,
+    e: torch.Tensor,
+    abar: np.ndarray,
+    eta: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One DDIM update from step t to step prev < t (abar_0 = 1)."""
     a_t, a_p = float(abar[t]), float(abar[prev])
     x0 = (x - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)

@@ -34,15 +34,19 @@ def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
     """
     d = x.shape[-1]
     sq = ((x[:, None, :] - p.locs[None]) ** 2).sum(-1)
-    return (np.log(p.weights) - 0.5 * d * LOG_2PI - d * np.log(p.scales)
-            - 0.5 * sq / p.scales ** 2)
+    return np.log(p.weights) - 0.5 * d * LOG_2PI - d * np.log(p.scales) - 0.5 * sq / p.scales**2
 
 
 def log_likelihood(x: np.ndarray, p: MixtureParams, chunk: int = 65_536) -> np.ndarray:
     """log p(x_n) = logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)], shape (N,);
     computed ``chunk`` rows at a time (bounded memory on large data)."""
-    return np.concatenate([logsumexp(component_log_joint(x[i:i + chunk], p), axis=1)
-                           for i in range(0, len(x), chunk)] or [np.zeros(0)])
+    return np.concatenate(
+        [
+            logsumexp(component_log_joint(x[i : i + chunk], p), axis=1)
+            for i in range(0, len(x), chunk)
+        ]
+        or [np.zeros(0)]
+    )
 
 
 def responsibilities(x: np.ndarray, p: MixtureParams) -> np.ndarray:
@@ -108,8 +112,9 @@ def em_step(x: np.ndarray, p: MixtureParams, reg: float = 1e-6) -> MixtureParams
     return MixtureParams(nk / nk.sum(), locs, np.sqrt(var))
 
 
-def em_fit(x: np.ndarray, init: MixtureParams, max_iter: int = 500,
-           tol: float = 1e-8) -> tuple[MixtureParams, np.ndarray]:
+def em_fit(
+    x: np.ndarray, init: MixtureParams, max_iter: int = 500, tol: float = 1e-8
+) -> tuple[MixtureParams, np.ndarray]:
     """Run EM until the mean log-likelihood improves by less than ``tol``; return (params, trace)."""
     p, trace = init, [log_likelihood(x, init).mean()]
     for _ in range(max_iter):

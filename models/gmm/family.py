@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from probdiff.models.gmm import em as gmm_em
-from probdiff.models.gmm.em import MixtureParams
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family, register
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.em import MixtureParams
 from probdiff.program import Program
 from probdiff.seeds import derive
 
@@ -33,16 +33,36 @@ class GMMFamily(Family):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("gmm")
         g.add_argument("--components", "-K", type=int, default=3, help="number of components K")
-        g.add_argument("--prior", action="store_true",
-                       help="Bayesian variant: Dirichlet/Normal/LogNormal priors on the globals")
-        g.add_argument("--globals", dest="globals_guide", choices=("none", "map", "meanfield"),
-                       default=None, help="guide of the globals (default: none, or map with --prior)")
-        g.add_argument("--assignment", dest="local_guide", choices=("enum", "encoder"),
-                       default="enum", help="enumerate z in the model, or amortise q(z|x) by an encoder")
-        g.add_argument("--encoder-hidden", type=int, default=0,
-                       help="hidden tanh units of the encoder (0: affine in (x, |x|^2), exact)")
-        g.add_argument("--ordered", action="store_true",
-                       help="order the means by their first coordinate (removes label switching)")
+        g.add_argument(
+            "--prior",
+            action="store_true",
+            help="Bayesian variant: Dirichlet/Normal/LogNormal priors on the globals",
+        )
+        g.add_argument(
+            "--globals",
+            dest="globals_guide",
+            choices=("none", "map", "meanfield"),
+            default=None,
+            help="guide of the globals (default: none, or map with --prior)",
+        )
+        g.add_argument(
+            "--assignment",
+            dest="local_guide",
+            choices=("enum", "encoder"),
+            default="enum",
+            help="enumerate z in the model, or amortise q(z|x) by an encoder",
+        )
+        g.add_argument(
+            "--encoder-hidden",
+            type=int,
+            default=0,
+            help="hidden tanh units of the encoder (0: affine in (x, |x|^2), exact)",
+        )
+        g.add_argument(
+            "--ordered",
+            action="store_true",
+            help="order the means by their first coordinate (removes label switching)",
+        )
         g.add_argument("--num-chains", type=int, default=4, help="NUTS chains")
         g.add_argument("--num-warmup", type=int, default=500, help="NUTS warm-up draws per chain")
         g.add_argument("--num-samples", type=int, default=500, help="NUTS draws per chain")
@@ -60,13 +80,17 @@ class GMMFamily(Family):
         if o["globals_guide"] is None:
             o["globals_guide"] = "map" if o["prior"] else "none"
         if o["globals_guide"] != "none" and not o["prior"]:
-            raise ProbdiffError(f"--globals {o['globals_guide']} needs --prior (maximum likelihood "
-                                "has no latent globals to guide)")
+            raise ProbdiffError(
+                f"--globals {o['globals_guide']} needs --prior (maximum likelihood "
+                "has no latent globals to guide)"
+            )
         if o["prior"] and o["globals_guide"] == "none":
             raise ProbdiffError("--prior needs --globals map or meanfield")
         if o["ordered"] and o["globals_guide"] == "meanfield":
-            raise ProbdiffError("--ordered works with --globals map or --inference nuts, "
-                                "not with the mean-field guide")
+            raise ProbdiffError(
+                "--ordered works with --globals map or --inference nuts, "
+                "not with the mean-field guide"
+            )
         x = data.flat()
         self.dim = x.shape[1]
         self.prior_loc = x.mean(0)
@@ -76,15 +100,21 @@ class GMMFamily(Family):
     def validate_request(self, inference, backend, settings, n_train, dtype):
         o = self.options
         if backend == "numpyro" and inference == "svi" and o["components"] == 1:
-            raise ProbdiffError("--components 1 on --backend numpyro: NumPyro's enumeration "
-                                "loses a one-category site; use --backend pyro or --inference em")
+            raise ProbdiffError(
+                "--components 1 on --backend numpyro: NumPyro's enumeration "
+                "loses a one-category site; use --backend pyro or --inference em"
+            )
         if o["components"] > n_train:
-            raise ProbdiffError(f"--components {o['components']} is larger than the training split "
-                                f"({n_train} points)")
+            raise ProbdiffError(
+                f"--components {o['components']} is larger than the training split "
+                f"({n_train} points)"
+            )
         if inference in ("em", "nuts"):
             if o["local_guide"] != "enum":
-                raise ProbdiffError(f"--assignment {o['local_guide']} is an SVI guide; "
-                                    f"--inference {inference} sums z out exactly")
+                raise ProbdiffError(
+                    f"--assignment {o['local_guide']} is an SVI guide; "
+                    f"--inference {inference} sums z out exactly"
+                )
             if settings.batch_size is not None:
                 raise ProbdiffError(f"--batch-size is for SVI, not --inference {inference}")
         if inference == "em" and (o["prior"] or o["ordered"]):
@@ -95,60 +125,88 @@ class GMMFamily(Family):
             if dtype != "float32":
                 raise ProbdiffError("--inference nuts runs in float32")
             if o["num_chains"] < 1 or o["num_warmup"] < 0 or o["num_samples"] < 1:
-                raise ProbdiffError("NUTS needs --num-chains >= 1, --num-warmup >= 0, "
-                                    f"--num-samples >= 1; got {o['num_chains']}, "
-                                    f"{o['num_warmup']}, {o['num_samples']}")
+                raise ProbdiffError(
+                    "NUTS needs --num-chains >= 1, --num-warmup >= 0, "
+                    f"--num-samples >= 1; got {o['num_chains']}, "
+                    f"{o['num_warmup']}, {o['num_samples']}"
+                )
         elif o["ordered"] and not o["prior"]:
-            raise ProbdiffError("--ordered orders the means under a prior: add --prior "
-                                "(or use --inference nuts)")
+            raise ProbdiffError(
+                "--ordered orders the means under a prior: add --prior (or use --inference nuts)"
+            )
 
     _mcmc_draws: list[MixtureParams] | None = None
 
     def restore(self, idata) -> None:
         """Keep the MCMC draws of a NUTS fit: its metrics and samples use all of them."""
-        if idata is None or "posterior" not in idata.groups() or \
-                idata.posterior.attrs.get("inference_library") == "probdiff":
+        if (
+            idata is None
+            or "posterior" not in idata.groups()
+            or idata.posterior.attrs.get("inference_library") == "probdiff"
+        ):
             return
         post = idata.posterior
-        flat = {k: post[k].values.reshape((-1,) + post[k].shape[2:]).astype(float)
-                for k in ("weights", "locs", "scales")}
-        self._mcmc_draws = [MixtureParams(w, m, s) for w, m, s in
-                            zip(flat["weights"], flat["locs"], flat["scales"])]
+        flat = {
+            k: post[k].values.reshape((-1,) + post[k].shape[2:]).astype(float)
+            for k in ("weights", "locs", "scales")
+        }
+        self._mcmc_draws = [
+            MixtureParams(w, m, s) for w, m, s in zip(flat["weights"], flat["locs"], flat["scales"])
+        ]
 
     def _predictive(self, x: np.ndarray) -> float:
         """Posterior predictive log density per datum, mean_n log (1/S) sum_s p(x_n | theta_s):
         invariant to the labelling of each draw, unlike the likelihood at the posterior mean."""
         from scipy.special import logsumexp
+
         lp = np.stack([gmm_em.log_likelihood(x, p) for p in self._mcmc_draws])
         return float((logsumexp(lp, axis=0) - np.log(len(lp))).mean())
 
     # -- programs -----------------------------------------------------------------------
     def init_values(self, x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         from probdiff.guides.gmm import encoder_init
-        init = gmm_em.kmeans_pp_init(x, self.options["components"], np.random.default_rng(seed))
-        return {**init.as_dict(), **encoder_init(self.dim, self.options["components"],
-                                                 self.options["encoder_hidden"], seed)}
 
-    def program(self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32",
-                device: str = "cpu") -> Program:
+        init = gmm_em.kmeans_pp_init(x, self.options["components"], np.random.default_rng(seed))
+        return {
+            **init.as_dict(),
+            **encoder_init(
+                self.dim, self.options["components"], self.options["encoder_hidden"], seed
+            ),
+        }
+
+    def program(
+        self, backend: str, x: np.ndarray, seed: int, dtype: str = "float32", device: str = "cpu"
+    ) -> Program:
         o, init = self.options, self.init_values(x, seed)
         if backend == "pyro":
             import torch
+
             from probdiff.guides.gmm import MixtureGuide
             from probdiff.models.gmm.model import GaussianMixture, MixturePrior
+
             kw = {"dtype": getattr(torch, dtype), "device": device}
         else:
             import jax.numpy as jnp
+
             from probdiff.guides.gmm_numpyro import MixtureGuide
             from probdiff.models.gmm.model import MixturePrior
             from probdiff.models.gmm.model_numpyro import GaussianMixture
+
             kw = {"dtype": getattr(jnp, dtype)}
-        prior = (MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
-                 if o["prior"] else None)
-        model = GaussianMixture(o["components"], self.dim, init, prior=prior,
-                                ordered=o["ordered"], **kw)
-        guide = MixtureGuide(o["components"], init, globals_guide=o["globals_guide"],
-                             local_guide=o["local_guide"], ordered=o["ordered"], **kw)
+        prior = (
+            MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma) if o["prior"] else None
+        )
+        model = GaussianMixture(
+            o["components"], self.dim, init, prior=prior, ordered=o["ordered"], **kw
+        )
+        guide = MixtureGuide(
+            o["components"],
+            init,
+            globals_guide=o["globals_guide"],
+            local_guide=o["local_guide"],
+            ordered=o["ordered"],
+            **kw,
+        )
         return Program(model, guide, elbo="enum", max_plate_nesting=1)
 
     # -- results ------------------------------------------------------------------------
@@ -162,11 +220,16 @@ class GMMFamily(Family):
                 locs = p["locs_map"]
             else:
                 first = p["locs_first_map"][:, None]
-                locs = np.concatenate([first, p["locs_rest_map"]], 1) if "locs_rest_map" in p else first
+                locs = (
+                    np.concatenate([first, p["locs_rest_map"]], 1)
+                    if "locs_rest_map" in p
+                    else first
+                )
             return MixtureParams(p["weights_map"], locs, p["scales_map"])
         conc = p["weights_concentration"]
-        return MixtureParams(conc / conc.sum(), p["locs_loc"],
-                             np.exp(p["scales_loc"] + 0.5 * p["scales_scale"] ** 2))
+        return MixtureParams(
+            conc / conc.sum(), p["locs_loc"], np.exp(p["scales_loc"] + 0.5 * p["scales_scale"] ** 2)
+        )
 
     def metrics(self, backend, program, params, train, test, seed):
         # Bayesian fits: the ELBO of held-out data alone would count KL(q(globals) || prior)
@@ -174,16 +237,24 @@ class GMMFamily(Family):
         elbo_test = None if self.options["prior"] else test
         out = super().metrics(backend, program, params, train, elbo_test, seed) if program else {}
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
-        score = (self._predictive if self._mcmc_draws is not None
-                 else lambda x: gmm_em.log_likelihood(x, point).mean())
+        score = (
+            self._predictive
+            if self._mcmc_draws is not None
+            else lambda x: gmm_em.log_likelihood(x, point).mean()
+        )
         for prefix, x in (("", train), ("test_", test)):
             if x is not None and len(x):
                 out[prefix + "log_likelihood"] = float(score(x))
                 if self.data.log_prob is not None:
                     out[prefix + "true_log_likelihood"] = float(np.mean(self.data.log_prob(x)))
-        if train is not None and program is not None and \
-                self.options["globals_guide"] == "meanfield" and hasattr(backend, "log_weights"):
+        if (
+            train is not None
+            and program is not None
+            and self.options["globals_guide"] == "meanfield"
+            and hasattr(backend, "log_weights")
+        ):
             from probdiff.diagnostics import psis_khat
+
             data = backend.array(train)
             backend.set_params(program, data, params)
             lw = backend.log_weights(program, data, num_samples=200, seed=seed)
@@ -194,8 +265,12 @@ class GMMFamily(Family):
         draws = super().posterior(backend, program, params, x, num_samples, seed)
         if not self.options["prior"]:
             # maximum likelihood: the fitted globals are a point mass
-            draws.update({k: np.broadcast_to(np.asarray(params[k]), (num_samples,) + np.shape(params[k]))
-                          for k in ("weights", "locs", "scales")})
+            draws.update(
+                {
+                    k: np.broadcast_to(np.asarray(params[k]), (num_samples,) + np.shape(params[k]))
+                    for k in ("weights", "locs", "scales")
+                }
+            )
         if "locs_first" in draws:  # ordered: the means are (locs_first, locs_rest)
             first = draws.pop("locs_first")[..., None]
             rest = draws.pop("locs_rest", first[..., :0])
@@ -220,20 +295,25 @@ class GMMFamily(Family):
         draws = self._global_draws(groups, params)
         rng = np.random.default_rng(derive(seed, 1))
         groups.log_likelihood["obs"] = np.stack([gmm_em.log_likelihood(x, p) for p in draws])
-        groups.posterior_predictive["obs"] = np.stack([gmm_em.sample(len(x), p, rng)[0]
-                                                       for p in draws])
+        groups.posterior_predictive["obs"] = np.stack(
+            [gmm_em.sample(len(x), p, rng)[0] for p in draws]
+        )
         if len(draws) == 1 and num_samples > 1:  # a point estimate: one draw, stated as such
-            groups.notes.append("log_likelihood and posterior_predictive at the point estimate "
-                                "(one draw): PSIS-LOO needs posterior draws (--prior with "
-                                "--globals meanfield, or --inference nuts)")
+            groups.notes.append(
+                "log_likelihood and posterior_predictive at the point estimate "
+                "(one draw): PSIS-LOO needs posterior draws (--prior with "
+                "--globals meanfield, or --inference nuts)"
+            )
         return groups
 
     def _global_draws(self, groups, params) -> list[MixtureParams]:
         """pi, mu, sigma per posterior draw where the globals vary, else the point estimate."""
         post = groups.posterior
         if all(k in post for k in ("weights", "locs", "scales")):
-            return [MixtureParams(w, m, s) for w, m, s in
-                    zip(post["weights"], post["locs"], post["scales"])]
+            return [
+                MixtureParams(w, m, s)
+                for w, m, s in zip(post["weights"], post["locs"], post["scales"])
+            ]
         return [self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})]
 
     def sample(self, params, n, seed):
@@ -253,8 +333,9 @@ class GMMFamily(Family):
         if inference == "em":
             best = None
             for r in range(settings.restarts):
-                init = gmm_em.kmeans_pp_init(x, o["components"],
-                                             np.random.default_rng(derive(settings.seed, 1000 * r)))
+                init = gmm_em.kmeans_pp_init(
+                    x, o["components"], np.random.default_rng(derive(settings.seed, 1000 * r))
+                )
                 p, trace = gmm_em.em_fit(x, init, max_iter=max(settings.steps, 1))
                 if best is None or trace[-1] > best[1][-1]:
                     best = (p, trace)
@@ -265,39 +346,63 @@ class GMMFamily(Family):
 
     def _nuts(self, x, settings, backend_name):
         import jax.numpy as jnp
+
+        from probdiff.backends.numpyro_mcmc import run_nuts
         from probdiff.models.gmm.model import MixturePrior
         from probdiff.models.gmm.model_numpyro import GaussianMixture
 
-        from probdiff.backends.numpyro_mcmc import run_nuts
         o = self.options
         prior = MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
-        model = GaussianMixture(o["components"], self.dim, {}, prior=prior, ordered=o["ordered"],
-                                dtype=jnp.float32)
+        model = GaussianMixture(
+            o["components"], self.dim, {}, prior=prior, ordered=o["ordered"], dtype=jnp.float32
+        )
         # data-informed starts (best of several k-means++ seedings per chain): random starts
         # leave chains in local modes where one component covers two clusters
         inits = model.init_values(x, o["num_chains"], seed=settings.seed)
-        idata = run_nuts(model, jnp.asarray(x, jnp.float32), num_chains=o["num_chains"],
-                         num_warmup=o["num_warmup"], num_samples=o["num_samples"],
-                         seed=settings.seed, progress=settings.progress, init_values=inits)
+        idata = run_nuts(
+            model,
+            jnp.asarray(x, jnp.float32),
+            num_chains=o["num_chains"],
+            num_warmup=o["num_warmup"],
+            num_samples=o["num_samples"],
+            seed=settings.seed,
+            progress=settings.progress,
+            init_values=inits,
+        )
         self.restore(idata)
         post = idata.posterior
-        params = {"weights": post["weights"].mean(("chain", "draw")).values,
-                  "locs": post["locs"].mean(("chain", "draw")).values,
-                  "scales": post["scales"].mean(("chain", "draw")).values}
-        return params, idata, {"steps": o["num_samples"], "num_chains": o["num_chains"],
-                               "num_warmup": o["num_warmup"]}
+        params = {
+            "weights": post["weights"].mean(("chain", "draw")).values,
+            "locs": post["locs"].mean(("chain", "draw")).values,
+            "scales": post["scales"].mean(("chain", "draw")).values,
+        }
+        return (
+            params,
+            idata,
+            {
+                "steps": o["num_samples"],
+                "num_chains": o["num_chains"],
+                "num_warmup": o["num_warmup"],
+            },
+        )
 
     def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.gmm import plots as gmm_plots
+
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         names = [gmm_plots.mixture_figure(run.file("mixture.png"), data, point)]
-        if (self.options["prior"] and idata is not None and "posterior" in idata.groups()
-                and "locs" in idata.posterior):
+        if (
+            self.options["prior"]
+            and idata is not None
+            and "posterior" in idata.groups()
+            and "locs" in idata.posterior
+        ):
             names.append(gmm_plots.means_posterior_figure(run.file("posterior_locs.png"), idata))
         return names
 
     def report_lines(self, idata, metrics):
         from probdiff.diagnostics import label_switching
+
         if idata is None or "posterior" not in idata.groups() or idata.posterior.sizes["chain"] < 2:
             return []
         return label_switching(idata.posterior, "locs", component_dim=0)

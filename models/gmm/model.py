@@ -74,16 +74,24 @@ class GaussianMixture:
         """Return (weights, locs, scales): parameters or prior draws."""
         K = self.num_components
         if self.prior is None:
-            weights = pyro.param(SITE_WEIGHTS, lambda: self._t(self.init[SITE_WEIGHTS]),
-                                 constraint=constraints.simplex)
+            weights = pyro.param(
+                SITE_WEIGHTS,
+                lambda: self._t(self.init[SITE_WEIGHTS]),
+                constraint=constraints.simplex,
+            )
             locs = pyro.param(SITE_LOCS, lambda: self._t(self.init[SITE_LOCS]))
-            scales = pyro.param(SITE_SCALES, lambda: self._t(self.init[SITE_SCALES]),
-                                constraint=constraints.positive)
+            scales = pyro.param(
+                SITE_SCALES,
+                lambda: self._t(self.init[SITE_SCALES]),
+                constraint=constraints.positive,
+            )
             return weights, locs, scales
         p = self.prior
         weights = pyro.sample(SITE_WEIGHTS, dist.Dirichlet(self._t(np.full(K, p.concentration))))
-        scales = pyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
-                                                         self._t(1.0)).expand([K]).to_event(1))
+        scales = pyro.sample(
+            SITE_SCALES,
+            dist.LogNormal(self._t(math.log(p.prior_sigma)), self._t(1.0)).expand([K]).to_event(1),
+        )
         locs = self._locs(self._t(p.prior_loc), self._t(p.prior_scale))
         return weights, locs, scales
 
@@ -98,24 +106,30 @@ class GaussianMixture:
         normal = dist.Normal(loc, scale)
         if not self.ordered:
             return pyro.sample(SITE_LOCS, normal.expand([K, D]).to_event(2))
-        first = pyro.sample(SITE_LOCS_FIRST, dist.ImproperUniform(
-            constraints.ordered_vector, batch_shape=(), event_shape=(K,)))
-        pyro.factor(SITE_LOCS_FIRST + "_prior",
-                    normal.log_prob(first.unsqueeze(-1))[..., 0].sum(-1) + math.lgamma(K + 1))
+        first = pyro.sample(
+            SITE_LOCS_FIRST,
+            dist.ImproperUniform(constraints.ordered_vector, batch_shape=(), event_shape=(K,)),
+        )
+        pyro.factor(
+            SITE_LOCS_FIRST + "_prior",
+            normal.log_prob(first.unsqueeze(-1))[..., 0].sum(-1) + math.lgamma(K + 1),
+        )
         columns = [first.unsqueeze(-1)]
         if D > 1:
-            columns.append(pyro.sample(SITE_LOCS_REST,
-                                       dist.Normal(loc[1:], scale).expand([K, D - 1]).to_event(2)))
+            columns.append(
+                pyro.sample(
+                    SITE_LOCS_REST, dist.Normal(loc[1:], scale).expand([K, D - 1]).to_event(2)
+                )
+            )
         return pyro.deterministic(SITE_LOCS, torch.cat(columns, -1), event_dim=2)
 
     def __call__(self, x: torch.Tensor, n_total: int | None = None) -> None:
         weights, locs, scales = self.globals()
         n = x.shape[0]
         with data_plate(n, n_total):
-            z = pyro.sample(SITE_ASSIGNMENT, dist.Categorical(weights),
-                            infer={"enumerate": "parallel"})
+            z = pyro.sample(
+                SITE_ASSIGNMENT, dist.Categorical(weights), infer={"enumerate": "parallel"}
+            )
             # Vindex: globals may carry batch dims (vectorised particles) left of (K,) / (K, D)
             loc, scale = Vindex(locs)[..., z, :], Vindex(scales)[..., z]
             pyro.sample(SITE_OBS, dist.Normal(loc, scale.unsqueeze(-1)).to_event(1), obs=x)
-
-

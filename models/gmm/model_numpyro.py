@@ -41,6 +41,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.ops.indexing import Vindex
+
 from probdiff.models.gmm import em as gmm_em
 from probdiff.models.gmm.model import (
     GLOBAL_SITES,
@@ -53,7 +54,6 @@ from probdiff.models.gmm.model import (
     SITE_WEIGHTS,
     MixturePrior,
 )
-
 from probdiff.plates import numpyro_data_plate
 
 __all__ = ["GaussianMixture", "MixturePrior", "GLOBAL_SITES"]
@@ -83,17 +83,20 @@ class GaussianMixture:
         """Return (weights, locs, scales): parameters or prior draws."""
         K = self.num_components
         if self.prior is None:
-            weights = numpyro.param(SITE_WEIGHTS, self._t(self.init[SITE_WEIGHTS]),
-                                    constraint=constraints.simplex)
+            weights = numpyro.param(
+                SITE_WEIGHTS, self._t(self.init[SITE_WEIGHTS]), constraint=constraints.simplex
+            )
             locs = numpyro.param(SITE_LOCS, self._t(self.init[SITE_LOCS]))
-            scales = numpyro.param(SITE_SCALES, self._t(self.init[SITE_SCALES]),
-                                   constraint=constraints.positive)
+            scales = numpyro.param(
+                SITE_SCALES, self._t(self.init[SITE_SCALES]), constraint=constraints.positive
+            )
             return weights, locs, scales
         p = self.prior
-        weights = numpyro.sample(SITE_WEIGHTS,
-                                 dist.Dirichlet(self._t(np.full(K, p.concentration))))
-        scales = numpyro.sample(SITE_SCALES, dist.LogNormal(self._t(math.log(p.prior_sigma)),
-                                                            self._t(1.0)).expand([K]).to_event(1))
+        weights = numpyro.sample(SITE_WEIGHTS, dist.Dirichlet(self._t(np.full(K, p.concentration))))
+        scales = numpyro.sample(
+            SITE_SCALES,
+            dist.LogNormal(self._t(math.log(p.prior_sigma)), self._t(1.0)).expand([K]).to_event(1),
+        )
         locs = self._locs(self._t(p.prior_loc), self._t(p.prior_scale))
         return weights, locs, scales
 
@@ -108,18 +111,26 @@ class GaussianMixture:
         normal = dist.Normal(loc, scale)
         if not self.ordered:
             return numpyro.sample(SITE_LOCS, normal.expand([K, D]).to_event(2))
-        first = numpyro.sample(SITE_LOCS_FIRST, dist.ImproperUniform(
-            constraints.ordered_vector, batch_shape=(), event_shape=(K,)))
-        numpyro.factor(SITE_LOCS_FIRST + "_prior",
-                       normal.log_prob(first[..., None])[..., 0].sum(-1) + math.lgamma(K + 1))
+        first = numpyro.sample(
+            SITE_LOCS_FIRST,
+            dist.ImproperUniform(constraints.ordered_vector, batch_shape=(), event_shape=(K,)),
+        )
+        numpyro.factor(
+            SITE_LOCS_FIRST + "_prior",
+            normal.log_prob(first[..., None])[..., 0].sum(-1) + math.lgamma(K + 1),
+        )
         columns = [first[..., None]]
         if D > 1:
-            columns.append(numpyro.sample(
-                SITE_LOCS_REST, dist.Normal(loc[1:], scale).expand([K, D - 1]).to_event(2)))
+            columns.append(
+                numpyro.sample(
+                    SITE_LOCS_REST, dist.Normal(loc[1:], scale).expand([K, D - 1]).to_event(2)
+                )
+            )
         return numpyro.deterministic(SITE_LOCS, jnp.concatenate(columns, -1))
 
-    def init_values(self, x: np.ndarray, num_chains: int, seed: int = 0,
-                    tries: int = 10) -> list[dict[str, np.ndarray]]:
+    def init_values(
+        self, x: np.ndarray, num_chains: int, seed: int = 0, tries: int = 10
+    ) -> list[dict[str, np.ndarray]]:
         """Dispersed, data-informed starting points of the Bayesian model's sites, one per chain.
 
         Each chain starts at the best (highest log-likelihood) of ``tries`` k-means++ seedings
@@ -130,8 +141,10 @@ class GaussianMixture:
         component covers two clusters; for ``run_nuts(..., init_values=...)``.
         """
         if self.prior is None:
-            raise ValueError("init_values is for the Bayesian model (prior=...): maximum "
-                             "likelihood has no latent globals")
+            raise ValueError(
+                "init_values is for the Bayesian model (prior=...): maximum "
+                "likelihood has no latent globals"
+            )
         x = np.asarray(x, dtype=float)
         inits = []
         for rng in np.random.default_rng(seed).spawn(num_chains):
@@ -153,8 +166,9 @@ class GaussianMixture:
         weights, locs, scales = self.globals()
         n = x.shape[0]
         with numpyro_data_plate(n, n_total):
-            z = numpyro.sample(SITE_ASSIGNMENT, dist.Categorical(probs=weights),
-                               infer={"enumerate": "parallel"})
+            z = numpyro.sample(
+                SITE_ASSIGNMENT, dist.Categorical(probs=weights), infer={"enumerate": "parallel"}
+            )
             # Vindex: globals may carry batch dims (vectorised draws) left of (K,) / (K, D)
             loc, scale = Vindex(locs)[..., z, :], Vindex(scales)[..., z]
             numpyro.sample(SITE_OBS, dist.Normal(loc, scale[..., None]).to_event(1), obs=x)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from probdiff.models.gmm import em as gmm_em
-from probdiff.models.gmm.em import MixtureParams
 
 from probdiff.data import Dataset
+from probdiff.models.gmm import em as gmm_em
+from probdiff.models.gmm.em import MixtureParams
 from probdiff.plots import plt, save
 
 
@@ -40,13 +40,26 @@ def mixture_figure(path: Path, data: Dataset, p: MixtureParams) -> str:
     for j in range(k):
         cx, cy = centres[j][0], centres[j][1] if centres.shape[1] > 1 else 0.0
         for r in (1, 2):
-            ax.plot(cx + r * p.scales[j] * np.cos(theta), cy + r * p.scales[j] * np.sin(theta),
-                    color=hues[j], lw=1.4 if r == 1 else 0.8, alpha=0.9)
-        ax.annotate(f"{p.weights[j]:.2f}", (cx, cy), ha="center", va="center", fontsize=8,
-                    bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7})
-    ax.set_title(f"mixture fit on {Path(str(data.name)).name}{label}\n"
-                 "colour = responsibilities p(z|x); circles = 1 and 2 sigma; labels = weights",
-                 fontsize=9)
+            ax.plot(
+                cx + r * p.scales[j] * np.cos(theta),
+                cy + r * p.scales[j] * np.sin(theta),
+                color=hues[j],
+                lw=1.4 if r == 1 else 0.8,
+                alpha=0.9,
+            )
+        ax.annotate(
+            f"{p.weights[j]:.2f}",
+            (cx, cy),
+            ha="center",
+            va="center",
+            fontsize=8,
+            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.7},
+        )
+    ax.set_title(
+        f"mixture fit on {Path(str(data.name)).name}{label}\n"
+        "colour = responsibilities p(z|x); circles = 1 and 2 sigma; labels = weights",
+        fontsize=9,
+    )
     ax.set_aspect("equal", adjustable="datalim")
     return save(fig, path)
 
@@ -57,8 +70,13 @@ def means_posterior_figure(path: Path, idata) -> str:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for c in range(locs.shape[0]):
         pts = locs[c].reshape(-1, locs.shape[-1])
-        ax.scatter(pts[:, 0], pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts)), s=3,
-                   alpha=0.3, label=f"chain {c + 1}")
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts)),
+            s=3,
+            alpha=0.3,
+            label=f"chain {c + 1}",
+        )
     ax.set_xlabel("mu[:, 0]")
     ax.set_ylabel("mu[:, 1]")
     ax.set_title("posterior draws of the component means", fontsize=9)

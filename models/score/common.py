@@ -30,8 +30,12 @@ class ScoreFamily(Family):
 
     @classmethod
     def add_network_arguments(cls, g) -> None:
-        g.add_argument("--net", choices=("auto", "mlp", "unet"), default="auto",
-                       help="score network: auto = unet for images, mlp for vectors")
+        g.add_argument(
+            "--net",
+            choices=("auto", "mlp", "unet"),
+            default="auto",
+            help="score network: auto = unet for images, mlp for vectors",
+        )
         g.add_argument("--hidden", default="128,128", help="widths of the MLP")
         g.add_argument("--channels", default="32,64", help="U-Net widths per level")
 
@@ -42,6 +46,7 @@ class ScoreFamily(Family):
         self.net = o["net"] if o["net"] != "auto" else ("unet" if data.kind == "image" else "mlp")
         if self.net == "unet":
             from probdiff.models.ddpm.networks import unet_widths
+
             self.channels = unet_widths(data.event_shape, o["channels"])
         self.scaling = DataScaling.of(data, "gaussian", target=(-1.0, 1.0))
         self.data_log_jacobian = self.scaling.log_jacobian
@@ -49,8 +54,10 @@ class ScoreFamily(Family):
 
     def validate_request(self, inference, backend, settings, n_train, dtype) -> None:
         if backend != "pyro":
-            raise ProbdiffError(f"model {self.name} runs on Pyro only (the score-matching "
-                                "program); use --backend pyro")
+            raise ProbdiffError(
+                f"model {self.name} runs on Pyro only (the score-matching "
+                "program); use --backend pyro"
+            )
 
     def prepare(self, data: Dataset) -> np.ndarray:
         return self.scaling.forward(data)
@@ -65,6 +72,7 @@ class ScoreFamily(Family):
 
     def network(self, T: int | float):
         from probdiff.models.ddpm.networks import TimeMLP, UNet
+
         if self.net == "unet":
             return UNet(self.data.event_shape, self.channels, T)
         return TimeMLP(self.dim, self.hidden, T)
@@ -72,9 +80,13 @@ class ScoreFamily(Family):
     def load_module(self, module, params: dict[str, np.ndarray]):
         """``module`` with the fitted weights of ``params`` (float32, eval mode)."""
         import torch
+
         prefix = self.module_name + "$$$"
-        state = {k[len(prefix):]: torch.as_tensor(np.asarray(v), dtype=torch.float32)
-                 for k, v in params.items() if k.startswith(prefix)}
+        state = {
+            k[len(prefix) :]: torch.as_tensor(np.asarray(v), dtype=torch.float32)
+            for k, v in params.items()
+            if k.startswith(prefix)
+        }
         buffers = {k: v for k, v in module.state_dict().items() if k not in state}
         module.load_state_dict({**buffers, **state})
         return module.eval()
@@ -87,14 +99,16 @@ class ScoreFamily(Family):
         """The training program over every noise level / time, around a given score module."""
         raise NotImplementedError
 
-    def per_datum_loss(self, params, x: np.ndarray, seed: int,
-                       repeats: int = EVAL_REPEATS) -> np.ndarray:
+    def per_datum_loss(
+        self, params, x: np.ndarray, seed: int, repeats: int = EVAL_REPEATS
+    ) -> np.ndarray:
         """The loss of each row of ``x``, averaged over ``repeats`` noise draws: the model's
         ``score_matching`` factor (with its plate scales) replayed on the guide's draws, on
         the CPU in a param-store scope of its own."""
         import pyro
         import torch
         from pyro import poutine
+
         program = self.loss_program(self.load_module(self.score_module(), params))
         data = torch.as_tensor(x, dtype=torch.float32)
         total = np.zeros(len(x))
@@ -120,7 +134,9 @@ class ScoreFamily(Family):
                 x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
             rows = self.per_datum_loss(params, x, seed)
             out[key] = float(rows.mean())
-            out[key + "_stderr"] = float(rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
+            out[key + "_stderr"] = (
+                float(rows.std(ddof=1) / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
+            )
         return out
 
     def to_data_units(self, x: np.ndarray) -> np.ndarray:
@@ -134,9 +150,12 @@ class ScoreFamily(Family):
         """Sliced Wasserstein of samples to the held-out data, beside the floor (training
         data to held-out data at the same size), for vector data."""
         from probdiff.diagnostics import sliced_wasserstein
+
         if self.data.kind != "vector":
             return {}
         out = {prefix + "sliced_wasserstein": sliced_wasserstein(samples, held, seed=seed)}
         if prefix and train is not None and len(train):
-            out["sliced_wasserstein_train_test"] = sliced_wasserstein(train[:len(held)], held, seed=seed)
+            out["sliced_wasserstein_train_test"] = sliced_wasserstein(
+                train[: len(held)], held, seed=seed
+            )
         return out

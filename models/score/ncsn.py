@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import pyro
 import torch
-from probdiff.models.score.noising import LEVELS_PLATE, noisy_levels
 from pyro import poutine
 from torch import nn
 
 from probdiff.diffusion.score_matching import noise_conditional_term
+from probdiff.models.score.noising import LEVELS_PLATE, noisy_levels
 from probdiff.plates import data_plate
 
 
@@ -47,14 +47,16 @@ class NCSNModel:
         pyro.module("ncsn", self.score, update_module_params=True)
         n, sigmas = len(x0), self.score.sigmas
         with data_plate(n, n_total, dim=-1):
-            with pyro.plate(LEVELS_PLATE, len(sigmas), subsample_size=self.subsample,
-                            dim=-2) as idx:
+            with pyro.plate(
+                LEVELS_PLATE, len(sigmas), subsample_size=self.subsample, dim=-2
+            ) as idx:
                 xn = pyro.sample("x_noisy", noisy_levels(x0, sigmas, idx))  # (..., k, N, D)
                 batch, d = xn.shape[:-1], xn.shape[-1]
                 level = idx[:, None].expand(batch)
                 sig = sigmas.to(x0)[level][..., None]
                 s = self.score(xn.reshape(-1, d), level.reshape(-1))
-                term = noise_conditional_term(s, ((xn - x0) / sig).reshape(-1, d),
-                                              sig.reshape(-1, 1))
+                term = noise_conditional_term(
+                    s, ((xn - x0) / sig).reshape(-1, d), sig.reshape(-1, 1)
+                )
                 with poutine.scale(scale=1.0 / len(sigmas)):
                     pyro.factor("score_matching", -term.reshape(batch))

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from probdiff.models.score.common import ScoreFamily
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import parse_sampler, register
+from probdiff.models.score.common import ScoreFamily
 from probdiff.program import Program
 
 
@@ -40,14 +40,26 @@ class NCSNFamily(ScoreFamily):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("ncsn")
         g.add_argument("--levels", type=int, default=10, help="noise levels L")
-        g.add_argument("--sigma-max", type=float, default=None,
-                       help="largest sigma (default: largest distance between data points, from up to 1000)")
+        g.add_argument(
+            "--sigma-max",
+            type=float,
+            default=None,
+            help="largest sigma (default: largest distance between data points, from up to 1000)",
+        )
         g.add_argument("--sigma-min", type=float, default=0.01, help="smallest sigma")
-        g.add_argument("--subsample", type=int, default=None,
-                       help="levels per batch (default: all for vectors, 4 for images)")
+        g.add_argument(
+            "--subsample",
+            type=int,
+            default=None,
+            help="levels per batch (default: all for vectors, 4 for images)",
+        )
         g.add_argument("--steps-per-level", type=int, default=100, help="Langevin steps per level")
-        g.add_argument("--langevin-eps", type=float, default=0.05,
-                       help="Langevin step at level i: tau_i = eps * sigma_i^2")
+        g.add_argument(
+            "--langevin-eps",
+            type=float,
+            default=0.05,
+            help="Langevin step at level i: tau_i = eps * sigma_i^2",
+        )
         cls.add_network_arguments(g)
 
     def __init__(self, options: dict, data: Dataset):
@@ -58,16 +70,20 @@ class NCSNFamily(ScoreFamily):
         if o["sigma_max"] is None:
             o["sigma_max"] = largest_distance(self.prepare(data))
         if not 0 < o["sigma_min"] < o["sigma_max"]:
-            raise ProbdiffError(f"need 0 < --sigma-min < --sigma-max, got {o['sigma_min']}, "
-                                f"{o['sigma_max']}")
+            raise ProbdiffError(
+                f"need 0 < --sigma-min < --sigma-max, got {o['sigma_min']}, {o['sigma_max']}"
+            )
         if o["subsample"] is None:
             o["subsample"] = o["levels"] if data.kind == "vector" else min(4, o["levels"])
         if not 1 <= o["subsample"] <= o["levels"]:
             raise ProbdiffError(f"--subsample must be in 1..{o['levels']}, got {o['subsample']}")
         if o["steps_per_level"] < 1 or not o["langevin_eps"] > 0:
-            raise ProbdiffError(f"--steps-per-level must be >= 1 and --langevin-eps > 0, got "
-                                f"{o['steps_per_level']} and {o['langevin_eps']}")
+            raise ProbdiffError(
+                f"--steps-per-level must be >= 1 and --langevin-eps > 0, got "
+                f"{o['steps_per_level']} and {o['langevin_eps']}"
+            )
         from probdiff.diffusion.langevin import geometric_sigmas
+
         self.sigmas = geometric_sigmas(o["sigma_max"], o["sigma_min"], o["levels"])
         self.levels_kept: list | None = None
 
@@ -76,7 +92,9 @@ class NCSNFamily(ScoreFamily):
 
     def score_module(self, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
         import torch
+
         from probdiff.models.score.ncsn import NoiseConditionalScore
+
         torch.manual_seed(seed)
         module = NoiseConditionalScore(self.network(len(self.sigmas)), self.sigmas)
         return module.to(device=device, dtype=getattr(torch, dtype))
@@ -87,9 +105,14 @@ class NCSNFamily(ScoreFamily):
     def _program(self, module, subsample):
         from probdiff.guides.score_matching import NoiseLevelGuide
         from probdiff.models.score.ncsn import NCSNModel
+
         k = None if subsample == len(self.sigmas) else subsample
-        return Program(NCSNModel(module, k), NoiseLevelGuide(self.sigmas, k), elbo="meanfield",
-                       max_plate_nesting=2)
+        return Program(
+            NCSNModel(module, k),
+            NoiseLevelGuide(self.sigmas, k),
+            elbo="meanfield",
+            max_plate_nesting=2,
+        )
 
     def evaluation_program(self, program: Program) -> Program:
         return self._program(program.model.score, None)
@@ -120,9 +143,11 @@ class NCSNFamily(ScoreFamily):
 
         from probdiff.data import SphericalGaussianMixture
         from probdiff.diffusion.mixture_score import GaussianMixture
+
         meta = self.data.meta
         truth = GaussianMixture.of_dataset_density(
-            SphericalGaussianMixture(meta["weights"], meta["locs"], meta["scales"]))
+            SphericalGaussianMixture(meta["weights"], meta["locs"], meta["scales"])
+        )
         module = self.load_module(self.score_module(), params)
         gen = torch.Generator().manual_seed(seed)
         x0 = torch.as_tensor(x, dtype=torch.float64)
@@ -136,24 +161,50 @@ class NCSNFamily(ScoreFamily):
         return total / len(self.sigmas)
 
     # -- sampling ---------------------------------------------------------------------------
-    def run_sampler(self, params, n: int, seed: int, sampler: str | None = None,
-                    record: bool = False, progress: bool = False):
+    def run_sampler(
+        self,
+        params,
+        n: int,
+        seed: int,
+        sampler: str | None = None,
+        record: bool = False,
+        progress: bool = False,
+    ):
         """(x in model units (n, D), [x after each level]) by annealed Langevin."""
         import torch
         from tqdm.auto import tqdm
 
         from probdiff.diffusion.langevin import annealed_langevin
-        _, steps = parse_sampler(sampler, ("annealed_langevin",), "annealed_langevin",
-                                 self.options["steps_per_level"])
+
+        _, steps = parse_sampler(
+            sampler, ("annealed_langevin",), "annealed_langevin", self.options["steps_per_level"]
+        )
         module = self.load_module(self.score_module(), params)
         gen = torch.Generator().manual_seed(seed)
         sig = self.sigmas
         x = float(sig[0]) * torch.randn(n, self.dim, generator=gen)
         tau_last = self.options["langevin_eps"] * float(sig[-1]) ** 2
-        with torch.no_grad(), tqdm(total=steps * len(sig), disable=not progress, leave=False,
-                                   desc="annealed Langevin", unit="step") as bar:
-            x, levels = annealed_langevin(lambda y, i: module(y, i), sig, x, tau_last, steps,
-                                          gen, denoise=True, record_levels=record, progress=bar)
+        with (
+            torch.no_grad(),
+            tqdm(
+                total=steps * len(sig),
+                disable=not progress,
+                leave=False,
+                desc="annealed Langevin",
+                unit="step",
+            ) as bar,
+        ):
+            x, levels = annealed_langevin(
+                lambda y, i: module(y, i),
+                sig,
+                x,
+                tau_last,
+                steps,
+                gen,
+                denoise=True,
+                record_levels=record,
+                progress=bar,
+            )
         return x, levels
 
     def sample(self, params, n, seed, sampler: str | None = None):
@@ -163,13 +214,20 @@ class NCSNFamily(ScoreFamily):
     def figures(self, run, idata, params, data, artefacts):
         from probdiff.models.ddpm import plots as ddpm_plots
         from probdiff.models.score import plots as score_plots
+
         x = self.prepare(data)
         names = []
         if data.kind == "vector" and data.dim >= 2:
             _, levels = self.run_sampler(params, min(len(x), 1000), seed=0, record=True)
-            names.append(score_plots.langevin_levels_figure(
-                run.file("langevin_trajectories.png"), x, levels, self.sigmas.tolist()))
+            names.append(
+                score_plots.langevin_levels_figure(
+                    run.file("langevin_trajectories.png"), x, levels, self.sigmas.tolist()
+                )
+            )
         if "samples" in artefacts:
-            names.append(ddpm_plots.samples_vs_data_figure(run.file("samples_vs_data.png"),
-                                                           artefacts["samples"], x))
+            names.append(
+                ddpm_plots.samples_vs_data_figure(
+                    run.file("samples_vs_data.png"), artefacts["samples"], x
+                )
+            )
         return [n for n in names if n]

@@ -11,10 +11,14 @@ from probdiff.diffusion.sde import SDE
 LEVELS_PLATE = "levels"
 
 
-def noisy_levels(x0: torch.Tensor, sigmas: torch.Tensor, idx: torch.Tensor) -> dist.TorchDistribution:
+def noisy_levels(
+    x0: torch.Tensor, sigmas: torch.Tensor, idx: torch.Tensor
+) -> dist.TorchDistribution:
     """N(x0, sigma_i^2 I) for the plate's levels ``idx``: batch (k, N), event (D,)."""
     sig = sigmas.to(x0)[idx][:, None, None]
-    return dist.Normal(x0.expand((len(idx),) + x0.shape), sig.expand((len(idx),) + x0.shape)).to_event(1)
+    return dist.Normal(
+        x0.expand((len(idx),) + x0.shape), sig.expand((len(idx),) + x0.shape)
+    ).to_event(1)
 
 
 def sde_marginal(sde: SDE, x0: torch.Tensor, t: torch.Tensor) -> dist.TorchDistribution:

@@ -20,8 +20,9 @@ def _cloud(ax, data, cloud, lim, color="C3", title=None):
         ax.set_title(title, fontsize=8)
 
 
-def langevin_levels_figure(path: Path, data: np.ndarray, levels: list, sigmas: list[float],
-                           paths: int = 6) -> str:
+def langevin_levels_figure(
+    path: Path, data: np.ndarray, levels: list, sigmas: list[float], paths: int = 6
+) -> str:
     """Annealed Langevin particles (first two coordinates) after selected noise levels, over
     the data in grey; the last panel draws the path of a few chains across all levels."""
     picks = sorted({0, len(levels) // 3, 2 * len(levels) // 3, len(levels) - 1})
@@ -37,8 +38,9 @@ def langevin_levels_figure(path: Path, data: np.ndarray, levels: list, sigmas: l
     return save(fig, path)
 
 
-def solver_samples_figure(path: Path, data: np.ndarray, samples: dict[str, np.ndarray],
-                          labels: dict[str, str]) -> str:
+def solver_samples_figure(
+    path: Path, data: np.ndarray, samples: dict[str, np.ndarray], labels: dict[str, str]
+) -> str:
     """One panel per sampler: its samples (first two coordinates) over the data."""
     lim = max(3.0, float(np.percentile(np.abs(data[:, :2]), 99)) * 1.3)
     fig, axes = plt.subplots(1, len(samples), figsize=(2.5 * len(samples), 2.7), squeeze=False)

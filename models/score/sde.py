@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import pyro
 import torch
-from probdiff.models.score.noising import sde_marginal, time_prior
 from torch import nn
 
 from probdiff.diffusion.score_matching import noise_conditional_term
 from probdiff.diffusion.sde import SDE, expand
+from probdiff.models.score import WEIGHTINGS
+from probdiff.models.score.noising import sde_marginal, time_prior
 from probdiff.plates import data_plate
-
-from probdiff.models.score import WEIGHTINGS  # noqa: E402
 
 
 class TimeScore(nn.Module):

@@ -38,8 +38,13 @@ class Decoder(nn.Module):
     (a buffer, so Pyro's param store never sees it). Bernoulli has no scale.
     """
 
-    def __init__(self, net: nn.Module, likelihood: str = "gaussian",
-                 sigma_dec: float | None = None, levels: int | None = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        likelihood: str = "gaussian",
+        sigma_dec: float | None = None,
+        levels: int | None = None,
+    ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}")

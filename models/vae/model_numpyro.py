@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.module import flax_module
-from probdiff.models.vae.model import LIKELIHOODS, SITE_OBS, SITE_Z
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
+from probdiff.models.vae.model import LIKELIHOODS, SITE_OBS, SITE_Z
 from probdiff.plates import numpyro_data_plate
 
 __all__ = ["VAEModel", "SITE_Z", "SITE_OBS", "LOG_SCALE"]
@@ -36,9 +36,15 @@ class VAEModel:
     log-scale (starting at 0, as the Pyro twin).
     """
 
-    def __init__(self, net: fnn.Module, latent_dim: int, likelihood: str = "gaussian",
-                 sigma_dec: float | None = None, levels: int | None = None,
-                 dtype: Any = jnp.float32):
+    def __init__(
+        self,
+        net: fnn.Module,
+        latent_dim: int,
+        likelihood: str = "gaussian",
+        sigma_dec: float | None = None,
+        levels: int | None = None,
+        dtype: Any = jnp.float32,
+    ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}")
         self.net, self.latent_dim, self.likelihood = net, latent_dim, likelihood
@@ -54,15 +60,17 @@ class VAEModel:
         else:
             log_scale = jnp.asarray(math.log(self.sigma_dec), dtype=self.dtype)
         if self.likelihood == "discretized":
-            return lambda z: DiscretizedGaussian(net(z), jnp.exp(log_scale),
-                                                 self.levels).to_event(1)
+            return lambda z: DiscretizedGaussian(net(z), jnp.exp(log_scale), self.levels).to_event(
+                1
+            )
         return lambda z: dist.Normal(net(z), jnp.exp(log_scale)).to_event(1)
 
     def __call__(self, x: jnp.ndarray, n_total: int | None = None) -> None:
         decode = self.decoder()
         n = x.shape[0]
         with numpyro_data_plate(n, n_total):
-            prior = dist.Normal(jnp.zeros(self.latent_dim, dtype=x.dtype),
-                                jnp.ones(self.latent_dim, dtype=x.dtype))
+            prior = dist.Normal(
+                jnp.zeros(self.latent_dim, dtype=x.dtype), jnp.ones(self.latent_dim, dtype=x.dtype)
+            )
             z = numpyro.sample(SITE_Z, prior.to_event(1))
             numpyro.sample(SITE_OBS, decode(z), obs=x)

@@ -35,15 +35,19 @@ def mlp(sizes: list[int], activation=nn.Tanh) -> nn.Sequential:
 def check_conv_shape(event_shape: tuple[int, ...], channels: list[int]) -> tuple[int, int, int]:
     """(C, H, W) of image data whose sides the conv nets can halve len(channels) times."""
     if len(event_shape) != 3:
-        raise ProbdiffError(f"--net conv needs image data (C, H, W), got data of shape {event_shape}")
+        raise ProbdiffError(
+            f"--net conv needs image data (C, H, W), got data of shape {event_shape}"
+        )
     if not channels:
         raise ProbdiffError("--net conv needs at least one width in --channels")
     c, h, w = event_shape
     f = 2 ** len(channels)
     if h % f or w % f:
-        raise ProbdiffError(f"--net conv with {len(channels)} layers halves the image "
-                            f"{len(channels)} times: height and width must be divisible by {f}, "
-                            f"got {h}x{w}")
+        raise ProbdiffError(
+            f"--net conv with {len(channels)} layers halves the image "
+            f"{len(channels)} times: height and width must be divisible by {f}, "
+            f"got {h}x{w}"
+        )
     return c, h, w
 
 
@@ -94,16 +98,18 @@ class ConvDecoderNet(nn.Module):
         return h.reshape(lead + (-1,))
 
 
-def encoder_net(kind: str, event_shape: tuple[int, ...], widths: list[int],
-                out_dim: int) -> nn.Module:
+def encoder_net(
+    kind: str, event_shape: tuple[int, ...], widths: list[int], out_dim: int
+) -> nn.Module:
     """The encoder's network: ``mlp`` over the flattened datum, or ``conv`` over the image."""
     if kind == "conv":
         return ConvEncoderNet(event_shape, widths, out_dim)
     return mlp([math.prod(event_shape), *widths, out_dim])
 
 
-def decoder_net(kind: str, latent_dim: int, event_shape: tuple[int, ...],
-                widths: list[int]) -> nn.Module:
+def decoder_net(
+    kind: str, latent_dim: int, event_shape: tuple[int, ...], widths: list[int]
+) -> nn.Module:
     """The decoder's network, mirroring :func:`encoder_net`."""
     if kind == "conv":
         return ConvDecoderNet(latent_dim, event_shape, widths)

@@ -9,7 +9,8 @@ transposed, a Conv kernel (kh, kw, in, out) a torch Conv2d weight (out, in, kh, 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as fnn
 import jax
@@ -33,8 +34,15 @@ class MLP(fnn.Module):
 
 
 def _conv(features: int, stride: int, name: str, dtype) -> fnn.Conv:
-    return fnn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                    dtype=dtype, param_dtype=dtype, name=name)
+    return fnn.Conv(
+        features,
+        (3, 3),
+        strides=(stride, stride),
+        padding=((1, 1), (1, 1)),
+        dtype=dtype,
+        param_dtype=dtype,
+        name=name,
+    )
 
 
 class ConvEncoderNet(fnn.Module):
@@ -81,15 +89,17 @@ class ConvDecoderNet(fnn.Module):
         return h.transpose(0, 3, 1, 2).reshape(lead + (-1,))
 
 
-def encoder_net(kind: str, event_shape: tuple[int, ...], widths: list[int], out_dim: int,
-                dtype=jnp.float32) -> fnn.Module:
+def encoder_net(
+    kind: str, event_shape: tuple[int, ...], widths: list[int], out_dim: int, dtype=jnp.float32
+) -> fnn.Module:
     if kind == "conv":
         return ConvEncoderNet(tuple(event_shape), tuple(widths), out_dim, dtype=dtype)
     return MLP([*widths, out_dim], dtype=dtype)
 
 
-def decoder_net(kind: str, latent_dim: int, event_shape: tuple[int, ...], widths: list[int],
-                dtype=jnp.float32) -> fnn.Module:
+def decoder_net(
+    kind: str, latent_dim: int, event_shape: tuple[int, ...], widths: list[int], dtype=jnp.float32
+) -> fnn.Module:
     if kind == "conv":
         return ConvDecoderNet(tuple(event_shape), tuple(widths), dtype=dtype)
     return MLP([*widths, math.prod(event_shape)], dtype=dtype)

@@ -17,8 +17,12 @@ def _as_images(x: np.ndarray, event_shape: tuple[int, ...]) -> np.ndarray | None
     return x[:, 0] if event_shape[0] == 1 else x.transpose(0, 2, 3, 1)
 
 
-def image_rows_figure(path: Path, rows: list[tuple[str, np.ndarray]], event_shape,
-                      value_range: tuple[float, float] | None = None) -> str | None:
+def image_rows_figure(
+    path: Path,
+    rows: list[tuple[str, np.ndarray]],
+    event_shape,
+    value_range: tuple[float, float] | None = None,
+) -> str | None:
     """Rows of images (e.g. data above reconstructions) on one grey scale (``value_range``,
     default the range of all rows); None if the data are not images."""
     imgs = [(label, _as_images(x, event_shape)) for label, x in rows]
@@ -50,7 +54,7 @@ def latent_figure(path: Path, mu: np.ndarray, labels: np.ndarray | None) -> str:
         centred = mu - mu.mean(0)
         _, sv, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
-        share = sv[:2] ** 2 / (sv ** 2).sum()
+        share = sv[:2] ** 2 / (sv**2).sum()
         names = [f"PC{i + 1} of mu(x) ({share[i]:.0%} of variance)" for i in range(2)]
     else:
         xy = np.column_stack([mu[:, 0], mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu))])

@@ -7,17 +7,29 @@ metrics and ArviZ output never see a framework type.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from probdiff.errors import ProbdiffError
+
+if TYPE_CHECKING:
+    from probdiff.backends.base import Backend
 
 BACKENDS = ("pyro", "numpyro")
 
 
-def get_backend(name: str, device: str = "cpu", dtype: str = "float32", threads: int | None = None):
+def get_backend(
+    name: str, device: str = "cpu", dtype: str = "float32", threads: int | None = None
+) -> Backend:
     """Return the backend object for ``name`` (imported lazily: JAX starts only when asked)."""
+    backend: Backend  # mypy checks each class against the protocol here
     if name == "pyro":
         from probdiff.backends.pyro_backend import PyroBackend
-        return PyroBackend(device=device, dtype=dtype, threads=threads)
+
+        backend = PyroBackend(device=device, dtype=dtype, threads=threads)
+        return backend
     if name == "numpyro":
         from probdiff.backends.numpyro_backend import NumPyroBackend
-        return NumPyroBackend(device=device, dtype=dtype)
+
+        backend = NumPyroBackend(device=device, dtype=dtype)
+        return backend
     raise ProbdiffError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

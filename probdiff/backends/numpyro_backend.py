@@ -48,13 +48,15 @@ def jax_device(device: str) -> jax.Device:
         gpus = jax.devices("gpu")
     except RuntimeError:
         gpus = []
-    suffix = device[len("cuda"):]
+    suffix = device[len("cuda") :]
     if suffix and not (suffix[0] == ":" and suffix[1:].isdigit()):
         raise ProbdiffError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     index = int(suffix[1:]) if suffix else 0
     if index >= len(gpus):
-        raise ProbdiffError(f"--device {device} asked for, but JAX sees {len(gpus)} GPU device(s) "
-                            "here (is the CUDA build of jaxlib installed?)")
+        raise ProbdiffError(
+            f"--device {device} asked for, but JAX sees {len(gpus)} GPU device(s) "
+            "here (is the CUDA build of jaxlib installed?)"
+        )
     return gpus[index]
 
 
@@ -114,6 +116,7 @@ class NumPyroBackend:
         self._inits: dict = {}
         self._evals: dict = {}
         from probdiff.backends.numpyro_traces import JointTraces
+
         self._joint = JointTraces()
 
     def _ensure_x64(self) -> None:
@@ -129,16 +132,19 @@ class NumPyroBackend:
 
         def put(a):
             a = np.asarray(a)
-            return jax.device_put(a if a.dtype.kind in "iub" else a.astype(self.dtype_name),
-                                  self.device)
+            return jax.device_put(
+                a if a.dtype.kind in "iub" else a.astype(self.dtype_name), self.device
+            )
+
         return map_arrays(put, x)
 
     def take(self, x: Data, idx: np.ndarray) -> Data:
         return take_rows(x, jax.device_put(np.asarray(idx), self.device))
 
     # -- optimisation -------------------------------------------------------------------
-    def start(self, program: Program, x: jax.Array, lr: float, seed: int,
-              clip_norm: float = 10.0) -> None:
+    def start(
+        self, program: Program, x: jax.Array, lr: float, seed: int, clip_norm: float = 10.0
+    ) -> None:
         """Fresh SVI state: parameters from one traced call of the guide and model on ``x``.
 
         Adam with each gradient entry clipped to [-clip_norm, clip_norm] (as Pyro's ClippedAdam).
@@ -167,6 +173,7 @@ class NumPyroBackend:
             def init_fn(k, data, params):
                 args, kwargs = program.inputs(data, n)
                 return svi.init(k, *args, init_params=params, **kwargs)
+
             init = self._inits[key] = (svi, jax.jit(init_fn))
         with jax.default_device(self.device), user_code(self._program, "its first call"):
             state = init[1](rng_key, x, init_params)
@@ -177,6 +184,7 @@ class NumPyroBackend:
     def _cast(self, tree):
         def cast(a):
             return a.astype(self.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
         return jax.tree.map(cast, tree)
 
     def step(self, batch: jax.Array, n_total: int) -> float:
@@ -189,6 +197,7 @@ class NumPyroBackend:
             def update_fn(state, b):
                 args, kwargs = program.inputs(b, n_total)
                 return svi.update(state, *args, **kwargs)
+
             update = self._updates[n_total] = jax.jit(update_fn)
         with jax.default_device(self.device), user_code(self._program, "a training step"):
             self._state, loss = update(self._state, batch)
@@ -228,15 +237,22 @@ class NumPyroBackend:
         names = list(unconstrained)  # in the tree's leaf order, as the optimiser state
         leaves = [np.array(v) for v in jax.tree.leaves(opt_state)]
         if len(leaves) != 3 * len(names) or not all(
-                np.array_equal(leaves[3 * i], unconstrained[n]) for i, n in enumerate(names)):
-            raise ProbdiffError("unexpected optimiser state layout: expected Adam's (x, m, v) "
-                                f"per parameter for {names}, got {len(leaves)} arrays")
-        return {"params": dict(zip(names, leaves[0::3])),
-                "optim": {"step": np.array(step),
-                          "exp_avg": dict(zip(names, leaves[1::3])),
-                          "exp_avg_sq": dict(zip(names, leaves[2::3]))},
-                "mutable_state": jax.tree.map(np.array, self._state.mutable_state),
-                "rng": np.array(self._state.rng_key)}
+            np.array_equal(leaves[3 * i], unconstrained[n]) for i, n in enumerate(names)
+        ):
+            raise ProbdiffError(
+                "unexpected optimiser state layout: expected Adam's (x, m, v) "
+                f"per parameter for {names}, got {len(leaves)} arrays"
+            )
+        return {
+            "params": dict(zip(names, leaves[0::3])),
+            "optim": {
+                "step": np.array(step),
+                "exp_avg": dict(zip(names, leaves[1::3])),
+                "exp_avg_sq": dict(zip(names, leaves[2::3])),
+            },
+            "mutable_state": jax.tree.map(np.array, self._state.mutable_state),
+            "rng": np.array(self._state.rng_key),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output; call :meth:`start` with the same program first."""
@@ -246,25 +262,42 @@ class NumPyroBackend:
         treedef = jax.tree.structure(opt_state)
         names = list(_flatten(self._svi.optim.get_params(self._state.optim_state)))
         if sorted(names) != sorted(state["params"]):
-            raise ProbdiffError(f"checkpoint has parameters {sorted(state['params'])}, which do "
-                                "not match the program started here")
+            raise ProbdiffError(
+                f"checkpoint has parameters {sorted(state['params'])}, which do "
+                "not match the program started here"
+            )
         optim = state["optim"]
-        leaves = [a for n in names
-                  for a in (state["params"][n], optim["exp_avg"][n], optim["exp_avg_sq"][n])]
+        leaves = [
+            a
+            for n in names
+            for a in (state["params"][n], optim["exp_avg"][n], optim["exp_avg_sq"][n])
+        ]
         if treedef.num_leaves != len(leaves):
-            raise ProbdiffError(f"checkpoint has parameters {names}, which do not match the "
-                                "program started here")
+            raise ProbdiffError(
+                f"checkpoint has parameters {names}, which do not match the program started here"
+            )
         put = lambda a: jax.device_put(np.asarray(a), self.device)  # noqa: E731
         self._state = self._state._replace(
             # keeps the counter weakly typed, as SVI makes it (device_put would not): no recompile
-            optim_state=(old_step * 0 + int(optim["step"]),
-                         jax.tree.unflatten(treedef, [put(a) for a in leaves])),
+            optim_state=(
+                old_step * 0 + int(optim["step"]),
+                jax.tree.unflatten(treedef, [put(a) for a in leaves]),
+            ),
             mutable_state=jax.tree.map(put, state["mutable_state"]),
-            rng_key=put(state["rng"]))
+            rng_key=put(state["rng"]),
+        )
 
     # -- evaluation ---------------------------------------------------------------------
-    def elbo(self, program: Program, x: jax.Array, *, num_particles: int = 1,
-             repeats: int = 1, seed: int = 0, max_rows: int | None = None) -> tuple[float, float]:
+    def elbo(
+        self,
+        program: Program,
+        x: jax.Array,
+        *,
+        num_particles: int = 1,
+        repeats: int = 1,
+        seed: int = 0,
+        max_rows: int | None = None,
+    ) -> tuple[float, float]:
         """ELBO of the whole data ``x`` at the current parameters: (mean, standard error).
 
         ``repeats`` independent estimates of ``num_particles`` particles each (keys split from
@@ -277,8 +310,10 @@ class NumPyroBackend:
         self._ensure_x64()
         params = self._svi.get_params(self._state)
         n = num_rows(x)
-        subsets = [row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
-                   for i in range(repeats)]
+        subsets = [
+            row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
+            for i in range(repeats)
+        ]
         rows = n if subsets[0] is None else len(subsets[0])
         key = (id(program), num_particles, rows, n)
         cached = self._evals.get(key)
@@ -288,61 +323,96 @@ class NumPyroBackend:
             def elbo_fn(k, p, data):
                 args, kwargs = program.inputs(data, n)
                 return -loss.loss(k, p, program.model, program.guide, *args, **kwargs)
+
             cached = self._evals[key] = (program, jax.jit(elbo_fn))
         with jax.default_device(self.device), user_code(program, "evaluating the ELBO"):
             keys = random.split(random.PRNGKey(seed), repeats)
-            values = np.array([float(cached[1](k, params, x if idx is None else self.take(x, idx)))
-                               for k, idx in zip(keys, subsets)])
+            values = np.array(
+                [
+                    float(cached[1](k, params, x if idx is None else self.take(x, idx)))
+                    for k, idx in zip(keys, subsets)
+                ]
+            )
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)
 
-    def trace_joint(self, program: Program, data: Data, *, seed: int, n_total: int | None = None,
-                    fixed: dict[str, np.ndarray] | None = None, predictive: bool = False):
+    def trace_joint(
+        self,
+        program: Program,
+        data: Data,
+        *,
+        seed: int,
+        n_total: int | None = None,
+        fixed: dict[str, np.ndarray] | None = None,
+        predictive: bool = False,
+    ):
         """One joint draw of the guide and the model at the current parameters, as plain
         sites (:func:`probdiff.backends.numpyro_traces.trace_joint`), from ``PRNGKey(seed)``."""
         self._require_started()
         values = {k: jnp.asarray(v) for k, v in fixed.items()} if fixed else None
-        with jax.default_device(self.device), user_code(program, "a joint trace of model and guide"):
-            out = self._joint(program, self._svi.get_params(self._state), data,
-                              random.PRNGKey(seed), n_total=n_total, fixed=values,
-                              predictive=predictive)
-        return tuple(None if group is None else [_as_numpy(site) for site in group]
-                     for group in out)
+        with (
+            jax.default_device(self.device),
+            user_code(program, "a joint trace of model and guide"),
+        ):
+            out = self._joint(
+                program,
+                self._svi.get_params(self._state),
+                data,
+                random.PRNGKey(seed),
+                n_total=n_total,
+                fixed=values,
+                predictive=predictive,
+            )
+        return tuple(
+            None if group is None else [_as_numpy(site) for site in group] for group in out
+        )
 
     def vectorizes(self, program: Program, data: Data, seed: int = 0) -> bool:
         """NumPyro evaluates particles with ``vmap``, which is exact for any program."""
         return True
 
-    def trace_forward(self, program: Program, data: Data, *, seed: int,
-                      fixed: dict[str, np.ndarray]):
+    def trace_forward(
+        self, program: Program, data: Data, *, seed: int, fixed: dict[str, np.ndarray]
+    ):
         """The model run forwards with ``fixed`` latent values (observed sites drawn), as
         plain sites (:func:`probdiff.backends.numpyro_traces.trace_forward`)."""
         from probdiff.backends import numpyro_traces as nt
+
         self._require_started()
         values = {k: jnp.asarray(v) for k, v in fixed.items()}
         with jax.default_device(self.device), user_code(program, "a forward run of the model"):
-            return [_as_numpy(site) for site in nt.trace_forward(
-                program, self._svi.get_params(self._state), data, random.PRNGKey(seed), values)]
+            return [
+                _as_numpy(site)
+                for site in nt.trace_forward(
+                    program, self._svi.get_params(self._state), data, random.PRNGKey(seed), values
+                )
+            ]
 
-    def guide_draws(self, program: Program, x: jax.Array, *, num_samples: int,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+    def guide_draws(
+        self, program: Program, x: jax.Array, *, num_samples: int, seed: int = 0
+    ) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""
         self._require_started()
         n = num_rows(x)
 
         def draw(key, params, data):
             tr = _guide_trace(program, key, params, data, n)
-            return {name: site["value"] for name, site in tr.items()
-                    if site["type"] == "sample" and not site["is_observed"]}
+            return {
+                name: site["value"]
+                for name, site in tr.items()
+                if site["type"] == "sample" and not site["is_observed"]
+            }
 
         with jax.default_device(self.device):
             keys = random.split(random.PRNGKey(seed), num_samples)
             draws = jax.jit(jax.vmap(draw, in_axes=(0, None, None)))(
-                keys, self._svi.get_params(self._state), x)
+                keys, self._svi.get_params(self._state), x
+            )
         return {k: np.asarray(v) for k, v in draws.items()}
 
-    def log_weights(self, program: Program, x: jax.Array, *, num_samples: int,
-                    seed: int = 0) -> np.ndarray:
+    def log_weights(
+        self, program: Program, x: jax.Array, *, num_samples: int, seed: int = 0
+    ) -> np.ndarray:
         """log p(x, z_s) - log q(z_s | x) for ``num_samples`` draws z_s of the guide, shape (S,).
 
         Every sample site of the guide is drawn (sites it marks for enumeration too) and held
@@ -359,26 +429,33 @@ class NumPyroBackend:
 
         def weight(key, params, data):
             tr = _guide_trace(program, key, params, data, n)
-            drawn = {name: site["value"] for name, site in tr.items()
-                     if site["type"] == "sample" and not site["is_observed"]}
+            drawn = {
+                name: site["value"]
+                for name, site in tr.items()
+                if site["type"] == "sample" and not site["is_observed"]
+            }
             values = {**params, **drawn}
             args, kwargs = program.inputs(data, n)
             log_q, _ = log_density(program.guide, args, kwargs, values)
             # the guide's draws are values, not variables to sum over
             model = handlers.infer_config(
-                program.model, lambda msg: {"enumerate": None} if msg["name"] in drawn else {})
-            log_p, _ = enum_log_density(enum(model, first_available_dim=first_dim),
-                                        args, kwargs, values)
+                program.model, lambda msg: {"enumerate": None} if msg["name"] in drawn else {}
+            )
+            log_p, _ = enum_log_density(
+                enum(model, first_available_dim=first_dim), args, kwargs, values
+            )
             return log_p - log_q
 
         with jax.default_device(self.device):
             keys = random.split(random.PRNGKey(seed), num_samples)
             values = jax.jit(jax.vmap(weight, in_axes=(0, None, None)))(
-                keys, self._svi.get_params(self._state), x)
+                keys, self._svi.get_params(self._state), x
+            )
         return np.asarray(values)
 
-    def local_log_weights(self, program: Program, x: jax.Array, *, num_samples: int,
-                          seed: int = 0) -> np.ndarray:
+    def local_log_weights(
+        self, program: Program, x: jax.Array, *, num_samples: int, seed: int = 0
+    ) -> np.ndarray:
         """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
         sample site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat.
 
@@ -398,17 +475,19 @@ class NumPyroBackend:
                     continue
                 lp = site["fn"].log_prob(site["value"])
                 if lp.shape != (n,):
-                    raise ProbdiffError(f"per-datum weights need site {name!r} inside the data "
-                                        f"plate; its log-density has shape {tuple(lp.shape)}")
+                    raise ProbdiffError(
+                        f"per-datum weights need site {name!r} inside the data "
+                        f"plate; its log-density has shape {tuple(lp.shape)}"
+                    )
                 total = total + lp
             return total
 
         def weight(key, params, data):
             guide_tr = _guide_trace(program, key, params, data, n)
-            drawn = {name: site["value"] for name, site in guide_tr.items()
-                     if site["type"] == "sample"}
-            model = handlers.substitute(handlers.substitute(program.model, data=params),
-                                        data=drawn)
+            drawn = {
+                name: site["value"] for name, site in guide_tr.items() if site["type"] == "sample"
+            }
+            model = handlers.substitute(handlers.substitute(program.model, data=params), data=drawn)
             args, kwargs = program.inputs(data, n)
             model_tr = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
             return per_datum(model_tr) - per_datum(guide_tr)
@@ -416,20 +495,26 @@ class NumPyroBackend:
         with jax.default_device(self.device):
             keys = random.split(random.PRNGKey(seed), num_samples)
             values = jax.jit(jax.vmap(weight, in_axes=(0, None, None)))(
-                keys, self._svi.get_params(self._state), x)
+                keys, self._svi.get_params(self._state), x
+            )
         return np.asarray(values, dtype=float)
 
     def _require_started(self) -> None:
         if self._svi is None:
-            raise ProbdiffError("the NumPyro backend has no program yet: call start() or "
-                                "set_params() first")
+            raise ProbdiffError(
+                "the NumPyro backend has no program yet: call start() or set_params() first"
+            )
 
 
 def _as_numpy(site):
     """A site with NumPy value and log density."""
     from dataclasses import replace
-    return replace(site, value=np.asarray(site.value),
-                   log_prob=None if site.log_prob is None else np.asarray(site.log_prob))
+
+    return replace(
+        site,
+        value=np.asarray(site.value),
+        log_prob=None if site.log_prob is None else np.asarray(site.log_prob),
+    )
 
 
 def _guide_trace(program: Program, key, params, data, n_total: int) -> dict:

@@ -21,7 +21,8 @@ chain in a local mode (one component over two clusters): give data-informed star
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import arviz as az
 import jax
@@ -34,16 +35,33 @@ from numpyro.infer.util import unconstrain_fn
 from probdiff.errors import ProbdiffError
 
 ChainMethod = Literal["parallel", "sequential", "vectorized"]
-EXTRA_FIELDS = ("diverging", "accept_prob", "num_steps", "potential_energy", "energy",
-                "adapt_state.step_size")
+EXTRA_FIELDS = (
+    "diverging",
+    "accept_prob",
+    "num_steps",
+    "potential_energy",
+    "energy",
+    "adapt_state.step_size",
+)
 
 
-def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
-             num_samples: int = 500, seed: int = 0, progress: bool = True,
-             model_kwargs: dict | None = None, init_values: Sequence[dict] | None = None,
-             init_strategy: Callable | None = None,
-             init_radius: float = 2.0, target_accept_prob: float = 0.8,
-             dense_mass: bool = False, chain_method: ChainMethod | None = None) -> az.InferenceData:
+def run_nuts(
+    model: Callable,
+    x,
+    *,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+    model_kwargs: dict | None = None,
+    init_values: Sequence[dict] | None = None,
+    init_strategy: Callable | None = None,
+    init_radius: float = 2.0,
+    target_accept_prob: float = 0.8,
+    dense_mass: bool = False,
+    chain_method: ChainMethod | None = None,
+) -> az.InferenceData:
     """Run ``num_chains`` NUTS chains on ``model(x, **model_kwargs)``.
 
     Each chain starts at its entry of ``init_values`` (constrained values of the latent sites,
@@ -57,17 +75,30 @@ def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
     their prior instead of summed out.
     """
     if num_chains < 1 or num_warmup < 0 or num_samples < 1:
-        raise ProbdiffError(f"need num_chains >= 1, num_warmup >= 0, num_samples >= 1; got "
-                            f"{num_chains}, {num_warmup}, {num_samples}")
+        raise ProbdiffError(
+            f"need num_chains >= 1, num_warmup >= 0, num_samples >= 1; got "
+            f"{num_chains}, {num_warmup}, {num_samples}"
+        )
     if chain_method is None:
         chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
     if chain_method not in ("parallel", "sequential", "vectorized"):
-        raise ProbdiffError(f"unknown chain_method {chain_method!r}: use parallel, sequential "
-                            "or vectorized")
-    kernel = NUTS(model, target_accept_prob=target_accept_prob, dense_mass=dense_mass,
-                  init_strategy=init_strategy or init_to_uniform(radius=init_radius))
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=chain_method, progress_bar=progress)
+        raise ProbdiffError(
+            f"unknown chain_method {chain_method!r}: use parallel, sequential or vectorized"
+        )
+    kernel = NUTS(
+        model,
+        target_accept_prob=target_accept_prob,
+        dense_mass=dense_mass,
+        init_strategy=init_strategy or init_to_uniform(radius=init_radius),
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress,
+    )
     kwargs = dict(model_kwargs or {})
     init_params = None
     if init_values is not None:
@@ -76,17 +107,21 @@ def run_nuts(model: Callable, x, *, num_chains: int = 4, num_warmup: int = 500,
     return az.from_numpyro(mcmc, log_likelihood=False)
 
 
-def _unconstrained_inits(model: Callable, x, kwargs: dict, init_values: Sequence[dict],
-                         num_chains: int) -> dict:
+def _unconstrained_inits(
+    model: Callable, x, kwargs: dict, init_values: Sequence[dict], num_chains: int
+) -> dict:
     """Per-chain constrained starting values -> NUTS's unconstrained ``init_params``."""
     if len(init_values) != num_chains:
         raise ProbdiffError(f"init_values has {len(init_values)} entries for {num_chains} chains")
     x_dtype = jnp.asarray(x).dtype
     dtype = x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else None
     seeded = seed_handler(model, rng_seed=0)
-    chains = [unconstrain_fn(seeded, (x,), kwargs,
-                             {k: jnp.asarray(v, dtype=dtype) for k, v in values.items()})
-              for values in init_values]
+    chains = [
+        unconstrain_fn(
+            seeded, (x,), kwargs, {k: jnp.asarray(v, dtype=dtype) for k, v in values.items()}
+        )
+        for values in init_values
+    ]
     if num_chains == 1:
         return chains[0]
     return {k: jnp.stack([c[k] for c in chains]) for k in chains[0]}

@@ -33,8 +33,11 @@ def make_elbo(program: Program, num_particles: int | None = None):
     """The Pyro ELBO object that ``program.elbo`` names (particles vectorised only where the
     program allows it)."""
     particles = num_particles or program.num_particles
-    return _ELBOS[program.elbo](num_particles=particles, max_plate_nesting=program.max_plate_nesting,
-                                vectorize_particles=particles > 1 and program.vectorize_particles)
+    return _ELBOS[program.elbo](
+        num_particles=particles,
+        max_plate_nesting=program.max_plate_nesting,
+        vectorize_particles=particles > 1 and program.vectorize_particles,
+    )
 
 
 class SiteTracker(pyro.poutine.messenger.Messenger):
@@ -85,8 +88,9 @@ class PyroBackend:
         return take_rows(x, torch.as_tensor(idx, device=self.device))
 
     # -- optimisation -------------------------------------------------------------------
-    def start(self, program: Program, x: torch.Tensor, lr: float, seed: int,
-              clip_norm: float = 10.0) -> None:
+    def start(
+        self, program: Program, x: torch.Tensor, lr: float, seed: int, clip_norm: float = 10.0
+    ) -> None:
         """Fresh parameter store and optimiser; parameters are created by one trace of the guide and model."""
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
@@ -109,8 +113,9 @@ class PyroBackend:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set
         (NaN where the step met non-finite parameters)."""
         args, kw = self._program.inputs(batch, n_total)
-        with self._user_code(self._program, "a training step", diverged_ok=True,
-                             inputs=(args, kw)) as outcome:
+        with self._user_code(
+            self._program, "a training step", diverged_ok=True, inputs=(args, kw)
+        ) as outcome:
             loss = float(self._svi.step(*args, **kw))
             self._good_steps += 1
             return loss
@@ -131,14 +136,17 @@ class PyroBackend:
             if name in store:
                 constraint = store._constraints[name]
                 unconstrained = torch.distributions.transform_to(constraint).inv(
-                    torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device))
+                    torch.as_tensor(np.asarray(value), dtype=self.dtype, device=self.device)
+                )
                 self._copy_into(name, unconstrained)
 
     def _copy_into(self, name: str, unconstrained: torch.Tensor) -> None:
         target = pyro.get_param_store()._params[name]
         if tuple(target.shape) != tuple(unconstrained.shape):
-            raise ProbdiffError(f"parameter {name!r} has shape {tuple(unconstrained.shape)} in the "
-                                f"saved state but {tuple(target.shape)} in the program")
+            raise ProbdiffError(
+                f"parameter {name!r} has shape {tuple(unconstrained.shape)} in the "
+                f"saved state but {tuple(target.shape)} in the program"
+            )
         with torch.no_grad():
             target.copy_(unconstrained)
 
@@ -146,9 +154,11 @@ class PyroBackend:
         """Plain data (tensors, numbers, tuples): unconstrained parameters, Adam's state per
         parameter, and the random states; constraints come back from the program itself."""
         params = {k: v.detach().cpu().clone() for k, v in pyro.get_param_store()._params.items()}
-        return {"params": params,
-                "optim": _to_cpu(self._optim.get_state()) if self._optim else {},
-                "rng": pyro.util.get_rng_state()}
+        return {
+            "params": params,
+            "optim": _to_cpu(self._optim.get_state()) if self._optim else {},
+            "rng": pyro.util.get_rng_state(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output after :meth:`start` with the same program: values
@@ -156,12 +166,15 @@ class PyroBackend:
         store = pyro.get_param_store()
         missing = sorted(set(state["params"]) - set(store.keys()))
         if missing:
-            raise ProbdiffError(f"the saved state has parameters {missing} that the program does "
-                                "not create")
+            raise ProbdiffError(
+                f"the saved state has parameters {missing} that the program does not create"
+            )
         for name, value in state["params"].items():
             self._copy_into(name, value.to(self.device, self.dtype))
         optim = _to_device(state["optim"], self.device)
-        settings = self._optim.pt_optim_args  # this fit's lr and clip_norm: a resume may change them
+        settings = (
+            self._optim.pt_optim_args
+        )  # this fit's lr and clip_norm: a resume may change them
         for saved in optim.values():
             for group in saved.get("param_groups", []):
                 group.update({k: v for k, v in settings.items() if k in group})
@@ -179,8 +192,11 @@ class PyroBackend:
         except (ProbdiffError, pyro.poutine.runtime.NonlocalExit):
             raise
         except Exception as e:
-            if diverged_ok and (_refused_parameter(e) and self._good_steps > 0 or not all(
-                    torch.isfinite(v).all() for _, v in pyro.get_param_store().items())):
+            if diverged_ok and (
+                _refused_parameter(e)
+                and self._good_steps > 0
+                or not all(torch.isfinite(v).all() for _, v in pyro.get_param_store().items())
+            ):
                 outcome.value = math.nan  # diverged: the caller names the step
                 return
             if program.name is None:
@@ -188,8 +204,16 @@ class PyroBackend:
             raise user_code_error(program.name, what, e, _failing_site(program, inputs)) from None
 
     # -- evaluation ---------------------------------------------------------------------
-    def elbo(self, program: Program, x: Data, *, num_particles: int = 1,
-             repeats: int = 1, seed: int = 0, max_rows: int | None = None) -> tuple[float, float]:
+    def elbo(
+        self,
+        program: Program,
+        x: Data,
+        *,
+        num_particles: int = 1,
+        repeats: int = 1,
+        seed: int = 0,
+        max_rows: int | None = None,
+    ) -> tuple[float, float]:
         """ELBO of the whole data ``x`` at the current parameters: (mean, standard error),
         drawn from ``seed`` without disturbing the global random state.
 
@@ -209,55 +233,84 @@ class PyroBackend:
             loss, calls = make_elbo(program, num_particles), repeats
         else:
             loss, calls = make_elbo(program, 1), num_particles * repeats
-        subsets = [row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
-                   for i in range(calls)]
+        subsets = [
+            row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
+            for i in range(calls)
+        ]
         values = np.full(calls, math.nan)  # stays NaN where the parameters are not finite
         inputs = program.inputs(x, n)
         try:
-            with torch.no_grad(), self._user_code(program, "evaluating the ELBO", diverged_ok=True,
-                                                  inputs=inputs):
-                values = np.array([
-                    -loss.loss(program.model, program.guide, *args, **kw)
-                    for args, kw in (inputs if rows is None else
-                                     program.inputs(self.take(x, rows), n) for rows in subsets)])
+            with (
+                torch.no_grad(),
+                self._user_code(program, "evaluating the ELBO", diverged_ok=True, inputs=inputs),
+            ):
+                values = np.array(
+                    [
+                        -loss.loss(program.model, program.guide, *args, **kw)
+                        for args, kw in (
+                            inputs if rows is None else program.inputs(self.take(x, rows), n)
+                            for rows in subsets
+                        )
+                    ]
+                )
         finally:
             pyro.util.set_rng_state(rng)
         err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
         return float(values.mean()), float(err)
 
-    def trace_joint(self, program: Program, data: Data, *, seed: int, n_total: int | None = None,
-                    fixed: dict[str, np.ndarray] | None = None, predictive: bool = False):
+    def trace_joint(
+        self,
+        program: Program,
+        data: Data,
+        *,
+        seed: int,
+        n_total: int | None = None,
+        fixed: dict[str, np.ndarray] | None = None,
+        predictive: bool = False,
+    ):
         """One joint draw of the guide and the model at the current parameters, as plain
         sites (:func:`probdiff.backends.pyro_traces.trace_joint`), drawn from ``seed``
         without disturbing the global random state."""
         from probdiff.backends import pyro_traces as pt
+
         values = pt.as_values(fixed, self.dtype, self.device) if fixed else None
         inputs = program.inputs(data, n_total or num_rows(data))
-        with pt.seeded(seed), self._user_code(program, "a joint trace of model and guide",
-                                              inputs=inputs):
-            return pt.trace_joint(program, data, n_total=n_total, fixed=values,
-                                  predictive=predictive)
+        with (
+            pt.seeded(seed),
+            self._user_code(program, "a joint trace of model and guide", inputs=inputs),
+        ):
+            return pt.trace_joint(
+                program, data, n_total=n_total, fixed=values, predictive=predictive
+            )
 
     def vectorizes(self, program: Program, data: Data, seed: int = 0) -> bool:
         """Whether the program may evaluate ELBO particles vectorised: checked on ``data``
         (:func:`probdiff.backends.pyro_traces.vectorizes`); never under enumeration."""
         from probdiff.backends import pyro_traces as pt
+
         if program.elbo == "enum":
             return False
         with pt.seeded(seed):
             return pt.vectorizes(program, data)
 
-    def trace_forward(self, program: Program, data: Data, *, seed: int,
-                      fixed: dict[str, np.ndarray]):
+    def trace_forward(
+        self, program: Program, data: Data, *, seed: int, fixed: dict[str, np.ndarray]
+    ):
         """The model run forwards with ``fixed`` latent values (observed sites drawn), as
         plain sites (:func:`probdiff.backends.pyro_traces.trace_forward`)."""
         from probdiff.backends import pyro_traces as pt
-        with pt.seeded(seed), self._user_code(program, "a forward run of the model",
-                                              inputs=program.inputs(data, num_rows(data))):
+
+        with (
+            pt.seeded(seed),
+            self._user_code(
+                program, "a forward run of the model", inputs=program.inputs(data, num_rows(data))
+            ),
+        ):
             return pt.trace_forward(program, data, pt.as_values(fixed, self.dtype, self.device))
 
-    def guide_draws(self, program: Program, x: Data, *, num_samples: int,
-                    seed: int = 0) -> dict[str, np.ndarray]:
+    def guide_draws(
+        self, program: Program, x: Data, *, num_samples: int, seed: int = 0
+    ) -> dict[str, np.ndarray]:
         """``num_samples`` draws of every sample site of the guide at the current parameters."""
         pyro.set_rng_seed(seed)
         args, kw = program.inputs(x, num_rows(x))
@@ -266,13 +319,17 @@ class PyroBackend:
             for _ in range(num_samples):
                 tr = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
                 for name, site in tr.nodes.items():
-                    if site["type"] == "sample" and not site["is_observed"] \
-                            and not site_is_subsample(site):  # a plate's indices: not a latent
+                    if (
+                        site["type"] == "sample"
+                        and not site["is_observed"]
+                        and not site_is_subsample(site)
+                    ):  # a plate's indices: not a latent
                         draws.setdefault(name, []).append(site["value"].detach().cpu().numpy())
         return {k: np.stack(v) for k, v in draws.items()}
 
-    def log_weights(self, program: Program, x: Data, *, num_samples: int,
-                    seed: int = 0) -> np.ndarray:
+    def log_weights(
+        self, program: Program, x: Data, *, num_samples: int, seed: int = 0
+    ) -> np.ndarray:
         """log p(x, z_s) - log q(z_s | x) for ``num_samples`` draws z_s of the guide, shape (S,).
 
         Each term is the program's ELBO estimator evaluated at one fixed guide draw (the guide
@@ -288,12 +345,14 @@ class PyroBackend:
         with torch.no_grad():
             for _ in range(num_samples):
                 tr = pyro.poutine.trace(guide).get_trace(*args, **kw)
-                out.append(-loss.loss(program.model, pyro.poutine.replay(guide, trace=tr),
-                                      *args, **kw))
+                out.append(
+                    -loss.loss(program.model, pyro.poutine.replay(guide, trace=tr), *args, **kw)
+                )
         return np.asarray(out)
 
-    def local_log_weights(self, program: Program, x: Data, *, num_samples: int,
-                          seed: int = 0) -> np.ndarray:
+    def local_log_weights(
+        self, program: Program, x: Data, *, num_samples: int, seed: int = 0
+    ) -> np.ndarray:
         """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
         site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat."""
         pyro.set_rng_seed(seed)
@@ -304,7 +363,8 @@ class PyroBackend:
             for s in range(num_samples):
                 guide_trace = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
                 model_trace = pyro.poutine.trace(
-                    pyro.poutine.replay(program.model, trace=guide_trace)).get_trace(*args, **kw)
+                    pyro.poutine.replay(program.model, trace=guide_trace)
+                ).get_trace(*args, **kw)
                 total = torch.zeros(n, dtype=self.dtype, device=self.device)
                 for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
                     trace.compute_log_prob()
@@ -313,8 +373,10 @@ class PyroBackend:
                             continue
                         lp = site["log_prob"]
                         if lp.shape != (n,):
-                            raise ProbdiffError(f"per-datum weights need site {name!r} inside the "
-                                                f"data plate; its log-density has shape {tuple(lp.shape)}")
+                            raise ProbdiffError(
+                                f"per-datum weights need site {name!r} inside the "
+                                f"data plate; its log-density has shape {tuple(lp.shape)}"
+                            )
                         total = total + sign * lp
                 out[s] = total.cpu().numpy()
         return out
@@ -334,14 +396,18 @@ def _failing_site(program: Program, inputs) -> tuple[str, tuple] | None:
     if inputs is None:
         return None
     args, kw = inputs
-    attempts = (lambda: pyro.poutine.replay(program.model, trace=pyro.poutine.trace(
-        program.guide).get_trace(*args, **kw))(*args, **kw), lambda: program.model(*args, **kw))
+    attempts = (
+        lambda: pyro.poutine.replay(
+            program.model, trace=pyro.poutine.trace(program.guide).get_trace(*args, **kw)
+        )(*args, **kw),
+        lambda: program.model(*args, **kw),
+    )
     for attempt in attempts:
         tracker = SiteTracker()
         try:
             with torch.no_grad(), tracker:
                 attempt()
-        except Exception:  # noqa: BLE001 - the failure being located
+        except Exception:
             if tracker.last is not None:
                 return tracker.last
     return None

@@ -54,8 +54,11 @@ def to_sites(trace: poutine.Trace, log_probs: bool = True) -> list[Site]:
             kind = "factor"
         else:
             kind = "observed" if site["is_observed"] else "latent"
-        plates = tuple(Plate(f.name, f.dim, int(f.size), int(f.full_size or f.size))
-                       for f in site["cond_indep_stack"] if f.vectorized)
+        plates = tuple(
+            Plate(f.name, f.dim, int(f.size), int(f.full_size or f.size))
+            for f in site["cond_indep_stack"]
+            if f.vectorized
+        )
         lp = None
         if log_probs and kind != "subsample":
             lp = site["unscaled_log_prob"]
@@ -63,11 +66,20 @@ def to_sites(trace: poutine.Trace, log_probs: bool = True) -> list[Site]:
                 lp = torch.where(site["mask"], lp, lp.new_zeros(()))
             lp = _np(lp)
         scale = site["scale"]
-        out.append(Site(name, kind, _np(site["value"]), lp, plates, base_name(fn),
-                        site["infer"].get("_enumerate_dim") is not None,
-                        float(scale) if not torch.is_tensor(scale) or scale.numel() == 1 else np.nan,
-                        int(getattr(fn, "event_dim", 0)),
-                        site["infer"].get("enumerate") == "parallel"))
+        out.append(
+            Site(
+                name,
+                kind,
+                _np(site["value"]),
+                lp,
+                plates,
+                base_name(fn),
+                site["infer"].get("_enumerate_dim") is not None,
+                float(scale) if not torch.is_tensor(scale) or scale.numel() == 1 else np.nan,
+                int(getattr(fn, "event_dim", 0)),
+                site["infer"].get("enumerate") == "parallel",
+            )
+        )
     return out
 
 
@@ -77,9 +89,15 @@ def _np(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def trace_joint(program: Program, data, *, n_total: int | None = None,
-                fixed: dict[str, torch.Tensor] | None = None, predictive: bool = False,
-                log_probs: bool = True) -> tuple[list[Site], list[Site], list[Site] | None]:
+def trace_joint(
+    program: Program,
+    data,
+    *,
+    n_total: int | None = None,
+    fixed: dict[str, torch.Tensor] | None = None,
+    predictive: bool = False,
+    log_probs: bool = True,
+) -> tuple[list[Site], list[Site], list[Site] | None]:
     """(guide sites, model sites, predictive model sites or None) of one joint draw.
 
     The guide draws every latent site (enumeration marks on the guide are ignored: these are
@@ -119,13 +137,15 @@ def as_values(values: dict[str, np.ndarray], dtype, device) -> dict[str, torch.T
     out = {}
     for k, v in values.items():
         v = np.asarray(v)
-        out[k] = torch.as_tensor(v, device=device,
-                                 dtype=torch.int64 if v.dtype.kind in "iu" else dtype)
+        out[k] = torch.as_tensor(
+            v, device=device, dtype=torch.int64 if v.dtype.kind in "iu" else dtype
+        )
     return out
 
 
 def seeded(seed: int):
     """Context: draws from ``seed``, leaving the global random state as it was."""
+
     class _Seeded:
         def __enter__(self):
             self.state = pyro.util.get_rng_state()
@@ -133,6 +153,7 @@ def seeded(seed: int):
 
         def __exit__(self, *exc):
             pyro.util.set_rng_state(self.state)
+
     return _Seeded()
 
 
@@ -148,6 +169,7 @@ def vectorizes(program: Program, data, num: int = 3) -> bool:
         def run(*a, **k):
             with pyro.plate("_particles", num, dim=dim):
                 return fn(*a, **k)
+
         return run
 
     def log_ratio(guide_trace, model_trace, per_particle: bool):
@@ -169,8 +191,9 @@ def vectorizes(program: Program, data, num: int = 3) -> bool:
         with torch.no_grad():
             plain = poutine.trace(program.guide).get_trace(*args, **kw)
             guide = poutine.trace(vectorised(program.guide)).get_trace(*args, **kw)
-            model = poutine.trace(poutine.replay(vectorised(program.model), trace=guide)
-                                  ).get_trace(*args, **kw)
+            model = poutine.trace(poutine.replay(vectorised(program.model), trace=guide)).get_trace(
+                *args, **kw
+            )
             together = log_ratio(guide, model, True)
             if not (torch.is_tensor(together) and together.shape == (num,)):
                 return False
@@ -182,8 +205,9 @@ def vectorizes(program: Program, data, num: int = 3) -> bool:
                         v = site["value"]
                         axis = v.dim() - site["fn"].event_dim + dim
                         values[name] = (v.select(axis, i) if axis >= 0 else v).reshape(shape)
-                g = poutine.trace(poutine.replay(program.guide, trace=fixed_trace(values))
-                                  ).get_trace(*args, **kw)
+                g = poutine.trace(
+                    poutine.replay(program.guide, trace=fixed_trace(values))
+                ).get_trace(*args, **kw)
                 m = poutine.trace(poutine.replay(program.model, trace=g)).get_trace(*args, **kw)
                 alone = torch.as_tensor(log_ratio(g, m, False))
                 if not torch.allclose(alone, together[i], rtol=1e-4, atol=1e-3):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class Minibatches:
 
     def __len__(self) -> int:
         """Batches per epoch."""
-        return 1 if self.full_batch else -(-self.n // self.batch_size)
+        if self.batch_size is None or self.full_batch:
+            return 1
+        return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """The remaining batches of the current epoch."""
@@ -70,7 +72,7 @@ class Minibatches:
 
     def next_batch(self) -> np.ndarray:
         """The next index array, moving on to the next epoch after the last batch."""
-        if self.full_batch:
+        if self.batch_size is None or self.full_batch:
             batch = np.arange(self.n)
         else:
             perm = self._permutation()
@@ -90,8 +92,13 @@ class Minibatches:
 
     def state_dict(self) -> dict[str, int | None]:
         """JSON-friendly cursor: settings plus epoch and batch position."""
-        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed,
-                "epoch": self.epoch, "position": self._pos}
+        return {
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self._pos,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict`; the settings must match this instance's."""
@@ -105,5 +112,7 @@ class Minibatches:
                 )
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= position < len(self):
-            raise ProbdiffError(f"minibatch state has a bad cursor: epoch {epoch}, position {position}")
+            raise ProbdiffError(
+                f"minibatch state has a bad cursor: epoch {epoch}, position {position}"
+            )
         self.epoch, self._pos, self._perm = epoch, position, None

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,11 @@ class SphericalGaussianMixture:
 
     def as_meta(self) -> dict:
         """The parameters as a ``meta`` dictionary."""
-        return {"weights": self.weights.copy(), "locs": self.locs.copy(), "scales": self.scales.copy()}
+        return {
+            "weights": self.weights.copy(),
+            "locs": self.locs.copy(),
+            "scales": self.scales.copy(),
+        }
 
 
 def _parse_params(name: str, text: str) -> dict[str, str]:
@@ -91,8 +96,7 @@ def _take_params(name: str, params: dict[str, str], schema: dict[str, tuple]) ->
     unknown = sorted(set(params) - set(schema))
     if unknown:
         raise ProbdiffError(
-            f"{name}: unknown key(s) {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(schema)})"
+            f"{name}: unknown key(s) {', '.join(map(repr, unknown))} (known: {', '.join(schema)})"
         )
     out: dict[str, Any] = {}
     for key, (typ, default, low, high) in schema.items():
@@ -131,12 +135,20 @@ def _blobs(params: dict[str, str], seed: int) -> Dataset:
     p = _take_params(
         "blobs",
         params,
-        {"n": (int, 1000, 1, None), "centers": (int, 3, 1, None), "dim": (int, 2, 1, None),
-         "std": (float, 1.0, (0.0,), None)},
+        {
+            "n": (int, 1000, 1, None),
+            "centers": (int, 3, 1, None),
+            "dim": (int, 2, 1, None),
+            "std": (float, 1.0, (0.0,), None),
+        },
     )
     x, y, centers = make_blobs(
-        n_samples=p["n"], n_features=p["dim"], centers=p["centers"], cluster_std=p["std"],
-        random_state=seed, return_centers=True,
+        n_samples=p["n"],
+        n_features=p["dim"],
+        centers=p["centers"],
+        cluster_std=p["std"],
+        random_state=seed,
+        return_centers=True,
     )
     k = p["centers"]
     density = SphericalGaussianMixture(
@@ -150,7 +162,9 @@ def _moons(params: dict[str, str], seed: int) -> Dataset:
     """sklearn ``make_moons``."""
     from sklearn.datasets import make_moons
 
-    p = _take_params("moons", params, {"n": (int, 1000, 1, None), "noise": (float, 0.05, 0.0, None)})
+    p = _take_params(
+        "moons", params, {"n": (int, 1000, 1, None), "noise": (float, 0.05, 0.0, None)}
+    )
     x, y = make_moons(n_samples=p["n"], noise=p["noise"], random_state=seed)
     return _finish(x, y, "moons", "vector", "moons", meta={"params": p | {"seed": seed}})
 
@@ -159,7 +173,9 @@ def _swissroll(params: dict[str, str], seed: int) -> Dataset:
     """sklearn ``make_swiss_roll`` projected on its columns 0 and 2, divided by 5."""
     from sklearn.datasets import make_swiss_roll
 
-    p = _take_params("swissroll", params, {"n": (int, 1000, 1, None), "noise": (float, 0.5, 0.0, None)})
+    p = _take_params(
+        "swissroll", params, {"n": (int, 1000, 1, None), "noise": (float, 0.5, 0.0, None)}
+    )
     x3, _ = make_swiss_roll(n_samples=p["n"], noise=p["noise"], random_state=seed)
     x = x3[:, [0, 2]] / 5.0
     return _finish(x, None, "swissroll", "vector", "swissroll", meta={"params": p | {"seed": seed}})
@@ -209,7 +225,9 @@ def _patch_sources() -> tuple[np.ndarray, ...]:
                 images.append(np.asarray(im.convert("L")))
         except Exception as err:  # a broken scikit-image install, not user input
             reason = _one_line(err)
-            raise ProbdiffError(f"patches: cannot read bundled image {str(path)!r}: {reason}") from None
+            raise ProbdiffError(
+                f"patches: cannot read bundled image {str(path)!r}: {reason}"
+            ) from None
     return tuple(images)
 
 

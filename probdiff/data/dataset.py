@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -74,17 +75,21 @@ class Dataset:
         """Number of data points."""
         if self.x is not None:
             return int(self.x.shape[0])
-        return int(len(next(iter(self.fields.values()))))
+        return int(len(next(iter((self.fields or {}).values()))))
 
     def require_x(self) -> np.ndarray:
         """``x``, or a one-line error for data the built-in models cannot read."""
         if self.x is None:
+            fields = self.fields or {}
             if self.meta.get("single"):
                 raise ProbdiffError(
-                    f"x in {self.name!r} has shape {self.fields['x'].shape}: the built-in models "
-                    "need at least 2-D: (N, D) for vectors or (N, C, H, W) for images")
-            raise ProbdiffError(f"data {self.name!r} holds the arrays {', '.join(self.fields)} and "
-                                "none named 'x': the built-in models need x")
+                    f"x in {self.name!r} has shape {fields['x'].shape}: the built-in models "
+                    "need at least 2-D: (N, D) for vectors or (N, C, H, W) for images"
+                )
+            raise ProbdiffError(
+                f"data {self.name!r} holds the arrays {', '.join(fields)} and "
+                "none named 'x': the built-in models need x"
+            )
         return self.x
 
     @property
@@ -103,7 +108,7 @@ class Dataset:
 
     def arrays(self) -> np.ndarray | dict[str, np.ndarray]:
         """What a user's model is called with: the named arrays, or the one array as loaded."""
-        if self.meta.get("single"):
+        if self.meta.get("single") and self.fields:
             return self.fields["x"]
         return dict(self.fields) if self.fields else self.require_x()
 
@@ -146,7 +151,9 @@ def dataset_from_arrays(arrays: dict[str, Any], name: str = "arrays") -> Dataset
     rows = {k: len(v) for k, v in fields.items()}
     if len(set(rows.values())) > 1:
         listed = ", ".join(f"{k} {r}" for k, r in rows.items())
-        raise ProbdiffError(f"arrays in {name!r} differ in rows ({listed}): each needs one row per datum")
+        raise ProbdiffError(
+            f"arrays in {name!r} differ in rows ({listed}): each needs one row per datum"
+        )
     x = fields.get("x")
     x = np.asarray(x, dtype=np.float64) if x is not None and 2 <= x.ndim <= 4 else None
     if x is not None and x.ndim == 3:
@@ -174,7 +181,9 @@ def _check_finite(arr: np.ndarray, where: str, what: str) -> None:
     if bad.any():
         rows = bad.reshape(len(arr), -1).any(axis=1)
         count, first = int(bad.sum()), int(np.argmax(rows))
-        raise ProbdiffError(f"{what} in {where!r} has {count} NaN/inf entries (first in row {first})")
+        raise ProbdiffError(
+            f"{what} in {where!r} has {count} NaN/inf entries (first in row {first})"
+        )
 
 
 def _labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:

@@ -55,7 +55,9 @@ def _read_array(path: Path, spec: str, what: str) -> np.ndarray:
     except Exception as err:
         raise ProbdiffError(f"cannot read {spec!r} as {what}: {_one_line(err)}") from None
     if not isinstance(arr, np.ndarray):
-        raise ProbdiffError(f"cannot read {spec!r} as {what}: it holds several arrays (an .npz archive?)")
+        raise ProbdiffError(
+            f"cannot read {spec!r} as {what}: it holds several arrays (an .npz archive?)"
+        )
     return arr
 
 
@@ -67,13 +69,17 @@ def _read_npz(path: Path, spec: str) -> dict[str, np.ndarray]:
         except Exception as err:
             raise ProbdiffError(f"cannot read {spec!r} as .npz: {_one_line(err)}") from None
         if isinstance(archive, np.ndarray):
-            raise ProbdiffError(f"cannot read {spec!r} as .npz: it holds a single array (an .npy file?)")
+            raise ProbdiffError(
+                f"cannot read {spec!r} as .npz: it holds a single array (an .npy file?)"
+            )
         with archive:
             try:
                 arrays = {k: archive[k] for k in archive.files}
             except Exception as err:
                 reason = _one_line(err)
-                raise ProbdiffError(f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)") from None
+                raise ProbdiffError(
+                    f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)"
+                ) from None
     if not arrays:
         raise ProbdiffError(f"{spec!r} holds no arrays")
     return arrays
@@ -117,14 +123,14 @@ def _load_csv(path: Path, spec: str) -> Dataset:
     if not rows:
         raise ProbdiffError(f"{spec!r} holds no data (0 rows)")
     width = len(header) if header is not None else len(rows[0][1])
-    for line, fields in rows:
-        if len(fields) != width:
-            raise ProbdiffError(f"{spec!r} line {line}: {len(fields)} columns, expected {width}")
+    for line, cols in rows:
+        if len(cols) != width:
+            raise ProbdiffError(f"{spec!r} line {line}: {len(cols)} columns, expected {width}")
     values = _csv_matrix(rows, spec, header)
     label_col = _label_column(header, spec)
     meta: dict = {}
     y = None
-    fields = None
+    fields: dict[str, np.ndarray] | None = None
     if header is not None:
         if len(set(header)) != len(header):
             raise ProbdiffError(f"{spec!r} has repeated column names: {', '.join(header)}")
@@ -139,8 +145,11 @@ def _load_csv(path: Path, spec: str) -> Dataset:
     if values.shape[1] == 0:
         raise ProbdiffError(f"{spec!r} has no feature columns")
     ds = _finish(values, y, spec, "vector", spec, meta=meta)
-    return ds if fields is None else Dataset(ds.x, ds.y, ds.name, ds.kind, None, ds.meta,
-                                             _finite_fields(fields, spec))
+    return (
+        ds
+        if fields is None
+        else Dataset(ds.x, ds.y, ds.name, ds.kind, None, ds.meta, _finite_fields(fields, spec))
+    )
 
 
 def _read_csv_rows(path: Path, spec: str) -> list[tuple[int, list[str]]]:
@@ -167,7 +176,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_matrix(rows: list[tuple[int, list[str]]], spec: str, header: list[str] | None) -> np.ndarray:
+def _csv_matrix(
+    rows: list[tuple[int, list[str]]], spec: str, header: list[str] | None
+) -> np.ndarray:
     """The CSV body as a float64 matrix; names the first non-numeric cell on failure."""
     try:
         return np.array([fields for _, fields in rows], dtype=np.float64)

@@ -41,13 +41,22 @@ def as_dataset(data: Any, *, seed: int = 0) -> Dataset:
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
         x = np.asarray(data)
         return _finish_single(x) if x.ndim >= 2 else _from_array(x, None, "array")
-    raise ProbdiffError(f"data must be a spec, an array or a dict of arrays, got {type(data).__name__}")
+    raise ProbdiffError(
+        f"data must be a spec, an array or a dict of arrays, got {type(data).__name__}"
+    )
 
 
 def _finish_single(x: np.ndarray) -> Dataset:
     """One array of rows given in Python: kept with its own shape for a user's model."""
     ds = _from_array(x, None, "array")
     if x.dtype.kind in "iub":  # counts and labels keep their dtype
-        return Dataset(ds.x, None, ds.name, ds.kind, None, {**ds.meta, "single": True},
-                       {"x": np.ascontiguousarray(x)})
+        return Dataset(
+            ds.x,
+            None,
+            ds.name,
+            ds.kind,
+            None,
+            {**ds.meta, "single": True},
+            {"x": np.ascontiguousarray(x)},
+        )
     return ds

@@ -8,20 +8,24 @@ the probability-flow likelihood (section 4).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 
-def rademacher(shape, generator: torch.Generator | None = None, dtype=torch.float32,
-               device="cpu") -> torch.Tensor:
+def rademacher(
+    shape, generator: torch.Generator | None = None, dtype=torch.float32, device="cpu"
+) -> torch.Tensor:
     """Entries +1 / -1 with probability 1/2 each."""
     return torch.randint(0, 2, shape, generator=generator, device=device).to(dtype) * 2 - 1
 
 
-def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-               probe: torch.Tensor | None = None, create_graph: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def divergence(
+    v: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    probe: torch.Tensor | None = None,
+    create_graph: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(v(x), div v(x) per row): exact when ``probe`` is None, else probe^T (dv/dx) probe.
     With ``create_graph`` both stay differentiable (for training on the divergence)."""
     with torch.enable_grad():
@@ -36,8 +40,12 @@ def divergence(v: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             d = flat.shape[1]
             parts = []
             for i in range(d):
-                (g,) = torch.autograd.grad(flat[:, i].sum(), y, create_graph=create_graph,
-                                           retain_graph=create_graph or i < d - 1)
+                (g,) = torch.autograd.grad(
+                    flat[:, i].sum(),
+                    y,
+                    create_graph=create_graph,
+                    retain_graph=create_graph or i < d - 1,
+                )
                 parts.append(g.reshape(n, -1)[:, i])
             div = torch.stack(parts, 1).sum(1)
     if create_graph:

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import arviz as az
 import numpy as np
@@ -54,8 +55,14 @@ class _DualAveraging:
     """Dual averaging of log step size towards a target acceptance probability (Hoffman & Gelman
     2014, Alg. 5, with their constants gamma=0.05, t0=10, kappa=0.75 and mu = log(10 tau_0))."""
 
-    def __init__(self, step_size: float, target: float,
-                 gamma: float = 0.05, t0: float = 10.0, kappa: float = 0.75):
+    def __init__(
+        self,
+        step_size: float,
+        target: float,
+        gamma: float = 0.05,
+        t0: float = 10.0,
+        kappa: float = 0.75,
+    ):
         self.mu = math.log(10 * step_size)
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
         self.t = 0
@@ -69,7 +76,7 @@ class _DualAveraging:
         self.h_bar = (1 - w) * self.h_bar + w * (self.target - accept_prob)
         log_step = self.mu - math.sqrt(self.t) / self.gamma * self.h_bar
         log_step = min(max(log_step, _LOG_STEP_MIN), _LOG_STEP_MAX)
-        eta = self.t ** -self.kappa
+        eta = self.t**-self.kappa
         self.log_avg = eta * log_step + (1 - eta) * self.log_avg
         return math.exp(log_step)
 
@@ -84,21 +91,31 @@ def langevin_proposal(x: Params, grad_u: Params, step_size: float) -> Params:
     return {k: v - step_size * grad_u[k] + noise_scale * torch.randn_like(v) for k, v in x.items()}
 
 
-def log_proposal_density(x_to: Params, x_from: Params, grad_u_from: Params,
-                         step_size: float) -> torch.Tensor:
+def log_proposal_density(
+    x_to: Params, x_from: Params, grad_u_from: Params, step_size: float
+) -> torch.Tensor:
     """log q(x_to | x_from) = -||x_to - x_from + tau grad U(x_from)||^2 / (4 tau), up to a constant
     that cancels in the MH ratio."""
     sq = sum(((x_to[k] - x_from[k] + step_size * grad_u_from[k]) ** 2).sum() for k in x_to)
     return -sq / (4 * step_size)
 
 
-def mala_accept_prob(x: Params, u: torch.Tensor, grad_u: Params,
-                     x_new: Params, u_new: torch.Tensor, grad_u_new: Params,
-                     step_size: float) -> float:
+def mala_accept_prob(
+    x: Params,
+    u: torch.Tensor,
+    grad_u: Params,
+    x_new: Params,
+    u_new: torch.Tensor,
+    grad_u_new: Params,
+    step_size: float,
+) -> float:
     """min(1, exp(U(x) - U(x') + log q(x | x') - log q(x' | x))); 0 when anything is non-finite."""
-    log_ratio = (u - u_new
-                 + log_proposal_density(x, x_new, grad_u_new, step_size)
-                 - log_proposal_density(x_new, x, grad_u, step_size))
+    log_ratio = (
+        u
+        - u_new
+        + log_proposal_density(x, x_new, grad_u_new, step_size)
+        - log_proposal_density(x_new, x, grad_u, step_size)
+    )
     log_ratio = float(log_ratio)
     if math.isnan(log_ratio):
         return 0.0
@@ -124,18 +141,30 @@ class Langevin(MCMCKernel):
         idata = to_inference_data(mcmc)   # arviz.from_pyro plus accept_prob, step_size
     """
 
-    def __init__(self, model: Optional[Callable[..., Any]] = None,
-                 potential_fn: Optional[Callable[[Params], torch.Tensor]] = None,
-                 step_size: float = 0.1, adjust: bool = True, adapt_step_size: bool = True,
-                 target_accept_prob: float = 0.574, transforms: Optional[dict] = None,
-                 max_plate_nesting: Optional[int] = None,
-                 init_strategy: Callable[..., Any] = init_to_uniform):
+    def __init__(
+        self,
+        model: Callable[..., Any] | None = None,
+        potential_fn: Callable[[Params], torch.Tensor] | None = None,
+        step_size: float = 0.1,
+        adjust: bool = True,
+        adapt_step_size: bool = True,
+        target_accept_prob: float = 0.574,
+        transforms: dict | None = None,
+        max_plate_nesting: int | None = None,
+        init_strategy: Callable[..., Any] = init_to_uniform,
+    ):
         if (model is None) == (potential_fn is None):
-            raise ValueError("Langevin needs exactly one of `model` (a Pyro model) or "
-                             "`potential_fn` (dict of unconstrained tensors -> -log density); got "
-                             + ("neither" if model is None else "both"))
-        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) \
-                or not math.isfinite(step_size) or step_size <= 0:
+            raise ValueError(
+                "Langevin needs exactly one of `model` (a Pyro model) or "
+                "`potential_fn` (dict of unconstrained tensors -> -log density); got "
+                + ("neither" if model is None else "both")
+            )
+        if (
+            isinstance(step_size, bool)
+            or not isinstance(step_size, (int, float))
+            or not math.isfinite(step_size)
+            or step_size <= 0
+        ):
             raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
         if not 0.0 < target_accept_prob < 1.0:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
@@ -148,7 +177,7 @@ class Langevin(MCMCKernel):
         self.init_step_size = float(step_size)
         self._max_plate_nesting = max_plate_nesting
         self._init_strategy = init_strategy
-        self._user_params: Optional[Params] = None
+        self._user_params: Params | None = None
         self._reset()
         super().__init__()
 
@@ -164,9 +193,9 @@ class Langevin(MCMCKernel):
         self._mean_accept_prob = 0.0
         self._accept_probs: list[float] = []
         self._divergences: list[int] = []
-        self._init_params: Optional[Params] = None
+        self._init_params: Params | None = None
         self._prototype_trace = None
-        self._cache: Optional[tuple[Params, torch.Tensor, Params]] = None
+        self._cache: tuple[Params, torch.Tensor, Params] | None = None
 
     def __getstate__(self) -> dict:
         """Pickle (for multiprocessing chains) without state derived from the model: ``setup``
@@ -182,11 +211,11 @@ class Langevin(MCMCKernel):
         return self._step_size
 
     @property
-    def initial_params(self) -> Optional[Params]:
+    def initial_params(self) -> Params | None:
         return self._init_params if self._init_params is not None else self._user_params
 
     @initial_params.setter
-    def initial_params(self, params: Optional[Params]) -> None:
+    def initial_params(self, params: Params | None) -> None:
         self._user_params = params
 
     # ----------------------------------------------------------- MCMC hooks
@@ -195,14 +224,22 @@ class Langevin(MCMCKernel):
         self._reset()
         self._warmup_steps = warmup_steps
         if self.model is not None:
-            self._init_params, self.potential_fn, self.transforms, self._prototype_trace = \
-                initialize_model(self.model, args, kwargs, transforms=self.transforms,
-                                 max_plate_nesting=self._max_plate_nesting,
-                                 init_strategy=self._init_strategy,
-                                 initial_params=self._user_params)
+            self._init_params, self.potential_fn, self.transforms, self._prototype_trace = (
+                initialize_model(
+                    self.model,
+                    args,
+                    kwargs,
+                    transforms=self.transforms,
+                    max_plate_nesting=self._max_plate_nesting,
+                    init_strategy=self._init_strategy,
+                    initial_params=self._user_params,
+                )
+            )
         elif self._user_params is None:
-            raise ValueError("Langevin(potential_fn=...) needs starting values: pass "
-                             "initial_params to MCMC or set kernel.initial_params")
+            raise ValueError(
+                "Langevin(potential_fn=...) needs starting values: pass "
+                "initial_params to MCMC or set kernel.initial_params"
+            )
         else:
             self._init_params = dict(self._user_params)
             if self.transforms is None:
@@ -217,8 +254,11 @@ class Langevin(MCMCKernel):
 
     def _current(self, params: Params) -> tuple[Params, torch.Tensor, Params]:
         cached = self._cache
-        if cached is None or cached[0].keys() != params.keys() \
-                or any(cached[0][k] is not v for k, v in params.items()):
+        if (
+            cached is None
+            or cached[0].keys() != params.keys()
+            or any(cached[0][k] is not v for k, v in params.items())
+        ):
             cached = self._evaluate({k: v.detach() for k, v in params.items()})
         return cached
 
@@ -259,18 +299,24 @@ class Langevin(MCMCKernel):
         self._warmup_done = True
 
     def logging(self) -> OrderedDict:
-        return OrderedDict([("step size", f"{self._step_size:.2e}"),
-                            ("acc. prob", f"{self._mean_accept_prob:.3f}")])
+        return OrderedDict(
+            [
+                ("step size", f"{self._step_size:.2e}"),
+                ("acc. prob", f"{self._mean_accept_prob:.3f}"),
+            ]
+        )
 
     def diagnostics(self) -> dict:
         """Per chain: acceptance rate and step size after warmup, the per-draw MH acceptance
         probabilities, and ``divergences`` (draws whose proposal had a non-finite potential; the
         key ``arviz.from_pyro`` reads)."""
         draws = max(self._t - self._warmup_steps, 0)
-        return {"divergences": list(self._divergences),
-                "acceptance rate": self._accept_cnt / draws if draws else float("nan"),
-                "step size": self._step_size,
-                "accept_prob": list(self._accept_probs)}
+        return {
+            "divergences": list(self._divergences),
+            "acceptance rate": self._accept_cnt / draws if draws else float("nan"),
+            "step size": self._step_size,
+            "accept_prob": list(self._accept_probs),
+        }
 
     def cleanup(self) -> None:
         self._init_params = None
@@ -288,6 +334,8 @@ def to_inference_data(mcmc: Any, **from_pyro_kwargs: Any) -> az.InferenceData:
         accept = np.array([diag["accept_prob"][c] for c in chains], dtype=float)
         steps = np.array([diag["step size"][c] for c in chains], dtype=float)
         idata.sample_stats["accept_prob"] = (("chain", "draw"), accept)
-        idata.sample_stats["step_size"] = (("chain", "draw"),
-                                           np.repeat(steps[:, None], accept.shape[1], axis=1))
+        idata.sample_stats["step_size"] = (
+            ("chain", "draw"),
+            np.repeat(steps[:, None], accept.shape[1], axis=1),
+        )
     return idata

@@ -32,8 +32,9 @@ def log_normal_interval(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     return lb + torch.log(-torch.expm1(diff))
 
 
-def discretized_gaussian_log_prob(x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
-                                  levels: int) -> torch.Tensor:
+def discretized_gaussian_log_prob(
+    x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, levels: int
+) -> torch.Tensor:
     """Elementwise log P(x | loc, scale) of the discretised Gaussian on ``levels`` levels in [0, 1]."""
     h = 0.5 / (levels - 1)
     lo, hi = (x - h - loc) / scale, (x + h - loc) / scale
@@ -49,8 +50,9 @@ class DiscretizedGaussian(TorchDistribution):
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = False
 
-    def __init__(self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0,
-                 validate_args=None):
+    def __init__(
+        self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0, validate_args=None
+    ):
         if levels < 2:
             raise ValueError(f"a discretised Gaussian needs at least 2 levels, got {levels}")
         self.loc, self.scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
@@ -63,8 +65,14 @@ class DiscretizedGaussian(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         shape = torch.Size(batch_shape)
-        return DiscretizedGaussian(self.loc.expand(shape), self.scale.expand(shape), self.levels,
-                                   self.low, self.high, validate_args=False)
+        return DiscretizedGaussian(
+            self.loc.expand(shape),
+            self.scale.expand(shape),
+            self.levels,
+            self.low,
+            self.high,
+            validate_args=False,
+        )
 
     def _unit(self, value):
         return (value - self.low) / (self.high - self.low)
@@ -72,8 +80,9 @@ class DiscretizedGaussian(TorchDistribution):
     @property
     def mean(self) -> torch.Tensor:
         """The mean over the levels: sum_k x_k P(x_k) (exact, by summing the pmf)."""
-        grid = torch.linspace(self.low, self.high, self.levels, dtype=self.loc.dtype,
-                              device=self.loc.device)
+        grid = torch.linspace(
+            self.low, self.high, self.levels, dtype=self.loc.dtype, device=self.loc.device
+        )
         grid = grid.reshape((-1,) + (1,) * self.loc.dim())
         return (grid * self.log_prob(grid.expand((-1,) + self.loc.shape)).exp()).sum(0)
 
@@ -81,13 +90,15 @@ class DiscretizedGaussian(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         width = self.high - self.low
-        return discretized_gaussian_log_prob(self._unit(value), self._unit(self.loc),
-                                             self.scale / width, self.levels)
+        return discretized_gaussian_log_prob(
+            self._unit(value), self._unit(self.loc), self.scale / width, self.levels
+        )
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:  # noqa: B008 (torch signature)
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             y = self.loc.expand(shape) + self.scale.expand(shape) * torch.randn(
-                shape, dtype=self.loc.dtype, device=self.loc.device)
+                shape, dtype=self.loc.dtype, device=self.loc.device
+            )
             k = torch.clamp(torch.round(self._unit(y) * (self.levels - 1)), 0, self.levels - 1)
             return self.low + (self.high - self.low) * k / (self.levels - 1)

@@ -36,8 +36,9 @@ class DiscretizedGaussian(dist.Distribution):
     pytree_data_fields = ("loc", "scale")
     pytree_aux_fields = ("levels", "low", "high")
 
-    def __init__(self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0, *,
-                 validate_args=None):
+    def __init__(
+        self, loc, scale, levels: int, low: float = 0.0, high: float = 1.0, *, validate_args=None
+    ):
         if levels < 2:
             raise ValueError(f"a discretised Gaussian needs at least 2 levels, got {levels}")
         self.loc, self.scale = promote_shapes(loc, scale)
@@ -51,8 +52,9 @@ class DiscretizedGaussian(dist.Distribution):
 
     def log_prob(self, value):
         w = self.high - self.low
-        return discretized_gaussian_log_prob((value - self.low) / w, (self.loc - self.low) / w,
-                                             self.scale / w, self.levels)
+        return discretized_gaussian_log_prob(
+            (value - self.low) / w, (self.loc - self.low) / w, self.scale / w, self.levels
+        )
 
     def sample(self, key, sample_shape=()):
         shape = sample_shape + self.batch_shape

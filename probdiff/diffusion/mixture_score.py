@@ -30,7 +30,7 @@ class GaussianMixture:
     covs: torch.Tensor
 
     @classmethod
-    def make(cls, weights, locs, covs=None, scales=None) -> "GaussianMixture":
+    def make(cls, weights, locs, covs=None, scales=None) -> GaussianMixture:
         """From arrays; ``scales`` (K,) gives isotropic components s_k^2 I."""
         w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
         m = torch.as_tensor(np.asarray(locs, dtype=np.float64)).reshape(len(w), -1)
@@ -41,7 +41,7 @@ class GaussianMixture:
         return cls(w / w.sum(), m, c)
 
     @classmethod
-    def of_dataset_density(cls, density) -> "GaussianMixture":
+    def of_dataset_density(cls, density) -> GaussianMixture:
         """From :class:`probdiff.data.SphericalGaussianMixture` (e.g. ``mixture2d``)."""
         return cls.make(density.weights, density.locs, scales=density.scales)
 
@@ -61,20 +61,26 @@ class GaussianMixture:
         resid = x[:, None, :] - a[..., 0] * self.locs[None]  # (N, K, D)
         white = torch.linalg.solve_triangular(chol, resid[..., None], upper=False)[..., 0]
         logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        logp = (torch.log(self.weights)[None] - 0.5 * white.pow(2).sum(-1) - 0.5 * logdet
-                - 0.5 * self.dim * math.log(2 * math.pi))
+        logp = (
+            torch.log(self.weights)[None]
+            - 0.5 * white.pow(2).sum(-1)
+            - 0.5 * logdet
+            - 0.5 * self.dim * math.log(2 * math.pi)
+        )
         prec_resid = torch.cholesky_solve(resid[..., None], chol)[..., 0]
         return logp, prec_resid
 
-    def log_prob(self, x: torch.Tensor, a: torch.Tensor | None = None,
-                 v: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(
+        self, x: torch.Tensor, a: torch.Tensor | None = None, v: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """log p(x) per row; with (a, v), of the marginal of x_t = a x_0 + sqrt(v) z."""
         a, v = self._av(x, a, v)
         logp, _ = self._components(x, a, v)
         return torch.logsumexp(logp, dim=1)
 
-    def score(self, x: torch.Tensor, a: torch.Tensor | None = None,
-              v: torch.Tensor | None = None) -> torch.Tensor:
+    def score(
+        self, x: torch.Tensor, a: torch.Tensor | None = None, v: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """grad_x log p(x) per row (float64), shaped like x."""
         a, v = self._av(x, a, v)
         logp, prec_resid = self._components(x, a, v)
@@ -96,9 +102,11 @@ class GaussianMixture:
     # -- through an SDE ----------------------------------------------------------------------
     def marginal_score(self, sde: SDE):
         """score(x, t) = grad log p_t(x) under ``sde``, in x's dtype."""
+
         def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             a, s = sde.marginal(t.detach().cpu().to(torch.float64))
             return self.score(x.cpu(), a, s**2).to(device=x.device, dtype=x.dtype)
+
         return score
 
     def marginal_log_prob(self, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -107,7 +115,9 @@ class GaussianMixture:
 
     def noisy_score(self, sigma: torch.Tensor):
         """score of the data blurred by N(0, sigma^2 I) (the NCSN / DSM target)."""
+
         def score(x: torch.Tensor) -> torch.Tensor:
             var = torch.as_tensor(sigma, dtype=torch.float64) ** 2
             return self.score(x.cpu(), None, var).to(device=x.device, dtype=x.dtype)
+
         return score

@@ -36,10 +36,18 @@ class ODELikelihood:
     nfe: int
 
 
-def ode_log_likelihood(sde: SDE, score: ScoreFn, x: torch.Tensor, trace: str = "exact",
-                       eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5,
-                       generator: torch.Generator | None = None,
-                       bin_width: float | None = None, prior_log_prob=None) -> ODELikelihood:
+def ode_log_likelihood(
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    trace: str = "exact",
+    eps: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+    bin_width: float | None = None,
+    prior_log_prob=None,
+) -> ODELikelihood:
     """log p_eps(x) per row of ``x`` under the model's probability-flow ODE; with
     ``bin_width`` the dequantised lower bound on the log mass of each integer datum's bin.
     ``prior_log_prob`` replaces the SDE's prior density at t = 1 (tests use the exact p_1)."""
@@ -58,8 +66,9 @@ def ode_log_likelihood(sde: SDE, score: ScoreFn, x: torch.Tensor, trace: str = "
     def augmented(state: torch.Tensor, t: float) -> torch.Tensor:
         y = state[:, :dim].reshape(x.shape)
         tt = torch.full((n,), t, dtype=x.dtype, device=x.device)
-        v, div = divergence(lambda z: sde.reverse_drift(score, z, tt, probability_flow=True),
-                            y, probe)
+        v, div = divergence(
+            lambda z: sde.reverse_drift(score, z, tt, probability_flow=True), y, probe
+        )
         return torch.cat([v.reshape(n, dim), div[:, None]], dim=1)
 
     start = torch.cat([x.reshape(n, dim), torch.zeros(n, 1, dtype=x.dtype, device=x.device)], 1)

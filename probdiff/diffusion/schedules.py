@@ -38,8 +38,10 @@ def scaled_linear_betas(T: int, beta_start: float = 0.00085, beta_end: float = 0
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
     """Nichol and Dhariwal (2021): abar(u) = cos^2(((u / T) + s) / (1 + s) * pi / 2) and
     beta_t = min(1 - abar(t) / abar(t - 1), max_beta) (diffusers' squaredcos_cap_v2)."""
+
     def abar(u):
         return math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2
+
     return np.array([min(1 - abar(t) / abar(t - 1), max_beta) for t in range(1, T + 1)])
 
 
@@ -50,12 +52,15 @@ class Schedule:
     betas: np.ndarray  # (T + 1,), betas[0] = 0
 
     @classmethod
-    def make(cls, name: str, T: int, beta_start: float | None = None,
-             beta_end: float | None = None) -> "Schedule":
+    def make(
+        cls, name: str, T: int, beta_start: float | None = None, beta_end: float | None = None
+    ) -> Schedule:
         """A named schedule (``linear``, ``scaled_linear``, ``cosine``) of T steps."""
         if T < 1:
             raise ProbdiffError(f"the chain needs T >= 1 steps, got {T}")
-        kw = {k: v for k, v in (("beta_start", beta_start), ("beta_end", beta_end)) if v is not None}
+        kw = {
+            k: v for k, v in (("beta_start", beta_start), ("beta_end", beta_end)) if v is not None
+        }
         if name == "linear":
             b = linear_betas(T, **kw)
         elif name == "scaled_linear":
@@ -156,9 +161,11 @@ def _col(c, x):
         return c.reshape(shape)
     try:
         import torch
+
         if isinstance(x, torch.Tensor):
             return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(shape)
     except ImportError:  # pragma: no cover
         pass
     import jax.numpy as jnp
+
     return jnp.asarray(c, dtype=x.dtype).reshape(shape)

@@ -14,7 +14,7 @@ The trace is exact (D passes) or Hutchinson's estimate (one Rademacher probe) fo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -28,8 +28,9 @@ def _sq(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(len(v), -1).pow(2).sum(1)
 
 
-def noise_conditional_term(score_value: torch.Tensor, noise: torch.Tensor,
-                           std: torch.Tensor) -> torch.Tensor:
+def noise_conditional_term(
+    score_value: torch.Tensor, noise: torch.Tensor, std: torch.Tensor
+) -> torch.Tensor:
     """0.5 ||std s + z||^2 = 0.5 std^2 ||s(x + std z) + z / std||^2: the denoising loss at
     one noise level weighted by lambda = std^2, per row (``std`` broadcast against rows)."""
     return 0.5 * _sq(std * score_value + noise)
@@ -39,8 +40,9 @@ def explicit_loss(score: Score, true_score: Score, x: torch.Tensor) -> torch.Ten
     return 0.5 * _sq(score(x) - true_score(x))
 
 
-def implicit_loss(score: Score, x: torch.Tensor, trace: str = "exact",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def implicit_loss(
+    score: Score, x: torch.Tensor, trace: str = "exact", generator: torch.Generator | None = None
+) -> torch.Tensor:
     if trace not in ("exact", "hutchinson"):
         raise ProbdiffError(f"trace must be exact or hutchinson, got {trace!r}")
     probe = rademacher(x.shape, generator, x.dtype, x.device) if trace == "hutchinson" else None
@@ -48,20 +50,37 @@ def implicit_loss(score: Score, x: torch.Tensor, trace: str = "exact",
     return div + 0.5 * _sq(s)
 
 
-def denoising_loss(score: Score, x: torch.Tensor, sigma: float,
-                   generator: torch.Generator | None = None,
-                   noise: torch.Tensor | None = None) -> torch.Tensor:
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if noise is None else noise
+def denoising_loss(
+    score: Score,
+    x: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    z = (
+        torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if noise is None
+        else noise
+    )
     return 0.5 * _sq(score(x + sigma * z) + z / sigma)
 
 
-def ncsn_loss(score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor,
-              sigmas: torch.Tensor, generator: torch.Generator | None = None,
-              levels: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+def ncsn_loss(
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    generator: torch.Generator | None = None,
+    levels: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``score(x_noisy, i)`` for level indices i (N,); ``sigmas`` (L,) decreasing."""
     n = len(x)
     if levels is None:
         levels = torch.randint(0, len(sigmas), (n,), generator=generator, device=x.device)
-    z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if noise is None else noise
+    z = (
+        torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if noise is None
+        else noise
+    )
     sig = sigmas.to(x.dtype).to(x.device)[levels].reshape((n,) + (1,) * (x.dim() - 1))
     return noise_conditional_term(score(x + sig * z, levels), z, sig)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -52,7 +52,9 @@ class SDE(ABC):
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """g(t), shaped like t."""
 
-    def drift_diffusion(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def drift_diffusion(
+        self, x: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(f(x, t) shaped like x, g(t) shaped (N,))."""
         return self.drift(x, t), self.diffusion(t)
 
@@ -64,39 +66,50 @@ class SDE(ABC):
     def prior_std(self) -> float:
         """Standard deviation of the prior N(0, std^2 I) that stands in for p_1."""
 
-    def prior_sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
-                     dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
-        return self.prior_std() * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+    ) -> torch.Tensor:
+        return self.prior_std() * torch.randn(
+            shape, generator=generator, dtype=dtype, device=device
+        )
 
     def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log N(x; 0, std^2 I) summed over each row."""
         s = self.prior_std()
         d = x[0].numel()
-        return (-0.5 * x.reshape(len(x), -1).pow(2).sum(1) / s**2
-                - d * (math.log(s) + 0.5 * math.log(2 * math.pi)))
+        return -0.5 * x.reshape(len(x), -1).pow(2).sum(1) / s**2 - d * (
+            math.log(s) + 0.5 * math.log(2 * math.pi)
+        )
 
     def perturb(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = a(t) x_0 + std(t) noise."""
         a, s = self.marginal(t)
         return expand(a, x0) * x0 + expand(s, x0) * noise
 
-    def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: float
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def discretize(
+        self, x: torch.Tensor, t: torch.Tensor, dt: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One forward step of size dt as x_{t+dt} = x + F + G z: (F, G). Euler-Maruyama by
         default; subclasses give the exact discrete chain they are the limit of."""
         f, g = self.drift_diffusion(x, t)
         return f * dt, g * math.sqrt(dt)
 
-    def reverse_drift(self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor,
-                      probability_flow: bool = False) -> torch.Tensor:
+    def reverse_drift(
+        self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, probability_flow: bool = False
+    ) -> torch.Tensor:
         """f - g^2 s (reverse SDE) or f - g^2 s / 2 (probability-flow ODE), in forward time
         (a step backwards is x - drift |dt|)."""
         f, g = self.drift_diffusion(x, t)
         weight = 0.5 if probability_flow else 1.0
         return f - weight * expand(g**2, x) * score(x, t)
 
-    def reverse_discretize(self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, dt: float
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    def reverse_discretize(
+        self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, dt: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse of the forward step t - dt -> t (Song et al.'s reverse diffusion):
         x_{t-dt} = x - F + G^2 s(x, t) + G z with (F, G) = discretize(x, t - dt, dt);
         returns (x - F + G^2 s, G)."""
@@ -111,11 +124,13 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not 0 < beta_min <= beta_max:
-            raise ProbdiffError(f"the VP SDE needs 0 < beta_min <= beta_max, got {beta_min}, {beta_max}")
+            raise ProbdiffError(
+                f"the VP SDE needs 0 < beta_min <= beta_max, got {beta_min}, {beta_max}"
+            )
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
 
     @classmethod
-    def from_schedule(cls, betas: np.ndarray) -> "VPSDE":
+    def from_schedule(cls, betas: np.ndarray) -> VPSDE:
         """betas (T,) of a linear DDPM schedule (t = 1..T) -> beta(0) = T beta_1, beta(1) =
         T beta_T, i.e. beta((i - 1) / (T - 1)) = T beta_i (Song et al.'s mapping; it puts step i
         one grid point earlier than t = i / T, an O(1/T) difference)."""
@@ -162,10 +177,16 @@ class ScheduleSDE(VPSDE):
 
     def __init__(self, abar: np.ndarray):
         abar = np.asarray(abar, dtype=np.float64)  # (T + 1,), abar[0] = 1
-        if abar.ndim != 1 or len(abar) < 2 or abar[0] != 1.0 or not np.all(np.diff(abar) < 0) \
-                or abar[-1] <= 0:
-            raise ProbdiffError("ScheduleSDE needs abar_0 = 1 > abar_1 > ... > abar_T > 0 "
-                                "(Schedule.abar, t = 0..T)")
+        if (
+            abar.ndim != 1
+            or len(abar) < 2
+            or abar[0] != 1.0
+            or not np.all(np.diff(abar) < 0)
+            or abar[-1] <= 0
+        ):
+            raise ProbdiffError(
+                "ScheduleSDE needs abar_0 = 1 > abar_1 > ... > abar_T > 0 (Schedule.abar, t = 0..T)"
+            )
         self.T_discrete = len(abar) - 1
         self._B = torch.as_tensor(-np.log(abar))
         self._beta = torch.as_tensor(np.diff(-np.log(abar)) * self.T_discrete)
@@ -209,7 +230,9 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         if not 0 < sigma_min < sigma_max:
-            raise ProbdiffError(f"the VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise ProbdiffError(
+                f"the VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}"
+            )
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -236,8 +259,13 @@ class VESDE(SDE):
         return torch.zeros_like(x), g
 
 
-def make_sde(name: str, beta_min: float = 0.1, beta_max: float = 20.0, sigma_min: float = 0.01,
-             sigma_max: float = 50.0) -> SDE:
+def make_sde(
+    name: str,
+    beta_min: float = 0.1,
+    beta_max: float = 20.0,
+    sigma_min: float = 0.01,
+    sigma_max: float = 50.0,
+) -> SDE:
     """``vp`` | ``ve`` | ``subvp`` with their parameters."""
     if name == "vp":
         return VPSDE(beta_min, beta_max)

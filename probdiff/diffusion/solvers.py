@@ -18,11 +18,11 @@ Stochastic samplers return the last step's mean (no noise on the last step). Eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from probdiff.diffusion import SOLVERS  # noqa: E402
+from probdiff.diffusion import SOLVERS
 from probdiff.diffusion.sde import SDE, VPSDE, ScoreFn, expand
 from probdiff.errors import ProbdiffError
 
@@ -42,9 +42,16 @@ def _noise(x, generator):
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
-def euler_maruyama(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
-                   generator: torch.Generator | None = None, eps: float = 1e-3,
-                   record: Sequence[int] = (), progress=None):
+def euler_maruyama(
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    record: Sequence[int] = (),
+    progress=None,
+):
     ts, dt = _grid(n_steps, eps)
     kept = {}
     for i, t in enumerate(ts):
@@ -56,10 +63,18 @@ def euler_maruyama(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
     return x, kept, n_steps
 
 
-def reverse_diffusion(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
-                      generator: torch.Generator | None = None, eps: float = 1e-3,
-                      record: Sequence[int] = (), progress=None, corrector: int = 0,
-                      snr: float = 0.16):
+def reverse_diffusion(
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    record: Sequence[int] = (),
+    progress=None,
+    corrector: int = 0,
+    snr: float = 0.16,
+):
     """Reverse diffusion; with ``corrector`` > 0, predictor-corrector."""
     ts, dt = _grid(n_steps, eps)
     kept = {}
@@ -73,16 +88,26 @@ def reverse_diffusion(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
     return x, kept, n_steps * (1 + corrector)
 
 
-def predictor_corrector(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
-                        generator: torch.Generator | None = None, eps: float = 1e-3,
-                        record: Sequence[int] = (), progress=None, corrector: int = 1,
-                        snr: float = 0.16):
-    return reverse_diffusion(sde, score, x, n_steps, generator, eps, record, progress,
-                             corrector=corrector, snr=snr)
+def predictor_corrector(
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    record: Sequence[int] = (),
+    progress=None,
+    corrector: int = 1,
+    snr: float = 0.16,
+):
+    return reverse_diffusion(
+        sde, score, x, n_steps, generator, eps, record, progress, corrector=corrector, snr=snr
+    )
 
 
-def langevin_corrector(sde: SDE, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, dt: float,
-                       snr: float, generator) -> torch.Tensor:
+def langevin_corrector(
+    sde: SDE, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, dt: float, snr: float, generator
+) -> torch.Tensor:
     """One Langevin step at fixed t, step size from the signal-to-noise ratio ``snr``."""
     grad = score(x, t)
     z = _noise(x, generator)
@@ -93,14 +118,25 @@ def langevin_corrector(sde: SDE, score: ScoreFn, x: torch.Tensor, t: torch.Tenso
     return x + expand(tau, x) * grad + expand(torch.sqrt(2 * tau), x) * z
 
 
-def probability_flow(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int = 100,
-                     generator: torch.Generator | None = None, eps: float = 1e-3,
-                     record: Sequence[int] = (), progress=None, method: str = "heun",
-                     rtol: float = 1e-5, atol: float = 1e-5):
+def probability_flow(
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    n_steps: int = 100,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    record: Sequence[int] = (),
+    progress=None,
+    method: str = "heun",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+):
     """The probability-flow ODE from t = 1 to eps: ``euler`` / ``heun`` on n_steps (Heun's
     last step is Euler, so nfe = 2 n - 1), or ``rk45`` (adaptive; n_steps ignored)."""
+
     def velocity(y, t):
         return sde.reverse_drift(score, y, _t(y, t), probability_flow=True)
+
     if method == "rk45":
         y, nfe = integrate(lambda y, t: velocity(y, t), x, 1.0, eps, rtol, atol)
         return y, {}, nfe
@@ -121,27 +157,40 @@ def probability_flow(sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int = 1
     return x, kept, nfe
 
 
-def integrate(velocity, x: torch.Tensor, t0: float, t1: float, rtol: float, atol: float
-              ) -> tuple[torch.Tensor, int]:
+def integrate(
+    velocity, x: torch.Tensor, t0: float, t1: float, rtol: float, atol: float
+) -> tuple[torch.Tensor, int]:
     """Solve dy/dt = velocity(y, t) from t0 to t1 with SciPy's RK45 on the flattened rows;
     returns (y(t1) in x's dtype, number of velocity evaluations)."""
     from scipy.integrate import solve_ivp
+
     shape, dtype, device = x.shape, x.dtype, x.device
 
     def rhs(t, y):
         with torch.no_grad():
             yt = torch.as_tensor(y, dtype=dtype, device=device).reshape(shape)
             return velocity(yt, float(t)).reshape(-1).double().cpu().numpy()
-    sol = solve_ivp(rhs, (t0, t1), x.reshape(-1).double().cpu().numpy(), rtol=rtol, atol=atol,
-                    method="RK45")
+
+    sol = solve_ivp(
+        rhs, (t0, t1), x.reshape(-1).double().cpu().numpy(), rtol=rtol, atol=atol, method="RK45"
+    )
     if not sol.success:
         raise ProbdiffError(f"the ODE solver failed: {sol.message}")
     return torch.as_tensor(sol.y[:, -1], dtype=dtype, device=device).reshape(shape), int(sol.nfev)
 
 
-def solve(name: str, sde: SDE, score: ScoreFn, x: torch.Tensor, n_steps: int,
-          generator: torch.Generator | None = None, eps: float = 1e-3,
-          record: Sequence[int] = (), progress=None, snr: float = 0.16):
+def solve(
+    name: str,
+    sde: SDE,
+    score: ScoreFn,
+    x: torch.Tensor,
+    n_steps: int,
+    generator: torch.Generator | None = None,
+    eps: float = 1e-3,
+    record: Sequence[int] = (),
+    progress=None,
+    snr: float = 0.16,
+):
     """Dispatch by name: em | reverse_diffusion | pc | ode (rk45) | ode_euler | ode_heun."""
     if name == "em":
         return euler_maruyama(sde, score, x, n_steps, generator, eps, record, progress)
