@@ -52,7 +52,7 @@ def encoder_features(x: jnp.ndarray) -> jnp.ndarray:
 
 @dataclass
 class MixtureGuide:
-    """q(globals) q(z | x) for :class:`probdiff.models.gmm.model_numpyro.GaussianMixture`.
+    """q(globals) q(z | x) for :class:`probdiff.models.gmm.model.GaussianMixture`.
 
     ``init`` must hold ``weights``, ``locs``, ``scales`` (constrained starting points of the
     globals) and, for the encoder, the ``encoder_*`` arrays from :func:`encoder_init`.

@@ -124,7 +124,7 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
         "--eval-every",
         type=_int_at_least(0),
         default=None,
-        help="steps between held-out ELBO evaluations (default steps/50; 0: never)",
+        help="steps between held-out ELBO evaluations (default steps/50, at least 10; 0: never)",
     )
     p.add_argument(
         "--resume",

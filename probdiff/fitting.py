@@ -22,6 +22,7 @@ from probdiff.backends import get_backend
 from probdiff.data import Dataset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family
+from probdiff.phases import Phases
 from probdiff.program import num_rows
 from probdiff.request import (
     FitRequest,
@@ -261,6 +262,7 @@ def _fit(
 ) -> None:
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
+    clock = Phases(show=req.settings.progress)
     if req.inference == "svi":
 
         def make_program(seed: int):
@@ -296,26 +298,17 @@ def _fit(
             if idata is None
             else None
         )
-    metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
+    with clock("metrics", "held-out metrics"):
+        metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
     # draws, per-datum values and figures on at most DRAW_ROWS training rows (stated in idata)
     from probdiff.run import shown_subset
 
     shown = shown_subset(train, req.settings.seed)
-    x_shown = family.prepare(shown)
     if req.inference == "svi" or idata is None:
-        from probdiff.inference_data import svi_inference_data
-
-        groups = (
-            family.inference_groups(
-                backend, program, params, x_shown, req.posterior_samples, req.settings.seed
+        with clock("inference_data", "posterior draws and ArviZ data"):
+            idata = _svi_inference_data(
+                req, family, backend, program, params, shown, train.n, traces, test_traces
             )
-            if program is not None
-            else {}
-        )
-        attrs = {"model": req.model, "backend": req.backend, "inference": req.inference}
-        if shown.n < train.n:
-            attrs["rows"] = f"{shown.n} random rows of {train.n} training rows"
-        idata = svi_inference_data(groups, traces, x_shown, test_traces=test_traces, attrs=attrs)
     metrics.update(
         {
             "steps": req.settings.steps,
@@ -332,9 +325,40 @@ def _fit(
     from probdiff.figures import write_figures
 
     save_artefacts(run, family.artefacts)
-    write_figures(run, family, idata, params, shown, metrics, load_artefacts(run))
+    with clock("figures"):
+        write_figures(run, family, idata, params, shown, metrics, load_artefacts(run))
+    metrics["phase_seconds"] = {"training": seconds, **clock.seconds}
     run.write_json(METRICS, metrics)  # whole: a resumed run keeps no stale keys
     run.set_status("complete")
+
+
+def _svi_inference_data(
+    req: FitRequest,
+    family: Family,
+    backend,
+    program,
+    params,
+    shown: Dataset,
+    n_train: int,
+    traces,
+    test_traces,
+):
+    """ArviZ data of an SVI fit: guide draws, per-datum log densities and predictive draws on
+    the ``shown`` rows, and the ELBO traces."""
+    from probdiff.inference_data import svi_inference_data
+
+    x_shown = family.prepare(shown)
+    groups = (
+        family.inference_groups(
+            backend, program, params, x_shown, req.posterior_samples, req.settings.seed
+        )
+        if program is not None
+        else {}
+    )
+    attrs = {"model": req.model, "backend": req.backend, "inference": req.inference}
+    if shown.n < n_train:
+        attrs["rows"] = f"{shown.n} random rows of {n_train} training rows"
+    return svi_inference_data(groups, traces, x_shown, test_traces=test_traces, attrs=attrs)
 
 
 def _head(x, rows: int):

@@ -35,7 +35,8 @@ class SVISettings:
     checkpoint_every: int = 250
     eval_particles: int = 16
     progress: bool = True
-    eval_every: int | None = None  # held-out ELBO every this many steps (None: steps // 50)
+    # held-out ELBO every this many steps (None: steps // 50, at least 10; and after the last)
+    eval_every: int | None = None
     clip_norm: float = 10.0  # ClippedAdam: each gradient entry clipped to [-clip_norm, clip_norm]
 
     def validate(self) -> None:
@@ -58,8 +59,9 @@ class SVISettings:
 
     @property
     def test_interval(self) -> int:
-        """Steps between held-out ELBO evaluations (0: none)."""
-        return max(1, self.steps // 50) if self.eval_every is None else self.eval_every
+        """Steps between held-out ELBO evaluations (0: none): by default at most 50 points,
+        never closer than 10 steps (a short fit is not slowed by evaluating every step)."""
+        return max(10, self.steps // 50) if self.eval_every is None else self.eval_every
 
 
 def _integer(flag: str, value, low: int, high: int | None = None) -> None:

@@ -33,7 +33,7 @@ MODULES = modules_with_examples()
 
 def test_examples_are_found():
     # the collection itself can fail silently (a renamed package): the engine has examples
-    assert "probdiff.treefile" in MODULES and "probdiff.models.gmm.model_numpyro" in MODULES
+    assert "probdiff.treefile" in MODULES and "probdiff.models.gmm.model" in MODULES
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -27,9 +27,7 @@ from probdiff.backends.pyro_backend import PyroBackend
 from probdiff.errors import ProbdiffError
 from probdiff.guides import gmm as pyro_guides
 from probdiff.guides import gmm_numpyro as numpyro_guides
-from probdiff.models.gmm import model as pyro_models
-from probdiff.models.gmm import model_numpyro as numpyro_models
-from probdiff.models.gmm.model import MixturePrior
+from probdiff.models.gmm.model import GaussianMixture, MixturePrior
 from probdiff.program import Program
 
 K, D, N = 3, 2, 40
@@ -59,11 +57,12 @@ def twin_programs(prior, globals_guide, local_guide, ordered, hidden=0) -> dict[
         **pyro_guides.encoder_init(D, K, hidden, seed=0),
     }
     programs = {}
-    for name, models, guides, dtype in (
-        ("pyro", pyro_models, pyro_guides, torch.float64),
-        ("numpyro", numpyro_models, numpyro_guides, jnp.float64),
+    for name, guides, dtype in (
+        ("pyro", pyro_guides, torch.float64),
+        ("numpyro", numpyro_guides, jnp.float64),
     ):
-        model = models.GaussianMixture(K, D, init, prior=prior, ordered=ordered, dtype=dtype)
+        # one model text, run by each PPL
+        model = GaussianMixture(K, D, init, prior=prior, ordered=ordered, dtype=dtype, ppl=name)
         guide = guides.MixtureGuide(
             K,
             init,
@@ -309,7 +308,7 @@ def float32_program(globals_guide="meanfield", prior=PRIOR, local_guide="enum") 
         "scales": np.ones(K),
         **pyro_guides.encoder_init(D, K, 0, seed=0),
     }
-    model = numpyro_models.GaussianMixture(K, D, init, prior=prior)
+    model = GaussianMixture(K, D, init, prior=prior, ppl="numpyro")
     guide = numpyro_guides.MixtureGuide(
         K, init, globals_guide=globals_guide, local_guide=local_guide
     )
@@ -403,7 +402,7 @@ def test_nuts_runs_and_keeps_the_chain_dimension():
     Vectorized chains and the default random starts; the cost (about 20 s) is compilation.
     """
     x = three_blobs()
-    model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True)
+    model = GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True, ppl="numpyro")
     idata = run_nuts(
         model,
         jnp.asarray(x),
@@ -427,7 +426,7 @@ def test_nuts_on_the_ordered_model_converges():
     """k-means++ starts (init_values), one per chain. 1000 draws a chain leave room under the
     1.01 bound: with 500, R-hat of a converged run here already reaches 1.006 to 1.011."""
     x = three_blobs()
-    model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True)
+    model = GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=True, ppl="numpyro")
     idata = run_nuts(
         model,
         jnp.asarray(x),
@@ -457,7 +456,7 @@ def test_nuts_without_ordering_shows_label_switching_between_chains():
     by sorting the components on their first coordinate brings it under 1.01.
     """
     x = three_blobs()
-    model = numpyro_models.GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=False)
+    model = GaussianMixture(3, 2, {}, prior=NUTS_PRIOR, ordered=False, ppl="numpyro")
     idata = run_nuts(
         model,
         jnp.asarray(x),

@@ -182,22 +182,21 @@ class GMMFamily(Family):
             import torch
 
             from probdiff.guides.gmm import MixtureGuide
-            from probdiff.models.gmm.model import GaussianMixture, MixturePrior
 
             kw = {"dtype": getattr(torch, dtype), "device": device}
         else:
             import jax.numpy as jnp
 
             from probdiff.guides.gmm_numpyro import MixtureGuide
-            from probdiff.models.gmm.model import MixturePrior
-            from probdiff.models.gmm.model_numpyro import GaussianMixture
 
             kw = {"dtype": getattr(jnp, dtype)}
+        from probdiff.models.gmm.model import GaussianMixture, MixturePrior
+
         prior = (
             MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma) if o["prior"] else None
         )
         model = GaussianMixture(
-            o["components"], self.dim, init, prior=prior, ordered=o["ordered"], **kw
+            o["components"], self.dim, init, prior=prior, ordered=o["ordered"], ppl=backend, **kw
         )
         guide = MixtureGuide(
             o["components"],
@@ -348,13 +347,18 @@ class GMMFamily(Family):
         import jax.numpy as jnp
 
         from probdiff.backends.numpyro_mcmc import run_nuts
-        from probdiff.models.gmm.model import MixturePrior
-        from probdiff.models.gmm.model_numpyro import GaussianMixture
+        from probdiff.models.gmm.model import GaussianMixture, MixturePrior
 
         o = self.options
         prior = MixturePrior(self.prior_loc, self.prior_scale, self.prior_sigma)
         model = GaussianMixture(
-            o["components"], self.dim, {}, prior=prior, ordered=o["ordered"], dtype=jnp.float32
+            o["components"],
+            self.dim,
+            {},
+            prior=prior,
+            ordered=o["ordered"],
+            dtype=jnp.float32,
+            ppl="numpyro",
         )
         # data-informed starts (best of several k-means++ seedings per chain): random starts
         # leave chains in local modes where one component covers two clusters

@@ -16,7 +16,7 @@ chain) where given, else a draw of ``init_strategy`` from the chain's key (by de
 (-init_radius, init_radius) in the unconstrained space). R-hat is a diagnostic only because the
 starts are dispersed. For mixtures, starts drawn without looking at the data often leave some
 chain in a local mode (one component over two clusters): give data-informed starts such as
-:meth:`probdiff.models.gmm.model_numpyro.GaussianMixture.init_values`.
+:meth:`probdiff.models.gmm.model.GaussianMixture.init_values`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def run_nuts(
     """Run ``num_chains`` NUTS chains on ``model(x, **model_kwargs)``.
 
     Each chain starts at its entry of ``init_values`` (constrained values of the latent sites,
-    e.g. :meth:`probdiff.models.gmm.model_numpyro.GaussianMixture.init_values`) if given, else at a
+    e.g. :meth:`probdiff.models.gmm.model.GaussianMixture.init_values`) if given, else at a
     point drawn by ``init_strategy`` from the chain's own key.
 
     Returns InferenceData with ``posterior`` (dims chain, draw, ...; deterministic sites
