@@ -1,5 +1,5 @@
-"""The forward (noising) process as the DDPM's guide (MATH.md section 2), in two writings of
-the same joint q(x_{1:T} | x_0):
+"""The forward (noising) process as the DDPM's guide (docs/equations.md (2.3), (2.4), (2.5)), in
+two writings of the same joint q(x_{1:T} | x_0):
 
 * forwards: x_t ~ q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), t = 1..T;
 * backwards: x_T ~ q(x_T | x_0) = N(sqrt(abar_T) x_0, (1 - abar_T) I), then
@@ -8,7 +8,8 @@ the same joint q(x_{1:T} | x_0):
 The guide has no parameters. Written backwards, each site meets the model's site of the same
 name as a pair of Gaussians given the same x_t, so ``TraceMeanField_ELBO`` takes every KL in
 closed form: the rewritten ELBO (prior matching + sum of KL(q(x_{t-1}|x_t,x_0) ||
-p_theta(x_{t-1}|x_t)) + the decoder's reconstruction term).
+p_theta(x_{t-1}|x_t)) + the decoder's reconstruction term; docs/equations.md (2.8)). Written
+forwards, with the full chain under ``Trace_ELBO``, it gives docs/equations.md (2.7).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class MarginalGuide:
     """The guide of :class:`probdiff.models.ddpm.DDPMTermsModel`: per term only what it needs
     of the forward process: x_T ~ q(x_T|x_0), x_1 ~ q(x_1|x_0), and in the ``steps`` plate
     (t = 2..T, ``subsample`` of them) x_t ~ q(x_t|x_0), x_prev ~ q(x_{t-1}|x_t,x_0).
-    ``step_weights`` (the model's, for L_simple) scale the ``x_prev`` sites."""
+    ``step_weights`` (the model's, for L_simple) scale the ``x_prev`` sites.
+    docs/equations.md (2.13), (2.14)."""
 
     def __init__(
         self,

@@ -14,7 +14,8 @@ from probdiff.plates import numpyro_data_plate
 
 
 class MarginalGuide:
-    """NumPyro twin of :class:`probdiff.guides.ddpm.MarginalGuide`."""
+    """NumPyro twin of :class:`probdiff.guides.ddpm.MarginalGuide` (docs/equations.md (2.5),
+    (2.13), (2.14))."""
 
     def __init__(
         self,

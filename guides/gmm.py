@@ -1,4 +1,5 @@
-"""Guides for the Gaussian mixture (MATH.md 1a): the encoders q(z | x) and q(globals).
+"""Guides for the Gaussian mixture (docs/equations.md (1.8), (1.12)): the encoders q(z | x) and
+q(globals).
 
 Two halves, combined by :class:`MixtureGuide`:
 
@@ -166,7 +167,8 @@ def posterior_assignments(model, guide, x: torch.Tensor, temperature: int = 0) -
 
     ``temperature=0`` gives the MAP assignment (the hard encoder), ``1`` a posterior draw. The
     globals are taken from one run of the guide (its point values for MLE or MAP fits); the
-    guide's own q(z | x), if any, is ignored: this is the exact posterior under the model.
+    guide's own q(z | x), if any, is ignored: this is the exact posterior under the model
+    (docs/equations.md (1.7)).
     """
     from pyro.infer import infer_discrete
 

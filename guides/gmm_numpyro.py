@@ -1,4 +1,5 @@
-"""NumPyro twin of :mod:`probdiff.guides.gmm`: the encoders q(z | x) and q(globals) (MATH.md 1a).
+"""NumPyro twin of :mod:`probdiff.guides.gmm`: the encoders q(z | x) and q(globals)
+(docs/equations.md (1.8), (1.12)).
 
 Same halves, same site and parameter names, same constraints as the Pyro guide:
 

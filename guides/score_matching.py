@@ -4,7 +4,7 @@ For NCSN, x_noisy ~ N(x, sigma_i^2 I) for the levels i in the ``levels`` plate (
 of them per batch); for a score SDE, t ~ U(eps, 1) per datum and x_t ~ N(a(t) x, std(t)^2 I)
 (:mod:`probdiff.diffusion.sde`). The models (:mod:`probdiff.models.score.ncsn`, :mod:`probdiff.models.score.sde`)
 draw the same sites from the same distributions, so each site's KL is zero and the ELBO is
-the model's score-matching factor: minus the loss.
+the model's score-matching factor: minus the loss (docs/equations.md (3.9), (4.3), (4.8)).
 """
 
 from __future__ import annotations

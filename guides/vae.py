@@ -1,5 +1,5 @@
-"""The VAE's encoder as a Pyro guide (MATH.md 1b): q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2),
-sampled by reparameterisation z = mu + sigma * eps."""
+"""The VAE's encoder as a Pyro guide (docs/equations.md (1.13), (1.14)): q(z | x) =
+N(mu_phi(x), diag sigma_phi(x)^2), sampled by reparameterisation z = mu + sigma * eps."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """NumPyro twin of :mod:`probdiff.guides.vae`: the encoder q(z | x) = N(mu_phi(x),
-diag sigma_phi(x)^2) as a guide (MATH.md 1b), sampled by reparameterisation.
+diag sigma_phi(x)^2) as a guide (docs/equations.md (1.13), (1.14)), sampled by
+reparameterisation.
 
 The network (a Flax module of :mod:`probdiff.models.vae.networks_numpyro` with output 2L:
 loc, then the raw scale, sigma = softplus(raw) + 1e-5) is registered with ``flax_module``

@@ -71,7 +71,7 @@ def psis_khat(log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     ``log_weights`` (S, N): log p(x_n, z_s) - log q(z_s | x_n) for S guide draws per datum.
     Returns (smoothed log weights, k-hat of each datum); k-hat > 0.7 means the guide is too
-    narrow for importance sampling to be reliable (Vehtari et al. 2015).
+    narrow for importance sampling to be reliable (Vehtari et al. 2015); docs/equations.md (1.4).
     """
     lw, k = az.psislw(np.asarray(log_weights).T)
     return lw.T, np.asarray(k)
@@ -81,7 +81,7 @@ def iwae_bound(log_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     """IWAE_K per datum (Burda et al. 2016): log (1/K) sum_k w_k over disjoint groups of K draws.
 
     ``log_weights`` (S, N) with S a multiple of K. Returns (mean over groups, standard error
-    over groups) per datum; K = 1 is the ordinary ELBO estimator.
+    over groups) per datum; K = 1 is the ordinary ELBO estimator. docs/equations.md (1.2).
     """
     from scipy.special import logsumexp
 

@@ -7,12 +7,14 @@ dimension. Rows are visited in chunks with the global latent draw held fixed acr
 which bounds memory on large data and lets a model that subsamples its own data plate be
 evaluated on every row (its plate is given the indices of each chunk).
 
-Definitions (per datum n, draw s of the guide; MATH.md section 1):
+Definitions (per datum n, draw s of the guide; docs/equations.md (1.4), (1.5)):
 - ``log_likelihood[o][s, n] = log p(o_n | z_s)`` for each observed site o: the site's log
   density given the draw, sites the model enumerates summed out exactly;
 - ``local_log_weights[s, n] = log p(x_n, z_sn | g_s) - log q(z_sn | x_n, g_s)`` over the
-  sites in the data plate (z local, g global): its log-mean-exp over s estimates the
-  posterior-predictive density p(x_n | data) of a held-out row, with no KL of the globals.
+  sites in the data plate (z local, g global): its log-mean-exp over s estimates
+  int p(x_n | g) q(g) dg, the predictive density of a held-out row under the guide's globals
+  (the posterior predictive p(x_n | data) where q(g) is the exact posterior), with no KL of
+  the globals.
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ def _collect(
 
 def log_predictive(local_log_weights: np.ndarray) -> np.ndarray:
     """Per-datum log (1/S) sum_s exp(w_sn): the posterior-predictive log density of each row
-    (see the module docstring), from an (S, N) array of local log weights."""
+    (see the module docstring), from an (S, N) array of local log weights; docs/equations.md
+    (1.5)."""
     w = np.asarray(local_log_weights, dtype=np.float64)
     if w.ndim != 2 or len(w) == 0:
         raise ProbdiffError(f"expected local log weights of shape (S, N), got {w.shape}")

@@ -1,6 +1,6 @@
 """The data plate every program opens over a batch: ``n`` rows of a data set of ``n_total``,
-each site inside scaled by ``n_total / n`` (so a minibatch ELBO estimates the full data's),
-one helper per backend.
+each site inside scaled by ``n_total / n`` (so a minibatch ELBO estimates the full data's,
+docs/equations.md (1.3)), one helper per backend.
 
 >>> import pyro, torch, pyro.distributions as dist
 >>> def model(x, n_total=None):

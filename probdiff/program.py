@@ -28,7 +28,8 @@ class Program:
 
     ``elbo`` picks the estimator: ``trace`` (Trace_ELBO, Monte Carlo), ``enum``
     (TraceEnum_ELBO: discrete sites marked ``enumerate`` are summed out exactly) or
-    ``meanfield`` (TraceMeanField_ELBO: analytic KL where the backend knows it).
+    ``meanfield`` (TraceMeanField_ELBO: analytic KL where the backend knows it); the bound is
+    docs/equations.md (1.1).
 
     Calling convention: data that is one array reaches the model as ``model(x)``; named arrays
     (a dict) as ``model(**arrays)``. ``minibatch`` says whether the model and guide accept

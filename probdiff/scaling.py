@@ -3,7 +3,7 @@ in data units.
 
 Integer images (``meta["integer"]``, values ``low..high`` on ``levels`` levels) are mapped
 affinely onto ``target`` (default [0, 1]): x' = t0 + (x - low) (t1 - t0) / (high - low). A
-continuous density of x' is a density of x times |dx'/dx|^D, so
+continuous density of x' is a density of x times |dx'/dx|^D, so (docs/equations.md (2.18))
 
     log p(x) = log p'(x') + D log((t1 - t0) / (high - low))      (``log_jacobian``, nats)
 

@@ -1,4 +1,4 @@
-"""DDPM as a Pyro program (MATH.md section 2): the reverse chain is the model.
+"""DDPM as a Pyro program (docs/equations.md (2.6)): the reverse chain is the model.
 
     x_T ~ N(0, I),   x_{t-1} | x_t ~ N(mu_theta(x_t, t), sigma_t^2 I)  (t = T..2),
     x_0 | x_1 ~ N(mu_theta(x_1, 1), beta_1 I)                           (the decoder)
@@ -8,7 +8,8 @@ plate. The guide is the forward process (:mod:`probdiff.guides.ddpm`), written f
 backwards. sigma_t^2 is ``fixed_small`` (sigma_q(t)^2) or ``fixed_large`` (beta_t); the
 decoder's variance is beta_1 in both cases (sigma_q(1) = 0 would make it a point mass).
 
-mu_theta comes from the network's output through one of three parameterisations:
+mu_theta comes from the network's output through one of three parameterisations
+(docs/equations.md (2.10), (2.11), (2.12)):
 ``eps`` (the noise: mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)), ``x0``
 (mu = mu_q(x_t, x0_hat)) or ``score`` (eps = -sqrt(1 - abar_t) s).
 """
@@ -36,7 +37,8 @@ STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
 
 def kl_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
     """lambda_t with KL(q(x_{t-1}|x_t,x_0) || N(mu_theta, sigma_t^2)) = lambda_t ||eps -
-    eps_theta||^2 + const: beta_t^2 / (2 sigma_t^2 (1 - abar_t) alpha_t), t = 2..T (index t)."""
+    eps_theta||^2 + const: beta_t^2 / (2 sigma_t^2 (1 - abar_t) alpha_t), t = 2..T (index t);
+    docs/equations.md (2.9), (2.10)."""
     s, lam = schedule, np.zeros(schedule.T + 1)
     t = np.arange(2, s.T + 1)
     lam[t] = s.betas[t] ** 2 / (2 * scales[t] ** 2 * (1 - s.abar[t]) * s.alphas[t])
@@ -44,7 +46,8 @@ def kl_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
 
 
 def simple_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
-    """1 / lambda_t for t = 2..T (0 elsewhere): the KL weights that give L_simple."""
+    """1 / lambda_t for t = 2..T (0 elsewhere): the KL weights that give L_simple
+    (docs/equations.md (2.13))."""
     lam, w = kl_weights(schedule, scales), np.zeros(schedule.T + 1)
     w[2:] = 1.0 / lam[2:]
     return w
@@ -79,7 +82,8 @@ class ReverseChain(nn.Module):
 
     def decoder_dist(self, x1: torch.Tensor) -> dist.TorchDistribution:
         """p_theta(x_0 | x_1): N(mu_theta(x_1, 1), beta_1 I), or that Gaussian discretised to
-        the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates."""
+        the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates;
+        docs/equations.md (2.6), (2.17)."""
         mean, scale = self.mean(x1, 1), self.step_scale(1)
         if self.decoder == "discretized":
             return DiscretizedGaussian(
@@ -119,7 +123,8 @@ class ReverseChain(nn.Module):
 
 
 class DDPMModel:
-    """Pyro model of the whole reverse chain; call as ``model(x0, n_total=None)``."""
+    """Pyro model of the whole reverse chain; call as ``model(x0, n_total=None)``. With the
+    forward guide under ``Trace_ELBO`` its bound is docs/equations.md (2.7)."""
 
     def __init__(self, chain: ReverseChain):
         self.chain = chain
@@ -159,8 +164,8 @@ def _coef(values: np.ndarray, t, x: torch.Tensor) -> torch.Tensor | float:
 
 
 class DDPMTermsModel:
-    """The same ELBO, term by term, for training with timesteps subsampled (MATH.md section 2,
-    "The diffusion chain as a probabilistic program"); pair with
+    """The same ELBO, term by term, for training with timesteps subsampled (docs/equations.md
+    (2.8), (2.14)); pair with
     :class:`probdiff.guides.ddpm.MarginalGuide` under ``TraceMeanField_ELBO``.
 
     Each consistency term depends on x_t only through q(x_t | x_0), so the model draws, in a
@@ -172,7 +177,8 @@ class DDPMTermsModel:
         E log p(x_0 | x_1) - KL(q(x_T|x_0) || N(0, I))
             - (T-1) E_t E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)),
 
-    unbiased for the full chain's ELBO. ``weighting="simple"`` scales each KL by 1/lambda_t
+    unbiased for the full chain's ELBO. ``weighting="simple"`` (docs/equations.md (2.13))
+    scales each KL by 1/lambda_t
     and the decoder by 2 alpha_1, so with the Gaussian decoder the loss is
     sum_t ||eps - eps_theta(x_t, t)||^2 plus a constant: Ho et al.'s L_simple (times T); the
     discretised decoder keeps its own (non-quadratic) term, weighted the same way.
@@ -222,7 +228,7 @@ def step_weight(weights: np.ndarray | None, t: torch.Tensor, x0: torch.Tensor):
 
 def marginal(schedule: Schedule, x0: torch.Tensor, t) -> dist.TorchDistribution:
     """q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I): for one int t, or a (k,) tensor of
-    steps (a leading (k, 1, 1) batch against x_0 of shape (N, D))."""
+    steps (a leading (k, 1, 1) batch against x_0 of shape (N, D)); docs/equations.md (2.4)."""
     a, b = np.sqrt(schedule.abar), np.sqrt(1 - schedule.abar)
     if isinstance(t, int):
         return dist.Normal(float(a[t]) * x0, float(b[t])).to_event(1)
@@ -235,7 +241,8 @@ def elbo_terms(model, guide, x0: torch.Tensor, closed: bool = True) -> dict[str,
     """One draw of every term of the ELBO per datum, {site: (N,) or (k, N)}: the decoder's
     log p(x_0 | x_1) (``x_0``), and per latent site -KL(q || p) in closed form (``closed``)
     or log p - log q at the drawn value, scaled as the guide scales it; the ``steps`` plate's
-    sites keep one row per step. Their sum over sites (and steps) is the ELBO estimate."""
+    sites keep one row per step. Their sum over sites (and steps) is the ELBO estimate
+    (docs/equations.md (2.8), (2.9))."""
     from pyro.poutine.util import site_is_subsample
     from torch.distributions import kl_divergence
 

@@ -1,6 +1,7 @@
 """NumPyro twin of the DDPM's term-by-term ELBO (:class:`probdiff.models.ddpm.DDPMTermsModel`,
 estimators (b) and (c)): the same sites, plates, scales and closed-form KLs under NumPyro's
-``TraceMeanField_ELBO``, with the time-conditioned MLP in Flax.
+``TraceMeanField_ELBO``, with the time-conditioned MLP in Flax (docs/equations.md (2.8),
+(2.13), (2.14)).
 
 The network ``TimeMLP`` has the torch twin's layers (``Dense_i``, SiLU between them) and the
 same sinusoidal time features; a Flax kernel (in, out) is the torch ``net.net.{2i}.weight``
@@ -55,7 +56,8 @@ class TimeMLP(fnn.Module):
 
 
 class ReverseChain:
-    """mu_theta and p_theta(x_0 | x_1) from a network ``net(x, t)`` (rows, one t per row)."""
+    """mu_theta and p_theta(x_0 | x_1) from a network ``net(x, t)`` (rows, one t per row);
+    docs/equations.md (2.6)."""
 
     def __init__(
         self,
@@ -72,7 +74,8 @@ class ReverseChain:
         self.scales[1] = math.sqrt(schedule.betas[1])  # the decoder's scale
 
     def eps(self, xt, t):
-        """eps_theta for x_t (..., D) and integer steps t of shape x_t.shape[:-1]."""
+        """eps_theta for x_t (..., D) and integer steps t of shape x_t.shape[:-1]
+        (docs/equations.md (2.11), (2.12))."""
         shape = xt.shape
         rows, tt = xt.reshape(-1, shape[-1]), jnp.broadcast_to(t, shape[:-1]).reshape(-1)
         out = self.net(rows, tt)
@@ -84,7 +87,8 @@ class ReverseChain:
         return out.reshape(shape)
 
     def mean(self, xt, t):
-        """mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
+        """mu_theta(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
+        (docs/equations.md (2.10))."""
         s = self.s
         tt = jnp.broadcast_to(t, xt.shape[:-1])[..., None]
         beta = jnp.asarray(s.betas, xt.dtype)[tt]
@@ -99,7 +103,8 @@ class ReverseChain:
 
 
 def marginal(s: Schedule, x0, t):
-    """q(x_t | x_0) for one int t, or a (k,) array of steps (a (k, 1, 1) batch)."""
+    """q(x_t | x_0) for one int t, or a (k,) array of steps (a (k, 1, 1) batch);
+    docs/equations.md (2.4)."""
     a, b = np.sqrt(s.abar), np.sqrt(1 - s.abar)
     if isinstance(t, int):
         return dist.Normal(a[t] * x0, b[t]).to_event(1)

@@ -1,15 +1,18 @@
-"""``probdiff fit ddpm``: the diffusion chain (MATH.md section 2) on the engine.
+"""``probdiff fit ddpm``: the diffusion chain (docs/equations.md (2.6)) on the engine.
 
 The reverse chain is the model, the forward process the guide (:mod:`probdiff.models.ddpm.chain`,
 :mod:`probdiff.guides.ddpm`); ``--estimator`` picks how SVI estimates the ELBO:
 
-* ``trace``: the full chain under plain ``Trace_ELBO`` with the guide written forwards (a);
-* ``closed``: every term of the rewritten ELBO with closed-form KLs (b);
-* ``subsampled``: the same with ``--subsample`` of the T - 1 steps per batch, scaled (c).
+* ``trace``: the full chain under plain ``Trace_ELBO`` with the guide written forwards (a),
+  docs/equations.md (2.7);
+* ``closed``: every term of the rewritten ELBO with closed-form KLs (b), docs/equations.md (2.8);
+* ``subsampled``: the same with ``--subsample`` of the T - 1 steps per batch, scaled (c),
+  docs/equations.md (2.14).
 
-``--weighting simple`` turns (b)/(c) into L_simple. Integer images are scaled to [-1, 1] and
-decoded by the discretised Gaussian (Ho et al.), so ``bits_per_dim`` compares with published
-tables; continuous data are modelled as they are (Gaussian decoder).
+``--weighting simple`` turns (b)/(c) into L_simple (docs/equations.md (2.13)). Integer images are
+scaled to [-1, 1] and decoded by the discretised Gaussian (Ho et al.), so ``bits_per_dim``
+(docs/equations.md (2.19)) compares with published tables; continuous data are modelled as
+they are (Gaussian decoder).
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ class DDPMFamily(Family):
         if self.T < 2:
             raise ProbdiffError(f"--T must be >= 2, got {self.T}")
         kw = {}
-        if o["schedule"] == "linear":  # Ho et al.'s range for T = 1000, rescaled to other T
+        # Ho et al.'s range for T = 1000, rescaled to other T (docs/equations.md (2.2))
+        if o["schedule"] == "linear":
             kw = {"beta_start": 1e-4 * 1000 / self.T, "beta_end": min(0.02 * 1000 / self.T, 0.999)}
         for key in ("beta_start", "beta_end"):
             if o.get(key) is not None:
@@ -271,7 +275,7 @@ class DDPMFamily(Family):
         Returns per datum: ``elbo`` (mean), ``stderr`` (Monte Carlo standard error of the mean
         over rows), ``rows`` (each row's bound, averaged over its draws), ``prior``,
         ``decoder``, ``kl`` (sums), and ``kl_per_step`` (T - 1,) for t = 2..T, each averaged
-        over rows and draws."""
+        over rows and draws. docs/equations.md (2.8), (2.9)."""
         import pyro
         import torch
 
@@ -313,7 +317,8 @@ class DDPMFamily(Family):
 
     def metrics(self, backend, program, params, train, test, seed):
         """ELBO per datum on (up to 500 of) the training data and the held-out split, in data
-        units; bits_per_dim = -ELBO / (D ln 2) on held-out data (else training data); for data
+        units; bits_per_dim = -ELBO / (D ln 2) (docs/equations.md (2.18), (2.19)) on held-out
+        data (else training data); for data
         with a known density the true log-likelihood and true - ELBO (>= 0 up to Monte Carlo
         error); for vectors the sliced Wasserstein distance of samples to held-out data beside
         that of the training data to the held-out data (the floor at this sample size)."""
@@ -368,7 +373,8 @@ class DDPMFamily(Family):
     def continuous_score(self, chain):
         """(sde, score(x, t)): the VP SDE whose marginals equal the chain's at t = i / T
         (:class:`probdiff.diffusion.sde.ScheduleSDE`) and the chain's network read as a score at
-        continuous time, s = -eps_theta(x, t T) / std(t) (eps from any parameterisation)."""
+        continuous time, s = -eps_theta(x, t T) / std(t) (eps from any parameterisation);
+        docs/equations.md (4.5), (4.9)."""
         from probdiff.diffusion.sde import ScheduleSDE
 
         sde = ScheduleSDE(self.schedule.abar)
@@ -385,7 +391,8 @@ class DDPMFamily(Family):
     def ode_likelihood(self, params, x: np.ndarray, seed: int, prefix: str = "test_") -> dict:
         """The probability-flow ODE's log-likelihood of the fitted chain on (up to
         ``--ode-rows``) rows of ``x``, beside the bound: for the discretised decoder
-        a dequantised lower bound on the mass of each datum's bin (comparable with the ELBO)."""
+        a dequantised lower bound on the mass of each datum's bin (comparable with the ELBO);
+        docs/equations.md (4.14), (4.15)."""
         import torch
 
         from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
@@ -433,7 +440,8 @@ class DDPMFamily(Family):
         record: list[int] | None = None,
         progress: bool = False,
     ):
-        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain."""
+        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain (docs/equations.md (2.15),
+        (2.16))."""
         import torch
         from tqdm.auto import tqdm
 

@@ -1,4 +1,5 @@
-"""InDI, inversion by direct denoising (Delbracio and Milanfar 2023; tutorial 2.9, MATH.md).
+"""InDI, inversion by direct iteration (Delbracio and Milanfar 2023; tutorial 2.9;
+docs/equations.md (2.20), (2.21)).
 
 A clean image x and its degraded version y (noise, blur) span the path
 x_t = (1 - t) x + t y, t in [0, 1]. A network F_theta(x_t, t) trained to predict x from x_t

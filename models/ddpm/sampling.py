@@ -1,4 +1,5 @@
-"""Samplers of the reverse chain (MATH.md section 2), on any noise predictor eps(x_t, t).
+"""Samplers of the reverse chain (docs/equations.md (2.15), (2.16)), on any noise predictor
+eps(x_t, t).
 
 * ``ancestral``: x_T ~ N(0, I), x_{t-1} = mu(x_t, t) + sigma_t z (z = 0 at t = 1), with
   sigma_t^2 = sigma_q(t)^2 (``fixed_small``) or beta_t (``fixed_large``): the DDPM sampler,

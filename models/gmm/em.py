@@ -1,4 +1,5 @@
-"""Closed forms of the isotropic Gaussian mixture in NumPy (MATH.md 1a), independent of any PPL.
+"""Closed forms of the isotropic Gaussian mixture in NumPy (docs/equations.md (1.6), (1.7), (1.9)),
+independent of any PPL.
 
 The tutorial's encoder and decoder: the responsibilities p(z = k | x), the hard assignment
 argmax_k p(z = k | x), and drawing x from N(mu_k, sigma_k^2 I); the exact log-likelihood
@@ -30,7 +31,8 @@ class MixtureParams:
 def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
     """log pi_k + log N(x_n | mu_k, sigma_k^2 I), shape (N, K).
 
-    log N(x | mu, s^2 I) = -D/2 log(2 pi) - D log s - ||x - mu||^2 / (2 s^2).
+    log N(x | mu, s^2 I) = -D/2 log(2 pi) - D log s - ||x - mu||^2 / (2 s^2)
+    (docs/equations.md (1.6)).
     """
     d = x.shape[-1]
     sq = ((x[:, None, :] - p.locs[None]) ** 2).sum(-1)
@@ -50,7 +52,8 @@ def log_likelihood(x: np.ndarray, p: MixtureParams, chunk: int = 65_536) -> np.n
 
 
 def responsibilities(x: np.ndarray, p: MixtureParams) -> np.ndarray:
-    """The exact encoder p(z = k | x_n) = pi_k N(x_n | mu_k, .) / sum_j pi_j N(x_n | mu_j, .)."""
+    """The exact encoder p(z = k | x_n) = pi_k N(x_n | mu_k, .) / sum_j pi_j N(x_n | mu_j, .)
+    (docs/equations.md (1.7))."""
     lj = component_log_joint(x, p)
     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
 
@@ -102,7 +105,7 @@ def em_step(x: np.ndarray, p: MixtureParams, reg: float = 1e-6) -> MixtureParams
     """One EM update for the isotropic mixture.
 
     E: r_nk = p(z = k | x_n).  M: N_k = sum_n r_nk, pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k,
-    sigma_k^2 = sum_n r_nk ||x_n - mu_k||^2 / (D N_k) + reg.
+    sigma_k^2 = sum_n r_nk ||x_n - mu_k||^2 / (D N_k) + reg (docs/equations.md (1.9)).
     """
     r = responsibilities(x, p)
     nk = r.sum(0) + 10 * np.finfo(float).eps

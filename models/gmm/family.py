@@ -1,8 +1,9 @@
-"""``probdiff fit gmm``: the Gaussian mixture family (MATH.md 1a) on the engine.
+"""``probdiff fit gmm``: the Gaussian mixture family (docs/equations.md (1.6)) on the engine.
 
 Inference: ``svi`` (Pyro or NumPyro; the assignment enumerated in the model or amortised by an
-encoder guide; globals by maximum likelihood, MAP or mean field), ``em`` (the closed-form EM of
-:mod:`probdiff.models.gmm.em`) and ``nuts`` (NumPyro NUTS on the collapsed Bayesian model).
+encoder guide; globals by maximum likelihood, MAP or mean field), ``em`` (the closed-form EM,
+docs/equations.md (1.9), of :mod:`probdiff.models.gmm.em`) and ``nuts`` (NumPyro NUTS on the
+collapsed Bayesian model).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class GMMFamily(Family):
         self.dim = x.shape[1]
         self.prior_loc = x.mean(0)
         spread = float(np.sqrt(x.var(0).mean())) or 1.0
+        # the hyper-parameters of docs/equations.md (1.10)
         self.prior_scale, self.prior_sigma = 2.0 * spread, spread / 2.0
 
     def validate_request(self, inference, backend, settings, n_train, dtype):
@@ -156,7 +158,8 @@ class GMMFamily(Family):
 
     def _predictive(self, x: np.ndarray) -> float:
         """Posterior predictive log density per datum, mean_n log (1/S) sum_s p(x_n | theta_s):
-        invariant to the labelling of each draw, unlike the likelihood at the posterior mean."""
+        invariant to the labelling of each draw, unlike the likelihood at the posterior mean
+        (docs/equations.md (1.5))."""
         from scipy.special import logsumexp
 
         lp = np.stack([gmm_em.log_likelihood(x, p) for p in self._mcmc_draws])
@@ -210,7 +213,8 @@ class GMMFamily(Family):
 
     # -- results ------------------------------------------------------------------------
     def point_estimate(self, params: dict[str, np.ndarray]) -> MixtureParams:
-        """pi, mu, sigma from fitted parameters: the MLE, the MAP point or the guide's mean."""
+        """pi, mu, sigma from fitted parameters: the MLE, the MAP point or the guide's mean
+        (docs/equations.md (1.12))."""
         p = params
         if "weights" in p:
             return MixtureParams(p["weights"], p["locs"], p["scales"])
@@ -277,6 +281,7 @@ class GMMFamily(Family):
         if "assignment" in draws:  # the encoder's q(z | x)
             return draws
         # enumerated in the model: draws from the exact posterior p(z | x) at the point globals
+        # (docs/equations.md (1.7))
         point = self.point_estimate({k: np.asarray(v, float) for k, v in params.items()})
         rng = np.random.default_rng(seed)
         resp = gmm_em.responsibilities(np.asarray(x, float), point)

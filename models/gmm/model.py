@@ -1,5 +1,6 @@
-"""The tutorial's first latent-variable model: an isotropic Gaussian mixture, one program text
-for both backends (Pyro and NumPyro, through :mod:`probdiff.ppl`).
+"""The tutorial's first latent-variable model: an isotropic Gaussian mixture
+(docs/equations.md (1.6)), one program text for both backends (Pyro and NumPyro, through
+:mod:`probdiff.ppl`).
 
     z ~ Categorical(pi),            P(z = k) = pi_k
     x | z = k ~ N(mu_k, sigma_k^2 I)
@@ -9,14 +10,15 @@ The assignment ``z`` is a discrete latent marked for parallel enumeration, so un
 ``TraceEnum_ELBO`` (Pyro's, or NumPyro's through funsor) or NUTS it is summed out exactly. The
 globals (``weights`` = pi, ``locs`` = mu, ``scales`` = sigma) are either point parameters
 (maximum likelihood, the tutorial's model) or, in the Bayesian variant, sample sites with the
-priors
+priors (docs/equations.md (1.10))
 
     pi ~ Dirichlet(concentration * 1),  mu_k ~ N(prior_loc, prior_scale^2 I),
     sigma_k ~ LogNormal(log(prior_sigma), 1).
 
 With ``ordered=True`` the first coordinate of the means is constrained increasing,
-mu_{1,0} < mu_{2,0} < ..., which removes the K! label-switching modes of the posterior
-(the sites are then ``locs_first`` (K,) ordered, ``locs_rest`` (K, D-1), and ``locs`` deterministic).
+mu_{1,0} < mu_{2,0} < ... (docs/equations.md (1.11)), which removes the K! label-switching modes
+of the posterior (the sites are then ``locs_first`` (K,) ordered, ``locs_rest`` (K, D-1), and
+``locs`` deterministic).
 
 Both backends run this one text, so a dictionary of constrained parameter values gives the same
 ELBO under each (checked in ``tests/test_gmm_numpyro.py``).

@@ -1,6 +1,7 @@
 """What the score-based families (``ncsn``, ``sde``) share: data units, networks, parameters.
 
-Continuous data are modelled as they are; integer images are scaled to [-1, 1] (their
+Continuous data are modelled as they are; integer images are scaled to [-1, 1]
+(docs/equations.md (2.18); their
 likelihoods are dequantised masses, :mod:`probdiff.diffusion.ode_likelihood`). The score network is
 the DDPM's time-conditioned MLP (vectors) or U-Net (images); the family says what "time" is
 (a noise level index, or t in [0, 1]). Training is the score-matching program's SVI on Pyro;
@@ -64,7 +65,8 @@ class ScoreFamily(Family):
 
     @property
     def bin_width(self) -> float | None:
-        """Spacing of integer levels in model units (None for continuous data)."""
+        """Spacing of integer levels in model units (None for continuous data): the w of
+        docs/equations.md (4.15)."""
         if self.scaling.identity or not self.scaling.levels:
             return None
         t0, t1 = self.scaling.target

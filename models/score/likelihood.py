@@ -23,7 +23,8 @@ def ode_likelihood_metrics(
 ) -> dict:
     """``{prefix}ode_log_likelihood`` (+ stderr over rows, nats of the data), ``ode_bits_per_dim``
     (+ stderr) and ``ode_nfe`` for the rows of ``x`` (model units) under the flow ODE of
-    (sde, score); exact trace up to ``EXACT_TRACE_MAX_DIM``, else Hutchinson."""
+    (sde, score); exact trace up to ``EXACT_TRACE_MAX_DIM``, else Hutchinson.
+    docs/equations.md (2.19), (4.14), (4.15)."""
     import torch
 
     from probdiff.diffusion.ode_likelihood import EXACT_TRACE_MAX_DIM, ode_log_likelihood

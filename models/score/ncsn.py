@@ -8,8 +8,8 @@ from the guide's own N(x, sigma_i^2 I) (KL 0) and adds the factor
 
     -(1/L) 0.5 ||sigma_i s_theta(x_noisy, i) + z||^2,   z = (x_noisy - x) / sigma_i,
 
-so the ELBO of the program is minus the NCSN loss with lambda(sigma) = sigma^2 (MATH.md
-section 3). It is a loss written as a program, not a bound on log p(x).
+so the ELBO of the program is minus the NCSN loss with lambda(sigma) = sigma^2
+(docs/equations.md (3.8), (3.9)). It is a loss written as a program, not a bound on log p(x).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``probdiff fit ncsn``: noise-conditional score networks and annealed Langevin (MATH.md 3).
+"""``probdiff fit ncsn``: noise-conditional score networks and annealed Langevin
+(docs/equations.md (3.8), (3.9), (3.10)).
 
 The model is the NCSN loss written as a program (:mod:`probdiff.models.score.ncsn`) whose guide is
 the noising process; sampling is annealed Langevin dynamics down the noise levels
@@ -58,7 +59,8 @@ class NCSNFamily(ScoreFamily):
             "--langevin-eps",
             type=float,
             default=0.05,
-            help="Langevin step at level i: tau_i = eps * sigma_i^2",
+            help="Langevin step at level i: tau_i = eps * sigma_i^2 in x + tau s + sqrt(2 tau) z "
+            "(Song and Ermon's epsilon, with alpha_i = 2 tau_i, is 2 eps sigma_L^2)",
         )
         cls.add_network_arguments(g)
 
@@ -138,7 +140,8 @@ class NCSNFamily(ScoreFamily):
 
     def explicit_loss(self, params, x: np.ndarray, seed: int) -> float:
         """(1/L) sum_i 0.5 sigma_i^2 E||s_theta(x~, i) - grad log q_sigma_i(x~)||^2 with the true
-        blurred mixture's score (the NCSN loss minus its constant)."""
+        blurred mixture's score (the NCSN loss minus its constant); docs/equations.md (3.4),
+        (3.11)."""
         import torch
 
         from probdiff.data import SphericalGaussianMixture

@@ -14,7 +14,8 @@ LEVELS_PLATE = "levels"
 def noisy_levels(
     x0: torch.Tensor, sigmas: torch.Tensor, idx: torch.Tensor
 ) -> dist.TorchDistribution:
-    """N(x0, sigma_i^2 I) for the plate's levels ``idx``: batch (k, N), event (D,)."""
+    """N(x0, sigma_i^2 I) for the plate's levels ``idx``: batch (k, N), event (D,);
+    docs/equations.md (3.9)."""
     sig = sigmas.to(x0)[idx][:, None, None]
     return dist.Normal(
         x0.expand((len(idx),) + x0.shape), sig.expand((len(idx),) + x0.shape)
@@ -22,7 +23,8 @@ def noisy_levels(
 
 
 def sde_marginal(sde: SDE, x0: torch.Tensor, t: torch.Tensor) -> dist.TorchDistribution:
-    """q(x_t | x_0) = N(a(t) x_0, std(t)^2 I) per row of x_0 (N, D); t (..., N)."""
+    """q(x_t | x_0) = N(a(t) x_0, std(t)^2 I) per row of x_0 (N, D); t (..., N);
+    docs/equations.md (4.3), (4.8)."""
     a, s = sde.marginal(t)
     mean = a[..., None] * x0
     return dist.Normal(mean, s[..., None].expand(mean.shape)).to_event(1)

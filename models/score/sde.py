@@ -5,7 +5,7 @@ marginal standard deviation (:mod:`probdiff.diffusion.sde`). ``ScoreSDEModel`` p
 :class:`probdiff.guides.score_matching.SDEGuide`: per datum it draws t ~ U(eps, 1) and x_t from
 the guide's own q(x_t | x_0) (KLs 0) and adds the factor -lambda(t) 0.5 ||s_theta(x_t, t) +
 z / std(t)||^2 with z the noise of x_t, so the ELBO of the program is minus the continuous
-denoising score-matching loss (MATH.md section 4) with
+denoising score-matching loss (docs/equations.md (4.8)) with
 
 * ``weighting="sigma2"``: lambda(t) = std(t)^2 (Song et al.'s default), or
 * ``weighting="likelihood"``: lambda(t) = g(t)^2 (Song et al. 2021b: the loss then bounds the

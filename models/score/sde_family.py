@@ -1,4 +1,5 @@
-"""``probdiff fit sde``: a score-based SDE model (MATH.md section 4) on the engine.
+"""``probdiff fit sde``: a score-based SDE model (docs/equations.md (4.4), (4.6), (4.7), (4.8)) on
+the engine.
 
 Training is continuous-time denoising score matching written as a program
 (:mod:`probdiff.models.score.sde`: the guide draws t and x_t from the forward SDE). Sampling

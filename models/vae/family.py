@@ -1,4 +1,5 @@
-"""``probdiff fit vae``: the variational autoencoder family (MATH.md 1b) on the engine.
+"""``probdiff fit vae``: the variational autoencoder family (docs/equations.md (1.13), (1.15)) on
+the engine.
 
 Both backends: Pyro (torch networks) and NumPyro (Flax networks, :mod:`probdiff.models.vae.model_numpyro`,
 :mod:`probdiff.guides.vae_numpyro`). A NumPyro run's parameters are converted to the torch
@@ -116,7 +117,8 @@ class VAEFamily(Family):
     def metrics(self, backend, program, params, train, test, seed):
         """ELBO (train, held-out), and on the held-out split (else the training data) IWAE_K
         and the per-datum PSIS k-hat of the encoder, from S = max(4 K, 200) importance weights
-        (IWAE_K from the first 4 K; k-hat from all, as Pareto fits need a tail of draws)."""
+        (IWAE_K from the first 4 K; k-hat from all, as Pareto fits need a tail of draws);
+        docs/equations.md (1.2), (1.4), (2.18)."""
         from probdiff.diagnostics import iwae_bound, psis_khat
 
         out = super().metrics(backend, program, params, train, test, seed)

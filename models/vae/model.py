@@ -1,4 +1,5 @@
-"""The variational autoencoder as a Pyro program (MATH.md 1b): the decoder is the model.
+"""The variational autoencoder as a Pyro program (docs/equations.md (1.13), (1.14)): the decoder
+is the model.
 
     z ~ N(0, I_L),    x | z ~ p_theta(x | z)
 
@@ -7,12 +8,13 @@ with the likelihood p_theta(x | z), per pixel and independent given z, one of
 * ``gaussian``: N(decode(z), sigma_dec^2), sigma_dec fixed or learned (one for all pixels);
 * ``bernoulli``: Bernoulli(sigmoid(decode(z))) for binary images;
 * ``discretized``: the discretised Gaussian of Ho et al. on the integer levels of an image
-  scaled to [0, 1] (:mod:`probdiff.diffusion.likelihoods`), a probability mass on the integers.
+  scaled to [0, 1] (:mod:`probdiff.diffusion.likelihoods`), a probability mass on the integers
+  (docs/equations.md (2.17)).
 
 The encoder q(z | x) = N(mu_phi(x), diag sigma_phi(x)^2) is the guide
 (:mod:`probdiff.guides.vae`). Under ``Trace_ELBO`` both terms of the ELBO are Monte Carlo;
 under ``TraceMeanField_ELBO`` the prior-matching term is the closed-form Gaussian KL
-0.5 * sum(sigma^2 + mu^2 - 1 - log sigma^2), the tutorial's loss.
+0.5 * sum(sigma^2 + mu^2 - 1 - log sigma^2), the tutorial's loss (docs/equations.md (1.15)).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""NumPyro twin of :mod:`probdiff.models.vae.model`: the VAE's decoder as the model (MATH.md 1b).
+"""NumPyro twin of :mod:`probdiff.models.vae.model`: the VAE's decoder as the model
+(docs/equations.md (1.13)).
 
     z ~ N(0, I_L),    x | z ~ p_theta(x | z)   (gaussian, bernoulli or discretized)
 

@@ -1,9 +1,10 @@
 """The VAE's networks in torch: affine/MLP, and a small convolutional pair for images.
 
 ``mlp(sizes)``: affine layers with tanh between them (none after the last); no hidden widths
-is the linear (PPCA) case. ``ConvEncoderNet``: per width c_i a 3x3 convolution with stride 2
-(padding 1, SiLU), then one affine layer; each layer halves height and width, so both must be
-divisible by 2^len(channels) (8x8, 28x28 and 32x32 with two layers). ``ConvDecoderNet``
+is the linear (PPCA) case, docs/equations.md (1.16), (1.17). ``ConvEncoderNet``: per width c_i
+a 3x3 convolution with stride 2 (padding 1, SiLU), then one affine layer; each layer halves
+height and width, so both must be divisible by 2^len(channels) (8x8, 28x28 and 32x32 with two
+layers). ``ConvDecoderNet``
 mirrors it: an affine layer (SiLU) to the smallest feature map, then per layer a nearest
 2x upsampling and a 3x3 convolution (padding 1), SiLU between them, none after the last.
 

@@ -418,7 +418,8 @@ class NumPyroBackend:
         Every sample site of the guide is drawn (sites it marks for enumeration too) and held
         fixed in the model; discrete sites that only the model has, and marks ``enumerate``,
         are summed out exactly (funsor), as the ELBO sums them. The mean of these weights is
-        the program's ELBO; their Pareto tail gives the PSIS k-hat of the guide.
+        the program's ELBO; their Pareto tail gives the PSIS k-hat of the guide
+        (docs/equations.md (1.1), (1.4)).
         """
         from numpyro.contrib.funsor import enum  # funsor: lazily
         from numpyro.contrib.funsor import log_density as enum_log_density
@@ -457,7 +458,8 @@ class NumPyroBackend:
         self, program: Program, x: jax.Array, *, num_samples: int, seed: int = 0
     ) -> np.ndarray:
         """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
-        sample site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat.
+        sample site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat
+        (docs/equations.md (1.2), (1.4)).
 
         Each of the ``num_samples`` draws runs the guide once (keys split from
         ``PRNGKey(seed)``); its sample sites (observed ones too, so a guide conditioned on z

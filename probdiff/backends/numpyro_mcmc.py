@@ -3,7 +3,8 @@
 Model-agnostic: the model is called as ``model(x, **model_kwargs)``. Discrete sample sites that
 the model marks ``infer={"enumerate": "parallel"}`` are summed out exactly by NumPyro's
 funsor-based enumeration, so NUTS samples the *collapsed* model (for the Gaussian mixture of
-MATH.md 1a: p(x | pi, mu, sigma) = prod_n sum_k pi_k N(x_n | mu_k, sigma_k^2 I) times the prior).
+docs/equations.md (1.6): p(x | pi, mu, sigma) = prod_n sum_k pi_k N(x_n | mu_k, sigma_k^2 I) times
+the prior).
 
 Chains run in parallel only where JAX sees at least ``num_chains`` devices; otherwise
 sequentially (this module never changes the host device count, which is process-wide).

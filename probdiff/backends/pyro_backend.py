@@ -1,4 +1,5 @@
-"""Pyro (PyTorch) backend: SVI with Pyro's ELBO classes, on CPU or CUDA."""
+"""Pyro (PyTorch) backend: SVI with Pyro's ELBO classes (docs/equations.md (1.1)), on CPU or
+CUDA."""
 
 from __future__ import annotations
 
@@ -334,7 +335,8 @@ class PyroBackend:
 
         Each term is the program's ELBO estimator evaluated at one fixed guide draw (the guide
         replayed), so sites the ELBO enumerates are summed out exactly. These are the
-        importance weights whose Pareto tail gives the PSIS k-hat of the guide.
+        importance weights whose Pareto tail gives the PSIS k-hat of the guide
+        (docs/equations.md (1.4)).
         """
         pyro.set_rng_seed(seed)
         loss = make_elbo(program, 1)
@@ -354,7 +356,8 @@ class PyroBackend:
         self, program: Program, x: Data, *, num_samples: int, seed: int = 0
     ) -> np.ndarray:
         """log p(x_n, z_s) - log q(z_s | x_n) per datum, shape (S, N), for models whose every
-        site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat."""
+        site lies in the data plate (a VAE). Feeds IWAE_K and per-datum PSIS k-hat
+        (docs/equations.md (1.2), (1.4))."""
         pyro.set_rng_seed(seed)
         n = num_rows(x)
         args, kw = program.inputs(x, n)

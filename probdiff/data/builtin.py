@@ -43,7 +43,8 @@ _DIGITS_N = 1797
 
 @dataclass(frozen=True, eq=False)
 class SphericalGaussianMixture:
-    """Log density of a mixture of isotropic Gaussians; callable on ``(..., D)`` arrays."""
+    """Log density of a mixture of isotropic Gaussians (docs/equations.md (1.6)); callable on
+    ``(..., D)`` arrays."""
 
     weights: np.ndarray  # (K,)
     locs: np.ndarray  # (K, D)

@@ -2,8 +2,8 @@
 
 Exact: D reverse-mode passes, one per coordinate (low dimension). Hutchinson (1989):
 E[e^T (dv/dx) e] = tr(dv/dx) for probes e with E[e e^T] = I (Rademacher here), one
-vector-Jacobian product per probe. Used by implicit score matching (MATH.md section 3) and by
-the probability-flow likelihood (section 4).
+vector-Jacobian product per probe (docs/equations.md (3.6)). Used by implicit score matching
+(docs/equations.md (3.5)) and by the probability-flow likelihood (docs/equations.md (4.14)).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""Langevin dynamics as a sampler for any differentiable log density (MATH.md section 3).
+"""Langevin dynamics as a sampler for any differentiable log density (docs/equations.md (3.1)).
 
     x_{k+1} = x_k + tau s(x_k) + sqrt(2 tau) z_k,   s = grad_x log p,  z_k ~ N(0, I)
 
 (the tutorial's form; Song and Ermon write alpha / 2 for tau). Rows of x are independent
 chains. ``annealed_langevin`` runs it down noise levels sigma_1 > ... > sigma_L with
 tau_i = tau (sigma_i / sigma_L)^2 (Song and Ermon 2019, Algorithm 1), optionally followed by
-one Tweedie denoising step x + sigma_L^2 s(x, sigma_L) (Song and Ermon 2020). The Pyro
+one Tweedie denoising step x + sigma_L^2 s(x, sigma_L) (Song and Ermon 2020); docs/equations.md
+(3.8), (3.10). The Pyro
 MCMC kernel for a model's log joint is :class:`probdiff.diffusion.langevin_kernel.Langevin`.
 """
 
@@ -60,7 +61,8 @@ def langevin(
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
-    """sigma_1 = sigma_max > ... > sigma_L = sigma_min, geometrically spaced (float64)."""
+    """sigma_1 = sigma_max > ... > sigma_L = sigma_min, geometrically spaced (float64);
+    docs/equations.md (3.8)."""
     if not 0 < sigma_min < sigma_max or levels < 2:
         raise ProbdiffError(
             f"noise levels need 0 < sigma_min < sigma_max and >= 2 levels, got "
@@ -83,7 +85,8 @@ def annealed_langevin(
     progress=None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Annealed Langevin with ``score(x, i)`` ~ grad log p_{sigma_i}(x) at level i = 0..L-1;
-    tau_i = step_size (sigma_i / sigma_L)^2. Returns (x, [x after each level] if recorded)."""
+    tau_i = step_size (sigma_i / sigma_L)^2 (docs/equations.md (3.10)). Returns (x, [x after each
+    level] if recorded)."""
     if step_size <= 0 or steps_per_level < 1:
         raise ProbdiffError(
             f"annealed Langevin needs step_size > 0 and steps_per_level >= 1, "

@@ -20,15 +20,17 @@ MALA (``adjust=True``) accepts the proposal with the Metropolis-Hastings probabi
     alpha(x, x') = min(1, [p(x') q(x | x')] / [p(x) q(x' | x)])
                  = min(1, exp(U(x) - U(x') + log q(x | x') - log q(x' | x))),
 
-which makes :math:`p` exactly invariant. ULA (``adjust=False``) always moves, so its stationary
-law is biased by O(tau): for :math:`p = N(0, 1)` the step is :math:`x' = (1-\tau)x + \sqrt{2\tau}z`,
-whose stationary variance is :math:`2\tau / (1 - (1-\tau)^2) = 1 / (1 - \tau/2)`. (A proposal with
-a non-finite potential or gradient is rejected by both.)
+which makes :math:`p` exactly invariant (docs/equations.md (3.1), (3.2)). ULA (``adjust=False``)
+always moves, so its stationary law is biased by O(tau): for :math:`p = N(0, 1)` the step is
+:math:`x' = (1-\tau)x + \sqrt{2\tau}z`, whose stationary variance is
+:math:`2\tau / (1 - (1-\tau)^2) = 1 / (1 - \tau/2)`. (A proposal with a non-finite potential or
+gradient is rejected by both.)
 
 During warmup, with ``adapt_step_size``, :math:`\log\tau` is tuned by dual averaging
 (Nesterov 2009; Hoffman & Gelman 2014, Alg. 5) so that the MH acceptance probability (computed for
 ULA too, as the adaptation signal) approaches ``target_accept_prob`` (0.574 is optimal for MALA,
-Roberts & Rosenthal 1998); at the end of warmup :math:`\tau` is frozen at the averaged iterate.
+Roberts & Rosenthal 1998); at the end of warmup :math:`\tau` is frozen at the averaged iterate
+(docs/equations.md (3.3)).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ _LOG_STEP_MIN, _LOG_STEP_MAX = math.log(1e-10), math.log(1e10)
 
 class _DualAveraging:
     """Dual averaging of log step size towards a target acceptance probability (Hoffman & Gelman
-    2014, Alg. 5, with their constants gamma=0.05, t0=10, kappa=0.75 and mu = log(10 tau_0))."""
+    2014, Alg. 5, with their constants gamma=0.05, t0=10, kappa=0.75 and mu = log(10 tau_0));
+    docs/equations.md (3.3)."""
 
     def __init__(
         self,
@@ -109,7 +112,8 @@ def mala_accept_prob(
     grad_u_new: Params,
     step_size: float,
 ) -> float:
-    """min(1, exp(U(x) - U(x') + log q(x | x') - log q(x' | x))); 0 when anything is non-finite."""
+    """min(1, exp(U(x) - U(x') + log q(x | x') - log q(x' | x))); 0 when anything is non-finite
+    (docs/equations.md (3.2))."""
     log_ratio = (
         u
         - u_new

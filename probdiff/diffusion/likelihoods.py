@@ -7,8 +7,8 @@ Integer pixels v in {0, ..., K-1} are scaled to x = v / (K-1) in [0, 1]; level k
     P(0 | mu, s) = Phi((h - mu) / s),   P(1 | mu, s) = 1 - Phi((1 - h - mu) / s),
 
 a probability mass function over the K levels (it sums to one): its log is a log-likelihood of
-the integer data itself, in nats, with no Jacobian. See :mod:`probdiff.diffusion.likelihoods_numpyro`
-for the NumPyro twin.
+the integer data itself, in nats, with no Jacobian (docs/equations.md (2.17)). See
+:mod:`probdiff.diffusion.likelihoods_numpyro` for the NumPyro twin.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """NumPyro twin of :mod:`probdiff.diffusion.likelihoods`: the discretised Gaussian of Ho et al. (2020)
-on ``levels`` equally spaced values in [0, 1] (same formulas, same end bins)."""
+on ``levels`` equally spaced values in [0, 1] (same formulas, same end bins;
+docs/equations.md (2.17))."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ If x_0 ~ sum_k pi_k N(mu_k, S_k) and x_t | x_0 ~ N(a x_0, v I), then
 
 with responsibilities r_k(x) proportional to pi_k N(x; a mu_k, a^2 S_k + v I). A single
 Gaussian is K = 1. This is the reference every score-matching loss, sampler and likelihood is
-checked against (MATH.md sections 3 and 4). Computations are in float64.
+checked against (docs/equations.md (3.11)). Computations are in float64.
 """
 
 from __future__ import annotations

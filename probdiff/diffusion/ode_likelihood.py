@@ -1,6 +1,7 @@
-"""Exact log-likelihood through the probability-flow ODE (MATH.md section 4).
+"""Exact log-likelihood through the probability-flow ODE (docs/equations.md (4.14), (4.15)).
 
-Along the flow dx/dt = v(x, t) = f(x, t) - g(t)^2 s(x, t) / 2 the density obeys
+Along the flow dx/dt = v(x, t) = f(x, t) - g(t)^2 s(x, t) / 2 (docs/equations.md (4.2)) the
+density obeys
 d log p_t(x_t) / dt = -div v(x_t, t), so integrating [x, delta] from t = eps to 1 with
 d delta / dt = div v gives
 
@@ -8,8 +9,9 @@ d delta / dt = div v gives
 
 The divergence is exact (D autograd passes; low dimension) or Hutchinson's estimate
 eps^T (dv/dx) eps with one Rademacher probe per row held fixed over the solve (unbiased for
-log p, Grathwohl et al. 2019). Integer data are uniformly dequantised: for a bin of width w
-around x, log P(bin) >= E_u[log p(x + u)] + D log w, u ~ U(-w/2, w/2)^D (Jensen).
+log p, Grathwohl et al. 2019; docs/equations.md (3.6)). Integer data are uniformly
+dequantised: for a bin of width w around x, log P(bin) >= E_u[log p(x + u)] + D log w,
+u ~ U(-w/2, w/2)^D (Jensen).
 """
 
 from __future__ import annotations

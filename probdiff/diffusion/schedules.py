@@ -1,9 +1,10 @@
-"""Noise schedules of the diffusion chain (MATH.md section 2), independent of any network.
+"""Noise schedules of the diffusion chain (docs/equations.md (2.1), (2.2)), independent of any
+network.
 
 Index convention: arrays have length T + 1 and are indexed by the chain step t = 0..T of the
 tutorial (t = 0 is the data: beta_0 = 0, alpha_0 = abar_0 = 1). diffusers' timestep k is our
 t = k + 1. Everything is float64 NumPy; backends take ``torch.as_tensor`` / ``jnp.asarray`` of
-the arrays they need.
+the arrays they need. The chain (docs/equations.md (2.3), (2.4), (2.5)):
 
     q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, (1 - alpha_t) I),     alpha_t = 1 - beta_t
     q(x_t | x_0)     = N(sqrt(abar_t) x_0, (1 - abar_t) I),           abar_t = prod_{s<=t} alpha_s
@@ -26,18 +27,20 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    """Ho et al. (2020): beta_t evenly spaced from beta_start to beta_end (for T = 1000)."""
+    """Ho et al. (2020): beta_t evenly spaced from beta_start to beta_end (for T = 1000);
+    docs/equations.md (2.2)."""
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
 
 def scaled_linear_betas(T: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
-    """Latent diffusion: sqrt(beta_t) evenly spaced, squared."""
+    """Latent diffusion: sqrt(beta_t) evenly spaced, squared; docs/equations.md (2.2)."""
     return np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=np.float64) ** 2
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
     """Nichol and Dhariwal (2021): abar(u) = cos^2(((u / T) + s) / (1 + s) * pi / 2) and
-    beta_t = min(1 - abar(t) / abar(t - 1), max_beta) (diffusers' squaredcos_cap_v2)."""
+    beta_t = min(1 - abar(t) / abar(t - 1), max_beta) (diffusers' squaredcos_cap_v2);
+    docs/equations.md (2.2)."""
 
     def abar(u):
         return math.cos((u / T + s) / (1 + s) * math.pi / 2) ** 2
@@ -85,7 +88,7 @@ class Schedule:
 
     @property
     def abar(self) -> np.ndarray:
-        """abar_t = prod_{s=1}^t alpha_s; abar_0 = 1."""
+        """abar_t = prod_{s=1}^t alpha_s; abar_0 = 1 (docs/equations.md (2.1))."""
         return np.cumprod(self.alphas)
 
     @property
@@ -95,21 +98,25 @@ class Schedule:
 
     @property
     def posterior_x0_coef(self) -> np.ndarray:
-        """c0_t = (1 - alpha_t) sqrt(abar_{t-1}) / (1 - abar_t) (index 0: 0)."""
+        """c0_t = (1 - alpha_t) sqrt(abar_{t-1}) / (1 - abar_t) (index 0: 0); docs/equations.md
+        (2.5)."""
         return _safe_div(self.betas * np.sqrt(self.abar_prev), 1 - self.abar)
 
     @property
     def posterior_xt_coef(self) -> np.ndarray:
-        """ct_t = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t) (index 0: 0)."""
+        """ct_t = (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t) (index 0: 0); docs/equations.md
+        (2.5)."""
         return _safe_div((1 - self.abar_prev) * np.sqrt(self.alphas), 1 - self.abar)
 
     @property
     def posterior_variance(self) -> np.ndarray:
-        """sigma_q(t)^2 = (1 - alpha_t)(1 - abar_{t-1}) / (1 - abar_t); 0 at t = 1 (and t = 0)."""
+        """sigma_q(t)^2 = (1 - alpha_t)(1 - abar_{t-1}) / (1 - abar_t); 0 at t = 1 (and t = 0);
+        docs/equations.md (2.5)."""
         return _safe_div(self.betas * (1 - self.abar_prev), 1 - self.abar)
 
     def reverse_variance(self, kind: str) -> np.ndarray:
-        """The reverse step's variance: ``fixed_small`` sigma_q(t)^2 or ``fixed_large`` beta_t."""
+        """The reverse step's variance: ``fixed_small`` sigma_q(t)^2 or ``fixed_large`` beta_t
+        (docs/equations.md (2.6))."""
         if kind == "fixed_small":
             return self.posterior_variance
         if kind == "fixed_large":
@@ -118,27 +125,31 @@ class Schedule:
 
     # -- the chain's maps, on NumPy or torch/JAX arrays (t an int or integer array) -----------
     def q_sample(self, x0, t, eps):
-        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps: a draw of q(x_t | x_0)."""
+        """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps: a draw of q(x_t | x_0)
+        (docs/equations.md (2.4))."""
         a = _col(np.sqrt(self.abar)[t], x0)
         s = _col(np.sqrt(1 - self.abar)[t], x0)
         return a * x0 + s * eps
 
     def posterior_mean(self, x0, xt, t):
-        """mu_q(x_t, x_0) = c0_t x_0 + ct_t x_t, the mean of q(x_{t-1} | x_t, x_0)."""
+        """mu_q(x_t, x_0) = c0_t x_0 + ct_t x_t, the mean of q(x_{t-1} | x_t, x_0)
+        (docs/equations.md (2.5))."""
         return _col(self.posterior_x0_coef[t], x0) * x0 + _col(self.posterior_xt_coef[t], xt) * xt
 
     def x0_from_eps(self, xt, t, eps):
-        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), inverting :meth:`q_sample`."""
+        """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), inverting :meth:`q_sample`
+        (docs/equations.md (2.4))."""
         return (xt - _col(np.sqrt(1 - self.abar)[t], xt) * eps) / _col(np.sqrt(self.abar)[t], xt)
 
     def mean_from_eps(self, xt, t, eps):
-        """mu_theta = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t)."""
+        """mu_theta = (x_t - (1 - alpha_t) / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
+        (docs/equations.md (2.10))."""
         c = _col((self.betas / np.sqrt(np.where(self.abar < 1, 1 - self.abar, 1.0)))[t], xt)
         return (xt - c * eps) / _col(np.sqrt(self.alphas)[t], xt)
 
     def reverse_step(self, xt, t: int, eps, noise, variance: str = "fixed_small"):
         """One ancestral step x_{t-1} = mu_theta(x_t, t) + sigma_t z (z = ``noise``; none at
-        t = 1), with mu_theta from the predicted noise ``eps``."""
+        t = 1), with mu_theta from the predicted noise ``eps`` (docs/equations.md (2.15))."""
         mean = self.mean_from_eps(xt, t, eps)
         if t <= 1:
             return mean

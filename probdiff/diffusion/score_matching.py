@@ -1,15 +1,17 @@
-"""Score-matching losses (MATH.md section 3), per row so callers can average and take errors.
+"""Score-matching losses (docs/equations.md (3.4), (3.5), (3.7), (3.9)), per row so callers can
+average and take errors.
 
 With s = s_theta and data x ~ p:
 
 * explicit   0.5 ||s(x) - grad log p(x)||^2                  (needs the true score)
 * implicit   tr(grad_x s(x)) + 0.5 ||s(x)||^2                  (Hyvarinen 2005; = explicit - const)
 * denoising  0.5 ||s(x + sigma z) + z / sigma||^2, z ~ N(0, I)  (Vincent 2011; = explicit on the
-             blurred density q_sigma, minus a constant)
+             blurred density q_sigma, plus a constant >= 0)
 * NCSN       0.5 lambda(sigma_i) ||s(x + sigma_i z, i) + z / sigma_i||^2 with lambda = sigma^2,
              i uniform over the levels (Song and Ermon 2019): 0.5 ||sigma_i s + z||^2.
 
-The trace is exact (D passes) or Hutchinson's estimate (one Rademacher probe) for images.
+The trace is exact (D passes) or Hutchinson's estimate (one Rademacher probe) for images
+(docs/equations.md (3.6)).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def noise_conditional_term(
     score_value: torch.Tensor, noise: torch.Tensor, std: torch.Tensor
 ) -> torch.Tensor:
     """0.5 ||std s + z||^2 = 0.5 std^2 ||s(x + std z) + z / std||^2: the denoising loss at
-    one noise level weighted by lambda = std^2, per row (``std`` broadcast against rows)."""
+    one noise level weighted by lambda = std^2, per row (``std`` broadcast against rows);
+    docs/equations.md (3.9), (4.8)."""
     return 0.5 * _sq(std * score_value + noise)
 
 

@@ -1,4 +1,4 @@
-"""Forward SDEs of the diffusion (MATH.md section 4), behind one small interface.
+"""Forward SDEs of the diffusion (docs/equations.md (4.1), (4.2)), behind one small interface.
 
     forward   dx = f(x, t) dt + g(t) dw,                         t in [0, 1]
     reverse   dx = [f(x, t) - g(t)^2 s(x, t)] dt + g(t) dw_bar,  s = grad_x log p_t
@@ -60,7 +60,7 @@ class SDE(ABC):
 
     @abstractmethod
     def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a(t), std(t)): x_t | x_0 ~ N(a(t) x_0, std(t)^2 I)."""
+        """(a(t), std(t)): x_t | x_0 ~ N(a(t) x_0, std(t)^2 I) (docs/equations.md (4.3))."""
 
     @abstractmethod
     def prior_std(self) -> float:
@@ -86,7 +86,7 @@ class SDE(ABC):
         )
 
     def perturb(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """x_t = a(t) x_0 + std(t) noise."""
+        """x_t = a(t) x_0 + std(t) noise (docs/equations.md (4.3))."""
         a, s = self.marginal(t)
         return expand(a, x0) * x0 + expand(s, x0) * noise
 
@@ -102,7 +102,7 @@ class SDE(ABC):
         self, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, probability_flow: bool = False
     ) -> torch.Tensor:
         """f - g^2 s (reverse SDE) or f - g^2 s / 2 (probability-flow ODE), in forward time
-        (a step backwards is x - drift |dt|)."""
+        (a step backwards is x - drift |dt|); docs/equations.md (4.1), (4.2)."""
         f, g = self.drift_diffusion(x, t)
         weight = 0.5 if probability_flow else 1.0
         return f - weight * expand(g**2, x) * score(x, t)
@@ -112,13 +112,14 @@ class SDE(ABC):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reverse of the forward step t - dt -> t (Song et al.'s reverse diffusion):
         x_{t-dt} = x - F + G^2 s(x, t) + G z with (F, G) = discretize(x, t - dt, dt);
-        returns (x - F + G^2 s, G)."""
+        returns (x - F + G^2 s, G); docs/equations.md (4.11)."""
         F, G = self.discretize(x, t - dt, dt)
         return x - F + expand(G**2, x) * score(x, t), G
 
 
 class VPSDE(SDE):
-    """Variance preserving; ``from_schedule`` gives the SDE a DDPM schedule discretises."""
+    """Variance preserving (docs/equations.md (4.4)); ``from_schedule`` gives the SDE a DDPM
+    schedule discretises (docs/equations.md (4.5))."""
 
     name = "vp"
 
@@ -133,7 +134,7 @@ class VPSDE(SDE):
     def from_schedule(cls, betas: np.ndarray) -> VPSDE:
         """betas (T,) of a linear DDPM schedule (t = 1..T) -> beta(0) = T beta_1, beta(1) =
         T beta_T, i.e. beta((i - 1) / (T - 1)) = T beta_i (Song et al.'s mapping; it puts step i
-        one grid point earlier than t = i / T, an O(1/T) difference)."""
+        one grid point earlier than t = i / T, an O(1/T) difference); docs/equations.md (4.5)."""
         T = len(betas)
         return cls(T * float(betas[0]), T * float(betas[-1]))
 
@@ -160,7 +161,7 @@ class VPSDE(SDE):
     def step_alpha(self, t: torch.Tensor, dt: float) -> torch.Tensor:
         """alpha = exp(-int_t^{t+dt} beta): the VP SDE's exact transition over [t, t + dt] is
         N(sqrt(alpha) x, (1 - alpha) I), a DDPM step with beta_i = 1 - alpha = beta(t) dt +
-        O(dt^2) that stays in (0, 1) however coarse the grid."""
+        O(dt^2) that stays in (0, 1) however coarse the grid (docs/equations.md (4.5))."""
         return torch.exp(-(self.integral(t + dt) - self.integral(t)))
 
     def discretize(self, x, t, dt):
@@ -173,7 +174,8 @@ class ScheduleSDE(VPSDE):
     """The VP SDE whose marginals equal a DDPM chain's at every step: B(t) interpolates
     -log abar_i linearly between t = i / T, so beta(t) = T (-log(1 - beta_i)) on
     ((i - 1) / T, i / T] and a(i / T) = sqrt(abar_i), std(i / T) = sqrt(1 - abar_i) exactly,
-    for any schedule. The probability-flow likelihood of a trained DDPM uses it."""
+    for any schedule. The probability-flow likelihood of a trained DDPM uses it.
+    docs/equations.md (4.5)."""
 
     def __init__(self, abar: np.ndarray):
         abar = np.asarray(abar, dtype=np.float64)  # (T + 1,), abar[0] = 1
@@ -208,7 +210,8 @@ class ScheduleSDE(VPSDE):
 
 
 class SubVPSDE(VPSDE):
-    """Sub-variance preserving: the VP drift with g^2 = beta(t)(1 - exp(-2 B(t)))."""
+    """Sub-variance preserving: the VP drift with g^2 = beta(t)(1 - exp(-2 B(t)))
+    (docs/equations.md (4.6))."""
 
     name = "subvp"
 
@@ -224,7 +227,7 @@ class SubVPSDE(VPSDE):
 
 
 class VESDE(SDE):
-    """Variance exploding: sigma(t) = smin (smax / smin)^t."""
+    """Variance exploding: sigma(t) = smin (smax / smin)^t (docs/equations.md (4.7))."""
 
     name = "ve"
 

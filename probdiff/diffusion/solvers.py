@@ -1,4 +1,5 @@
-"""Samplers for the reverse of an SDE (:mod:`probdiff.diffusion.sde`), MATH.md section 4.
+"""Samplers for the reverse of an SDE (:mod:`probdiff.diffusion.sde`), docs/equations.md (4.10),
+(4.11), (4.12), (4.13).
 
 All integrate from t = 1 (x ~ prior) down to t = eps on N equal steps of dt = (1 - eps) / N at
 t_i = 1 - i dt, i = 0..N-1, with a score s(x, t) ~ grad log p_t(x):
@@ -7,8 +8,9 @@ t_i = 1 - i dt, i = 0..N-1, with a score s(x, t) ~ grad log p_t(x):
 * ``reverse_diffusion``: the reverse of the SDE's own discrete chain (DDPM / SMLD step);
 * ``predictor_corrector``: a reverse-diffusion predictor, each step preceded by ``corrector``
   Langevin steps x <- x + tau s + sqrt(2 tau) z at fixed t with tau = 2 r (snr ||z|| / ||s||)^2
-  (Song et al. 2021, Algorithms 4-5; r = alpha_i of the discrete chain for VP, here the
-  exact exp(-int beta) over the step, which stays in (0, 1) on coarse grids; 1 otherwise);
+  (Song et al. 2021, Algorithms 4-5; r = alpha_i of the discrete chain for the VP family:
+  VP, sub-VP and the chain's own schedule, here the exact exp(-int beta) over the step, which
+  stays in (0, 1) on coarse grids; r = 1 for VE);
 * ``probability_flow``: the ODE dx/dt = f - g^2 s / 2, fixed-step Euler or Heun, or adaptive
   RK45 (SciPy) to tolerance.
 
@@ -108,7 +110,8 @@ def predictor_corrector(
 def langevin_corrector(
     sde: SDE, score: ScoreFn, x: torch.Tensor, t: torch.Tensor, dt: float, snr: float, generator
 ) -> torch.Tensor:
-    """One Langevin step at fixed t, step size from the signal-to-noise ratio ``snr``."""
+    """One Langevin step at fixed t, step size from the signal-to-noise ratio ``snr``
+    (docs/equations.md (4.12))."""
     grad = score(x, t)
     z = _noise(x, generator)
     flat = len(x), -1
@@ -132,7 +135,8 @@ def probability_flow(
     atol: float = 1e-5,
 ):
     """The probability-flow ODE from t = 1 to eps: ``euler`` / ``heun`` on n_steps (Heun's
-    last step is Euler, so nfe = 2 n - 1), or ``rk45`` (adaptive; n_steps ignored)."""
+    last step is Euler, so nfe = 2 n - 1), or ``rk45`` (adaptive; n_steps ignored):
+    docs/equations.md (4.2), (4.13)."""
 
     def velocity(y, t):
         return sde.reverse_drift(score, y, _t(y, t), probability_flow=True)
