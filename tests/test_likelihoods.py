@@ -88,6 +88,14 @@ def test_sample_frequencies_and_mean_match_the_pmf():
     p = scipy_pmf(17, 0.8, 0.15)
     assert np.all(np.abs(freq - p) <= 4 * np.sqrt(p * (1 - p) / n) + 1e-12)
     assert d.mean.item() == pytest.approx(s.mean(), abs=4 * s.std() / np.sqrt(n))
+    # and exactly: the levels weighted by SciPy's pmf, over a grid of locations and scales
+    locs, scales = np.linspace(-0.3, 1.3, 9), np.array([0.02, 0.15, 1.5])
+    d = DiscretizedGaussian(
+        torch.tensor(locs)[:, None], torch.tensor(scales)[None, :], 17, low=-1.0, high=1.0
+    )
+    levels = np.linspace(-1.0, 1.0, 17)
+    exact = [[levels @ scipy_pmf(17, (m + 1) / 2, s / 2) for s in scales] for m in locs]
+    np.testing.assert_allclose(d.mean.numpy(), exact, rtol=0, atol=1e-12)
 
 
 def test_numpyro_twin_agrees():

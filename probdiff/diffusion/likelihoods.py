@@ -79,12 +79,16 @@ class DiscretizedGaussian(TorchDistribution):
 
     @property
     def mean(self) -> torch.Tensor:
-        """The mean over the levels: sum_k x_k P(x_k) (exact, by summing the pmf)."""
-        grid = torch.linspace(
-            self.low, self.high, self.levels, dtype=self.loc.dtype, device=self.loc.device
+        """The exact mean over the levels x_k = low + k h (k = 0..L-1), summed by parts:
+        E[X] = x_0 + h sum_{k>=1} P(X >= x_k), where P(X >= x_k) = Phi((loc - x_k + h/2) / scale)
+        is the mass above the bin edge below x_k (one normal tail per level, no pmf)."""
+        h = (self.high - self.low) / (self.levels - 1)
+        edges = self.low + h * (
+            torch.arange(1, self.levels, dtype=self.loc.dtype, device=self.loc.device) - 0.5
         )
-        grid = grid.reshape((-1,) + (1,) * self.loc.dim())
-        return (grid * self.log_prob(grid.expand((-1,) + self.loc.shape)).exp()).sum(0)
+        edges = edges.reshape((-1,) + (1,) * self.loc.dim())
+        above = torch.special.ndtr((self.loc - edges) / self.scale)
+        return self.low + h * above.sum(0)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
