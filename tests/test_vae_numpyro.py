@@ -132,7 +132,9 @@ def test_numpyro_fit_through_the_cli(tmp_path):
         == 0
     )
     m = json.loads((out / "metrics.json").read_text())
-    for key in ("elbo", "test_elbo", "iwae"):
-        assert np.isfinite(m[key]), key
     assert m["backend"] == "numpyro"
-    assert m["iwae"] >= m["test_elbo"] - 5 * max(m.get("test_iwae_stderr", 0), 1.0)
+    # on the same held-out rows IWAE_5 exceeds the ELBO unless q(z | x) is the exact posterior
+    # (Burda et al. 2016), beyond the Monte Carlo errors of the two: a log-mean-exp of the
+    # weights replaced by a mean of logs, or one particle, would make them equal
+    se = np.hypot(m["test_iwae_stderr"], m["test_elbo_stderr"])
+    assert m["iwae"] - m["test_elbo"] > 4 * se, (m["iwae"], m["test_elbo"], se)

@@ -95,8 +95,9 @@ class GaussianMixture:
 
     def _av(self, x, a, v):
         n = len(x)
-        a = torch.ones(n, dtype=torch.float64) if a is None else torch.as_tensor(a).expand(n)
-        v = torch.zeros(n, dtype=torch.float64) if v is None else torch.as_tensor(v).expand(n)
+        f64 = torch.float64  # Python floats too: float32 would cost 1e-8 relative
+        a = torch.ones(n, dtype=f64) if a is None else torch.as_tensor(a, dtype=f64).expand(n)
+        v = torch.zeros(n, dtype=f64) if v is None else torch.as_tensor(v, dtype=f64).expand(n)
         return a, v
 
     # -- through an SDE ----------------------------------------------------------------------
