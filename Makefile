@@ -19,11 +19,14 @@ tutorial: $(STAMP)
 	rm -rf runs/tutorial
 	$(BIN)/probdiff tutorial --out runs/tutorial --quick
 
+# two worker processes (one per core here), each test file on one worker so module fixtures
+# are built once; JAX keeps compiled programs in .cache/jax between runs
+WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow -n $(WORKERS) --dist loadfile
 
 # ruff (lint and format) over everything, mypy over the engine's typed surface (pyproject.toml)
 lint: $(STAMP)

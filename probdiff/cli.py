@@ -12,14 +12,51 @@ import sys
 
 from probdiff.errors import ProbdiffError
 
-MAIN_HELP = """probdiff: the tutorial's generative models as probabilistic programs.
+MAIN_HELP = """probdiff {version}: diffusion models and their latent-variable ancestors as
+probabilistic programs (Pyro and NumPyro).
 
-  probdiff fit MODEL --data DATA --out DIR     fit a model (gmm, or path/to/file.py:model --guide ...)
-  probdiff report DIR                          ArviZ summary, diagnostics and figures of a run
-  probdiff sample DIR -n N                     draw from a fitted model (PNG + .npz)
+commands (each has its own --help):
+  probdiff fit MODEL --data DATA --out DIR     fit a model by SVI (or EM / NUTS where offered)
+  probdiff report DIR                          summary, diagnostics and figures; writes index.html
+  probdiff sample DIR -n N [--sampler S]       draw from a fitted model into DIR/samples/
   probdiff evaluate DIR [--data DATA] [--json] metrics on held-out or other data
-  probdiff tutorial --out DIR [--quick]        the whole tutorial on embedded data
+  probdiff tutorial --out DIR [--quick]        every chapter on embedded data, one report
+
+built-in models (MODEL), or path/to/file.py:model --guide path/to/file.py:guide|auto:normal:
+{models}
+
+built-in data (--data): {data}; or a .npz / .npy / .csv file or a folder of PNGs
+
+options: -h/--help, --version
 """
+
+
+def main_help() -> str:
+    """The main help, from the registries (no family is imported)."""
+    from probdiff import __version__
+    from probdiff.data import BUILTIN_DATASETS
+    from probdiff.models import SAMPLERS, SUMMARIES
+
+    lines = []
+    for name, summary in SUMMARIES.items():
+        lines.append(f"  {name:6s} {summary}")
+        samplers = SAMPLERS.get(name, ())
+        if samplers:
+            lines.append(f"  {'':6s}   samplers: {', '.join(samplers)} (first: default)")
+    return MAIN_HELP.format(
+        version=__version__, models="\n".join(lines), data=", ".join(BUILTIN_DATASETS)
+    )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where there is one to show (not None, not an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
 
 # what Ctrl-C leaves behind, per command
 INTERRUPTED = {
@@ -57,11 +94,19 @@ def _seed(text: str) -> int:
     return _int_at_least(0, MAX_SEED)(text)
 
 
-def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
+def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
+    """The options every fit takes; with the ``family`` known, its defaults and choices."""
     from probdiff.data import BUILTIN_DATASETS
+    from probdiff.models import SUMMARIES
     from probdiff.svi import MAX_STEPS
 
-    p.add_argument("model", help="built-in model name, or path/to/file.py:function")
+    steps = f"default {family.default_steps}" if family else "default: the model's"
+    lr = f"default {family.default_lr}" if family else "default: the model's"
+    inferences = tuple(getattr(family, "inferences", ("svi",))) if family else None
+    p.add_argument(
+        "model",
+        help=f"built-in model ({', '.join(SUMMARIES)}) or path/to/file.py:function with --guide",
+    )
     p.add_argument(
         "--data",
         default=None,
@@ -73,7 +118,7 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=_int_at_least(0, MAX_STEPS),
         default=None,
-        help="SVI steps (EM: max iterations)",
+        help=f"SVI steps (EM: max iterations; {steps})",
     )
     p.add_argument(
         "--batch-size",
@@ -81,23 +126,31 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="minibatch size (default: full data)",
     )
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate ({lr})")
     p.add_argument(
         "--clip-norm",
         type=float,
         default=None,
         help="clip each gradient entry to [-c, c] (ClippedAdam; default 10)",
     )
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the fit (and of synthetic data)")
     p.add_argument(
         "--restarts",
         type=_int_at_least(1, 1000),
         default=1,
         help="fits from different seeds; keep the best",
     )
-    p.add_argument("--backend", default="pyro", choices=("pyro", "numpyro"))
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument(
+        "--backend",
+        default="pyro",
+        choices=("pyro", "numpyro"),
+        help="inference library"
+        + (f" (this model: {', '.join(family.backends)})" if family is not None else ""),
+    )
+    p.add_argument("--device", default="cpu", metavar="{cpu,cuda,cuda:N}", help="where to run")
+    p.add_argument(
+        "--dtype", default="float32", choices=("float32", "float64"), help="floating point"
+    )
     p.add_argument(
         "--threads",
         type=_int_at_least(1, 1024),
@@ -105,7 +158,10 @@ def _common_fit_arguments(p: argparse.ArgumentParser) -> None:
         help="torch intra-op threads (1 is fastest for small models; more for images)",
     )
     p.add_argument(
-        "--inference", default="svi", help="svi, or what the model offers (gmm: em, nuts)"
+        "--inference",
+        default="svi",
+        choices=inferences,
+        help="svi, or what the model offers (gmm: em, nuts)",
     )
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share of the data")
     p.add_argument(
@@ -153,13 +209,14 @@ def fit_main(argv: list[str]) -> int:
     parser = Parser(
         prog="probdiff fit",
         description="Fit a model by SVI (or EM/NUTS).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    _common_fit_arguments(parser)
-    common = {a.dest for a in parser._actions}
     family = None
     if known.model and not known.model.startswith("-"):
         family = UserFamily if is_reference(known.model) else get_family(known.model)
+    _common_fit_arguments(parser, family)
+    common = {a.dest for a in parser._actions}
+    if family is not None:
         family.add_arguments(parser)
     args = parser.parse_args(argv)
     from probdiff.fitting import fit, resume_request
@@ -242,7 +299,7 @@ def sample_main(argv: list[str]) -> int:
     p = Parser(
         prog="probdiff sample",
         description="Draw from a fitted model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("dir")
     p.add_argument("-n", type=_int_at_least(1, 10_000_000), default=16, help="number of samples")
@@ -309,8 +366,13 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(MAIN_HELP)
+        print(main_help())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from probdiff import __version__
+
+        print(f"probdiff {__version__}")
+        return 0
     command = COMMANDS.get(argv[0])
     if command is None:
         print(
