@@ -196,7 +196,7 @@ class RunFolder:
 
     def clean_temporaries(self) -> None:
         """Remove the temporary files of writes that a killed process never finished."""
-        for folder in (self.path, self.path / "code"):
+        for folder in (self.path, self.path / "code", self.path / "samples"):
             if folder.is_dir():
                 for p in folder.iterdir():
                     if _is_temporary(p):

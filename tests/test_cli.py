@@ -21,7 +21,12 @@ def run_cli(capsys, *argv):
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """SHA-256 of every file under ``folder`` (sub-folders such as samples/ included)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,18 @@ def test_report_sample_and_evaluate(finished_run, capsys):
     assert code == 0 and "point estimates" in out and "elbo_trace.png" in out
     code, out, _ = run_cli(capsys, "sample", str(finished_run), "-n", "50")
     assert code == 0
-    assert np.load(finished_run / "samples.npz")["x"].shape == (50, 2)
+    drawn = np.load(finished_run / "samples" / "default-seed0-n50.npz")
+    assert drawn["x"].shape == (50, 2)
+    assert (str(drawn["sampler"]), int(drawn["seed"]), int(drawn["n"])) == ("default", 0, 50)
+    # the same draw again is refused (it would be the same samples), nothing replaced
+    before = (finished_run / "samples" / "default-seed0-n50.npz").read_bytes()
+    code, _, err = run_cli(capsys, "sample", str(finished_run), "-n", "50")
+    assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    assert (finished_run / "samples" / "default-seed0-n50.npz").read_bytes() == before
+    code, _, err = run_cli(capsys, "sample", str(finished_run), "-n", "50", "--seed", "1")
+    assert code == 0, err
+    other = np.load(finished_run / "samples" / "default-seed1-n50.npz")["x"]
+    assert not np.array_equal(other, drawn["x"])
     fitted = json.loads((finished_run / "metrics.json").read_text())
     code, out, _ = run_cli(capsys, "evaluate", str(finished_run), "--json")
     metrics = json.loads(out)

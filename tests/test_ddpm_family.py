@@ -15,6 +15,7 @@ from scipy.special import log_ndtr, logsumexp
 from scipy.stats import multivariate_normal, norm
 
 from probdiff.cli import main
+from probdiff.sampling import samples_name
 
 Z = 4.0  # Monte Carlo checks: within 4 standard errors
 
@@ -259,7 +260,8 @@ def test_samplers_of_a_zero_network_have_the_closed_form_law(zero_run, capsys, s
     n = 50_000
     code, _, err = run_cli(capsys, "sample", str(zero_run), "-n", str(n), "--sampler", sampler)
     assert code == 0, err
-    x = np.load(zero_run / "samples.npz")["x"].astype(float)
+    x = np.load(zero_run / "samples" / f"{samples_name(sampler, 0, n)}.npz")["x"]
+    x = x.astype(float)
     assert x.shape == (n, 2)
     assert np.all(np.abs(x.mean(0)) < Z * math.sqrt(v / n)), (x.mean(0), v)
     assert np.all(np.abs((x**2).mean(0) / v - 1) < Z * math.sqrt(2 / n)), ((x**2).mean(0), v)
@@ -350,7 +352,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     params = np.load(out / "params.npz")
     assert any(".down.0.conv1.weight" in k for k in params.files)  # the U-Net by default
     assert main(["sample", str(out), "-n", "4"]) == 0
-    x = np.load(out / "samples.npz")["x"]
+    x = np.load(out / "samples" / "default-seed0-n4.npz")["x"]
     assert x.shape == (4, 1, 8, 8) and np.array_equal(x, np.round(x)) and x.max() <= 16
 
     zero = zeroed_copy(out, tmp_path / "zero")
@@ -525,7 +527,7 @@ def test_png_folders_fit_and_sample(tmp_path, size, mode, channels):
         == 0
     )
     assert main(["sample", str(out), "-n", "2"]) == 0
-    x = np.load(out / "samples.npz")["x"]
+    x = np.load(out / "samples" / "default-seed0-n2.npz")["x"]
     c = 3 if mode == "RGB" else 1
     assert x.shape == (2, c, *size) and x.min() >= 0 and x.max() <= 255
 

@@ -9,6 +9,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from probdiff.cli import main
@@ -113,4 +114,5 @@ def test_family_contract(tmp_path, capsys, model):
 
     code, _, err = cli(capsys, "sample", out, "-n", 5, *trust)
     assert code == 0, err
-    assert (out / "samples.npz").is_file()
+    drawn = np.load(out / "samples" / "default-seed0-n5.npz")
+    assert drawn["x"].shape[0] == 5 and int(drawn["n"]) == 5

@@ -15,6 +15,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, norm
 
 from probdiff.cli import main
+from probdiff.sampling import samples_name
 
 Z = 4.0  # Monte Carlo checks: within 4 standard errors
 ODE_EPS, SAMPLE_EPS = 1e-5, 1e-3  # the likelihood's and the samplers' end times
@@ -277,7 +278,7 @@ def test_ncsn_sample_and_evaluate(ncsn_run, capsys):
         capsys, "sample", str(ncsn_run), "-n", "25", "--sampler", "annealed_langevin:5"
     )
     assert code == 0, err
-    x = np.load(ncsn_run / "samples.npz")["x"]
+    x = np.load(ncsn_run / "samples" / "annealed_langevin_5-seed0-n25.npz")["x"]
     assert x.shape == (25, 2) and np.isfinite(x).all()
     before = metrics(ncsn_run)["test_loss"]
     code, _, err = run_cli(capsys, "evaluate", str(ncsn_run), "--json")
@@ -366,13 +367,14 @@ def test_sde_samples_by_every_solver(sde_run, zero_sde_run, capsys, sampler):
     if sampler.startswith("pc"):
         code, _, err = run_cli(capsys, "sample", str(sde_run), "-n", "20", "--sampler", sampler)
         assert code == 0, err
-        x = np.load(sde_run / "samples.npz")["x"]
+        x = np.load(sde_run / "samples" / f"{samples_name(sampler, 0, 20)}.npz")["x"]
         assert x.shape == (20, 2) and np.isfinite(x).all()
         return
     n = 50_000
     code, _, err = run_cli(capsys, "sample", str(zero_sde_run), "-n", str(n), "--sampler", sampler)
     assert code == 0, err
-    x = np.load(zero_sde_run / "samples.npz")["x"].astype(float)
+    x = np.load(zero_sde_run / "samples" / f"{samples_name(sampler, 0, n)}.npz")["x"]
+    x = x.astype(float)
     assert x.shape == (n, 2)
     v = zero_score_sample_variance(sampler)
     assert np.all(np.abs(x.mean(0)) < Z * math.sqrt(v / n)), (x.mean(0), v)
@@ -473,7 +475,7 @@ def test_integer_images_get_a_dequantised_mass(tmp_path):
     assert mz["test_ode_log_likelihood"] == pytest.approx(ode.mean(), rel=1e-3)
     assert mz["ode_bits_per_dim"] == pytest.approx(-ode.mean() / (64 * math.log(2)), rel=1e-3)
     assert main(["sample", str(out), "-n", "3", "--sampler", "em:10"]) == 0
-    x = np.load(out / "samples.npz")["x"]
+    x = np.load(out / "samples" / "em_10-seed0-n3.npz")["x"]
     assert (
         x.shape == (3, 1, 8, 8) and np.array_equal(x, np.round(x)) and 0 <= x.min() <= x.max() <= 16
     )

@@ -230,10 +230,10 @@ def test_png_folders_fit_sample_and_evaluate(tmp_path, capsys, size, mode, net):
     }
     code, _, err = run_cli(capsys, "sample", str(out), "-n", "6", "--sampler", "noisy")
     assert code == 0, err
-    x = np.load(out / "samples.npz")["x"]
+    x = np.load(out / "samples" / "noisy-seed0-n6.npz")["x"]
     assert x.shape == (6, channels, *size)
     assert np.array_equal(x, np.round(x)) and x.min() >= 0 and x.max() <= 255  # integer levels
-    assert (out / "samples.png").is_file()
+    assert (out / "samples" / "noisy-seed0-n6.png").is_file()
 
     def mass(v):
         assert v.shape[1] == channels * size[0] * size[1]
