@@ -98,7 +98,15 @@ def fit(
             new=True,
             created=created,
         )
-    return _opened(run, family, dataset)
+        return _with_page(_opened(run, family, dataset))
+
+
+def _with_page(opened):
+    """Write the finished run's ``index.html`` (``probdiff report`` adds the text report)."""
+    from probdiff.report import write_run_page
+
+    write_run_page(opened, "")
+    return opened
 
 
 def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
@@ -174,7 +182,7 @@ def _resume(req: FitRequest, trust_model_code: bool):
             lambda: _fit(req, run, family, backend, train, test, True, checkpoint=checkpoint),
             new=False,
         )
-    return _opened(run, family, dataset)
+        return _with_page(_opened(run, family, dataset))
 
 
 def _guarded(run: RunFolder, work, new: bool, created: bool = False) -> None:

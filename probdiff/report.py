@@ -75,8 +75,19 @@ def report(run) -> str:
         names = write_figures(
             run.folder, family, idata, params, dataset, metrics, load_artefacts(run.folder)
         )
-    lines.append("figures: " + ", ".join(names))
+        lines.append("figures: " + ", ".join(names))
+        page = write_run_page(run, "\n".join(lines))
+    lines.append(f"page: {page}")
     return "\n".join(lines)
+
+
+def write_run_page(run, text: str):
+    """``DIR/index.html``: the run's page (:mod:`probdiff.page`)."""
+    from probdiff.page import PAGE, run_section, write_page
+
+    title = f"probdiff run {run.folder.path.name}: {run.request.model}"
+    section = run_section(run, text, anchor=run.folder.path.name, title=title)
+    return write_page(run.folder.file(PAGE), title, [section])
 
 
 def _per_datum(da, row_dim: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from probdiff.errors import ProbdiffError
 from probdiff.fitting import fit
+from probdiff.page import PAGE, comparison_table, run_section, write_page
 from probdiff.request import FitRequest
 from probdiff.runfolder import RunFolder
 from probdiff.svi import SVISettings
@@ -30,7 +31,7 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
     root = Path(out)
     RunFolder.check_new(root)
     root.mkdir(parents=True, exist_ok=True)
-    sections, rows = [], []
+    sections, rows, html_sections, compared = [], [], [], []
     for step in _steps():
         settings = {
             **step.settings,
@@ -65,6 +66,10 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
             f"{_fmt(m.get('test_loss'))} | {m.get('seconds', 0):.2f} |"
         )
         sections.append(f"## {step.title}\n\n```\n{text}\n```\n")
+        html_sections.append(
+            run_section(run, text, anchor=step.folder, title=step.title, prefix=f"{step.folder}/")
+        )
+        compared.append((step.folder, m))
     header = (
         "# probdiff tutorial report\n\n"
         "Per datum, in nats. true = the data's own log density of the fitted data (known "
@@ -77,7 +82,32 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
     )
     body = header + "\n".join(rows) + "\n\n" + "\n".join(sections)
     (root / "report.md").write_text(body)
-    return header + "\n".join(rows) + f"\n\nfull report: {root / 'report.md'}"
+    intro = (
+        "<p>Every chapter of <i>Tutorial on Diffusion Models for Imaging and Vision</i> (S. H. "
+        "Chan, 2024) fitted on embedded data, each a run folder of its own beside this page. "
+        "Values are per datum in nats (bits/dim in bits); the equations are numbered as in the "
+        "project's docs/equations.md. Pyro and NumPyro fits of the same model sit side by side "
+        "in the table.</p>" + comparison_table(compared, COMPARED)
+    )
+    page = write_page(root / PAGE, "probdiff tutorial", html_sections, intro)
+    return header + "\n".join(rows) + f"\n\nfull report: {root / 'report.md'}\npage: {page}"
+
+
+# the columns of the tutorial page's comparison table, where any run has them
+COMPARED = (
+    "backend",
+    "inference",
+    "elbo",
+    "test_elbo",
+    "iwae",
+    "log_likelihood",
+    "test_log_likelihood",
+    "true_log_likelihood",
+    "bits_per_dim",
+    "test_ode_log_likelihood",
+    "test_loss",
+    "seconds",
+)
 
 
 def _fmt(v) -> str:

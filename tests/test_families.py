@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,34 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+class PageImages(HTMLParser):
+    """The src of every <img> and the text of every <h3> of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.headings, self._in_h3 = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self._in_h3 = tag == "h3"
+
+    def handle_data(self, data):
+        if self._in_h3:
+            self.headings.append(data)
+            self._in_h3 = False
+
+
+def page_of(folder: Path) -> PageImages:
+    parser = PageImages()
+    parser.feed((folder / "index.html").read_text())
+    return parser
+
+
+def on_disk(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*.png")}
+
+
 def pictures(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.glob("*.png")}
 
@@ -103,6 +132,10 @@ def test_family_contract(tmp_path, capsys, model):
     names = set(listed[len("figures: ") :].split(", "))
     assert names == set(drawn) == set(pictures(out)), (names, set(drawn))
     assert pictures(out) == drawn, "report redraws the same figures from the same files"
+    page = page_of(out)  # index.html shows every figure on disk, and the model and guide code
+    assert set(page.images) == on_disk(out) and all((out / src).is_file() for src in page.images)
+    assert any(h.startswith("model: ") for h in page.headings), page.headings
+    assert any(h.startswith("guide: ") for h in page.headings), page.headings
 
     code, printed, err = cli(capsys, "evaluate", out, "--json", *trust)
     assert code == 0, err
@@ -116,3 +149,5 @@ def test_family_contract(tmp_path, capsys, model):
     assert code == 0, err
     drawn = np.load(out / "samples" / "default-seed0-n5.npz")
     assert drawn["x"].shape[0] == 5 and int(drawn["n"]) == 5
+    assert cli(capsys, "report", out)[0] == 0  # the page now shows the samples' figure too
+    assert set(page_of(out).images) == on_disk(out)
