@@ -29,6 +29,7 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; max-width: 34rem; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 12px; color: #555; }
+details summary { cursor: pointer; margin: .3rem 0; font-family: monospace; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; font-size: 12px; }
 nav a { margin-right: 1rem; } .about { max-width: 50rem; }
 """
@@ -131,8 +132,14 @@ def run_section(run, text: str, *, anchor: str, title: str, prefix: str = "") ->
                 f"<figcaption>{_esc(rel)}</figcaption></figure>"
             )
         parts.append("</div>")
-    for caption, source in sources(run):
-        parts.append(f"<h3>{_esc(caption)}</h3><pre><code>{_esc(source)}</code></pre>")
+    code = sources(run)
+    if code:
+        parts.append("<h3>Model and guide</h3>")
+    for caption, source in code:
+        parts.append(
+            f"<details><summary>{_esc(caption)}</summary>"
+            f"<pre><code>{_esc(source)}</code></pre></details>"
+        )
     if text:
         parts.append(f"<details><summary>text report</summary><pre>{_esc(text)}</pre></details>")
     parts.append("</section>")

@@ -85,8 +85,11 @@ def write_run_page(run, text: str):
     """``DIR/index.html``: the run's page (:mod:`probdiff.page`)."""
     from probdiff.page import PAGE, run_section, write_page
 
-    title = f"probdiff run {run.folder.path.name}: {run.request.model}"
-    section = run_section(run, text, anchor=run.folder.path.name, title=title)
+    title = f"probdiff run {run.folder.path.name}"
+    data = run.config.get("data", {}).get("name")
+    section = run_section(
+        run, text, anchor=run.folder.path.name, title=f"{run.request.model} on {data}"
+    )
     return write_page(run.folder.file(PAGE), title, [section])
 
 

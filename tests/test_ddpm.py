@@ -1,4 +1,4 @@
-"""DDPM as a Pyro program (MATH.md section 2): the ELBO estimators share one expectation."""
+"""DDPM as a Pyro program (docs/equations.md section 2): the ELBO estimators share one expectation."""
 
 import numpy as np
 import pyro

@@ -67,7 +67,7 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
 
 
 class PageImages(HTMLParser):
-    """The src of every <img> and the text of every <h3> of a page."""
+    """The src of every <img> and the text of every heading and <summary> of a page."""
 
     def __init__(self):
         super().__init__()
@@ -76,7 +76,7 @@ class PageImages(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.images.append(dict(attrs)["src"])
-        self._in_h3 = tag == "h3"
+        self._in_h3 = tag in ("h3", "summary")
 
     def handle_data(self, data):
         if self._in_h3:

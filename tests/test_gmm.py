@@ -1,4 +1,4 @@
-"""The Gaussian mixture (MATH.md 1a) against independent computations: scikit-learn, NumPy."""
+"""The Gaussian mixture (docs/equations.md 1.6-1.12) against independent computations: scikit-learn, NumPy."""
 
 import numpy as np
 import pyro

@@ -1,5 +1,6 @@
-"""NumPyro twins of the Gaussian mixture (MATH.md 1a): agreement with Pyro and with an
-independent SciPy formula, checkpoint resumption, and NUTS on the collapsed model.
+"""The Gaussian mixture under NumPyro (docs/equations.md 1.6-1.12): the one program text run by
+both PPLs agrees with Pyro and with an independent SciPy formula; checkpoint resumption, and NUTS
+on the collapsed model.
 
 The float64 agreement tests switch on JAX's process-wide x64 mode (through
 ``NumPyroBackend(dtype="float64")``); the ``x64`` fixture switches it back afterwards so that
@@ -114,7 +115,7 @@ def encoder_log_q(x, encoder):
 
 
 def reference_elbo(x, weights, locs, scales, encoder=None, prior=None, ordered=False, n_total=None):
-    """MATH.md 1a in SciPy: ELBO = log p(globals) + (n_total / n) sum_n E_q[log p(x_n, z) - log q].
+    """docs/equations.md (1.1), (1.3) in SciPy: ELBO = log p(globals) + (n_total / n) sum_n E_q[log p(x_n, z) - log q].
 
     Enumerated z (no encoder): sum_n logsumexp_k [log pi_k + log N(x_n | mu_k, sigma_k^2 I)],
     the exact log-likelihood. Point globals have log q = 0 (Delta); the ordered prior is the

@@ -1,4 +1,4 @@
-"""Langevin dynamics (probdiff.diffusion.langevin) against closed forms (MATH.md section 3)."""
+"""Langevin dynamics (probdiff.diffusion.langevin) against closed forms (docs/equations.md section 3)."""
 
 import math
 

@@ -31,7 +31,7 @@ def diffusers_scheduler(name, T, variance):
 
 
 def loop_coefficients(betas):
-    """MATH.md section 2 term by term, with explicit loops (no cumprod, no vectorisation)."""
+    """docs/equations.md section 2 term by term, with explicit loops (no cumprod, no vectorisation)."""
     T = len(betas)
     abar, prod = [], 1.0
     for b in betas:

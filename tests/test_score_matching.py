@@ -1,4 +1,4 @@
-"""Score-matching losses against closed-form scores (MATH.md section 3).
+"""Score-matching losses against closed-form scores (docs/equations.md section 3).
 
 Every loss is checked on data whose (blurred) score is known exactly: a Gaussian mixture.
 "Minimised by the true score" is tested along a direction: with s_theta = s* + theta h for a

@@ -1,4 +1,4 @@
-"""The SDE view meets the DDPM (MATH.md section 4): VP marginals as T grows, the chain's own
+"""The SDE view meets the DDPM (docs/equations.md section 4): VP marginals as T grows, the chain's own
 SDE, and the probability-flow likelihood of a trained chain beside its ELBO."""
 
 import math

@@ -1,4 +1,4 @@
-"""The SDE samplers and the probability-flow likelihood against closed forms (MATH.md section 4).
+"""The SDE samplers and the probability-flow likelihood against closed forms (docs/equations.md section 4).
 
 Every sampler is driven by the exact score of each marginal p_t of a Gaussian mixture
 (:mod:`probdiff.diffusion.mixture_score`), so its output must be a sample of p_eps up to sampling error

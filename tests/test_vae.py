@@ -1,4 +1,4 @@
-"""The VAE (MATH.md 1b) against closed forms: probabilistic PCA, and the KL in closed form."""
+"""The VAE (docs/equations.md 1.13-1.17) against closed forms: probabilistic PCA, and the KL in closed form."""
 
 import json
 

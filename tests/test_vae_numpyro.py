@@ -1,4 +1,4 @@
-"""The NumPyro twin of the VAE (MATH.md 1b): same density as the Pyro program, and a CLI fit."""
+"""The NumPyro twin of the VAE (docs/equations.md 1.13-1.17): same density as the Pyro program, and a CLI fit."""
 
 import json
 
