@@ -38,8 +38,8 @@ SAMPLERS = {
     ),
 }
 
-# what the report page shows of each family: a few sentences on what it demonstrates (with the
-# numbered equations of docs/equations.md) and the model and guide source, read from the code
+# what the report page shows of each family: a few sentences on what it demonstrates (with its
+# equation numbers) and the model and guide source, read from the code
 ABOUT = {
     "gmm": "The first latent-variable model: a datum's component z is the latent, the "
     "responsibilities p(z | x) are the encoder and drawing x from N(mu_z, sigma_z^2 I) the decoder "

@@ -128,7 +128,7 @@ def run_section(run, text: str, *, anchor: str, title: str, prefix: str = "") ->
         for p in figures:
             rel = p.relative_to(run.folder.path).as_posix()
             parts.append(
-                f'<figure><img src="{_esc(prefix + rel)}" alt="{_esc(rel)}" loading="lazy">'
+                f'<figure><img src="{_esc(prefix + rel)}" alt="{_esc(rel)}">'
                 f"<figcaption>{_esc(rel)}</figcaption></figure>"
             )
         parts.append("</div>")

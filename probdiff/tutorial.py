@@ -85,8 +85,8 @@ def tutorial(out: str, quick: bool = False, seed: int = 0) -> str:
     intro = (
         "<p>Every chapter of <i>Tutorial on Diffusion Models for Imaging and Vision</i> (S. H. "
         "Chan, 2024) fitted on embedded data, each a run folder of its own beside this page. "
-        "Values are per datum in nats (bits/dim in bits); the equations are numbered as in the "
-        "project's docs/equations.md. Pyro and NumPyro fits of the same model sit side by side "
+        "Values are per datum in nats (bits/dim in bits); equation numbers are those of "
+        "the project's page of equations, docs/equations.md (1.1) to (4.15). Pyro and NumPyro fits of the same model sit side by side "
         "in the table.</p>" + comparison_table(compared, COMPARED)
     )
     page = write_page(root / PAGE, "probdiff tutorial", html_sections, intro)
