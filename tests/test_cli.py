@@ -334,3 +334,34 @@ def test_posterior_holds_latent_sites_only(tmp_path, capsys):
     idata = az.from_netcdf(out / "inference_data.nc")
     assert set(idata.posterior.data_vars) == {"assignment"}
     assert set(idata.point_estimate.data_vars) == {"weights", "locs", "scales"}
+
+
+def test_missing_extras_name_the_install_command(monkeypatch, tmp_path, capsys):
+    """A Pyro-only install: the NumPyro backend and the patches data set say which extra to
+    install, in one line, and leave no folder behind."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "flax" else real(name, *a)
+    )
+    out = tmp_path / "np"
+    code, _, err = run_cli(
+        capsys, "fit", "gmm", "--data", "mixture2d:n=50", "--backend", "numpyro", "--out", str(out)
+    )
+    assert code == 2 and "pip install 'probdiff[numpyro]'" in err and "flax" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_version(capsys):
+    from probdiff import __version__
+
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"probdiff {__version__}"
+    assert importlib_metadata_version("probdiff") == __version__  # one source: pyproject reads it
+
+
+def importlib_metadata_version(name: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(name)

@@ -28,6 +28,13 @@ def get_backend(
         backend = PyroBackend(device=device, dtype=dtype, threads=threads)
         return backend
     if name == "numpyro":
+        import importlib.util
+
+        missing = [m for m in ("numpyro", "jax", "flax") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ProbdiffError(
+                f"the numpyro backend needs {', '.join(missing)}: pip install 'probdiff[numpyro]'"
+            )
         from probdiff.backends.numpyro_backend import NumPyroBackend
 
         backend = NumPyroBackend(device=device, dtype=dtype)

@@ -214,7 +214,12 @@ def _digits(params: dict[str, str], seed: int) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _patch_sources() -> tuple[np.ndarray, ...]:
     """The grayscale photos shipped inside the scikit-image package (read from disk, no fetcher)."""
-    import skimage.data
+    try:
+        import skimage.data
+    except ImportError:
+        raise ProbdiffError(
+            "the patches data set reads scikit-image's bundled photos: pip install 'probdiff[images]'"
+        ) from None
     from PIL import Image
 
     folder = Path(skimage.data.__file__).parent
