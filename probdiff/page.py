@@ -31,7 +31,7 @@ figure { margin: 0; max-width: 34rem; } figure img { max-width: 100%; border: 1p
 figcaption { font-size: 12px; color: #555; }
 details summary { cursor: pointer; margin: .3rem 0; font-family: monospace; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; font-size: 12px; }
-nav a { margin-right: 1rem; } .about { max-width: 50rem; }
+.wide { overflow-x: auto; } nav a { margin-right: 1rem; } .about { max-width: 50rem; }
 """
 
 
@@ -65,7 +65,7 @@ def comparison_table(rows: list[tuple[str, dict]], keys: Iterable[str]) -> str:
         + "</tr>"
         for name, m in rows
     )
-    return f"<table>{head}{body}</table>"
+    return f'<div class="wide"><table>{head}{body}</table></div>'
 
 
 def figure_files(folder: Path) -> list[Path]:
