@@ -324,13 +324,14 @@ def evaluate_main(argv: list[str]) -> int:
         "--data", default=None, help="data to evaluate on (default: the run's held-out split)"
     )
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument(
         "--trust-model-code",
         action="store_true",
         help="a user's model: run the copy of its code that the run folder keeps",
     )
     args = p.parse_args(argv)
-    metrics = evaluate(args.dir, args.data, args.trust_model_code)
+    metrics = evaluate(args.dir, args.data, args.trust_model_code, progress=not args.quiet)
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
     else:

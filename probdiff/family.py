@@ -16,6 +16,7 @@ import numpy as np
 
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
+from probdiff.phases import Phases
 from probdiff.program import EVAL_ROWS, Program, num_rows, take_rows
 
 _FAMILIES: dict[str, type[Family]] = {}
@@ -127,6 +128,13 @@ class Family:
         # engine saves it in the run folder and hands it back to figures(), so fit and
         # report draw the same figures from the same files
         self.artefacts: dict[str, np.ndarray] = {}
+        # the engine's clock: phases of metrics() over a second get a progress line, and every
+        # phase's seconds go to metrics.json (phase_seconds)
+        self.clock = Phases(show=False)
+
+    def phase(self, name: str, label: str | None = None):
+        """Time a part of ``metrics()`` (``with self.phase("ode_likelihood"): ...``)."""
+        return self.clock(name, label)
 
     def keep(self, name: str, value) -> None:
         """Record an artefact of ``metrics()`` for the run folder (``artefacts.npz``)."""
@@ -198,9 +206,10 @@ class Family:
             backend.set_params(
                 program, take_rows(data, slice(0, EVAL_ROWS)) if program.minibatch else data, params
             )
-            value, err = backend.elbo(
-                program, data, num_particles=64, repeats=4, seed=seed, max_rows=EVAL_ROWS
-            )
+            with self.phase(key, f"{key.replace('_', ' ')}, {num_rows(x)} rows"):
+                value, err = backend.elbo(
+                    program, data, num_particles=64, repeats=4, seed=seed, max_rows=EVAL_ROWS
+                )
             out[key] = value / num_rows(x) + self.data_log_jacobian
             out[key + "_stderr"] = err / num_rows(x)
             if program.minibatch and num_rows(x) > EVAL_ROWS:

@@ -270,7 +270,7 @@ def _fit(
 ) -> None:
     x_train, x_test = family.prepare(train), family.prepare(test)
     start = time.perf_counter()
-    clock = Phases(show=req.settings.progress)
+    clock = family.clock = Phases(show=req.settings.progress)
     if req.inference == "svi":
 
         def make_program(seed: int):

@@ -1,10 +1,11 @@
-"""Named phases of a command, timed, with a progress line for each on stderr.
+"""Named phases of a command, timed, with progress lines on stderr.
 
 >>> clock = Phases(show=False)
 >>> with clock("figures"):
-...     pass
+...     with clock("samples"):
+...         pass
 >>> list(clock.seconds)
-['figures']
+['samples', 'figures']
 """
 
 from __future__ import annotations
@@ -16,22 +17,27 @@ from contextlib import contextmanager
 
 
 class Phases:
-    """Wall-clock seconds per phase (``seconds``, in order); with ``show``, one line on stderr
-    as each phase starts and its time when it ends, so no phase passes in silence."""
+    """Wall-clock seconds per phase (``seconds``, in the order phases end); with ``show``, a
+    line on stderr as each phase starts and, for one over a second, its time as it ends, so no
+    phase passes in silence. Phases nest (a family's metrics inside the engine's)."""
 
     def __init__(self, show: bool = True):
         self.show = show
         self.seconds: dict[str, float] = {}
+        self._depth = 0
 
     @contextmanager
     def __call__(self, name: str, label: str | None = None) -> Iterator[None]:
+        text = "probdiff: " + "  " * self._depth + (label or name)
         if self.show:
-            print(f"probdiff: {label or name} ...", end="", file=sys.stderr, flush=True)
+            print(f"{text} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
+        self._depth += 1
         try:
             yield
         finally:
+            self._depth -= 1
             elapsed = time.perf_counter() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
-            if self.show:
-                print(f" {elapsed:.1f} s", file=sys.stderr, flush=True)
+            if self.show and elapsed >= 1.0:
+                print(f"{text}: {elapsed:.1f} s", file=sys.stderr, flush=True)

@@ -255,9 +255,10 @@ class Run:
             self.backend(), self.params, self.split()[0], given, num_samples, seed
         )
 
-    def evaluate(self, data: Any = None, update: bool = True) -> dict:
+    def evaluate(self, data: Any = None, update: bool = True, progress: bool = False) -> dict:
         """The family's metrics on ``data`` (default: the held-out split), merged into
-        ``metrics.json`` (as ``test_*`` for the held-out split, ``eval_*`` for other data)."""
+        ``metrics.json`` (as ``test_*`` for the held-out split, ``eval_*`` for other data);
+        with ``progress``, a line on stderr per phase."""
         from probdiff.data import as_dataset
 
         self._require_complete()
@@ -281,6 +282,9 @@ class Run:
                     f"on {self.dataset.event_shape}"
                 )
             x, prefix = family.prepare(other), "eval_"
+        from probdiff.phases import Phases
+
+        family.clock = Phases(show=progress)
         backend = self.backend()
         program = (
             family.program(req.backend, x, req.settings.seed, req.dtype, req.device)

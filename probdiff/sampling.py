@@ -60,7 +60,10 @@ def sample(
     return f"wrote {n} samples to " + " and ".join(str(p) for p in written)
 
 
-def evaluate(path: str, data_spec: str | None = None, trust_model_code: bool = False) -> dict:
+def evaluate(
+    path: str, data_spec: str | None = None, trust_model_code: bool = False, progress: bool = False
+) -> dict:
     """The family's metrics on ``data_spec`` (default: the run's held-out split), merged into
-    ``metrics.json``."""
-    return open_run(path, trust_model_code=trust_model_code).evaluate(data_spec)
+    ``metrics.json``; with ``progress``, a line on stderr per phase."""
+    run = open_run(path, trust_model_code=trust_model_code)
+    return run.evaluate(data_spec, progress=progress)

@@ -333,7 +333,8 @@ class DDPMFamily(Family):
             if key == "elbo" and len(x) > TRAIN_EVAL_ROWS:
                 x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
             used[key] = x
-            bound = self.variational_bound(params, x, seed)
+            with self.phase(key + "_bound", f"{key.replace('_', ' ')} bound, {len(x)} rows"):
+                bound = self.variational_bound(params, x, seed)
             out[key] = bound["elbo"] + self.data_log_jacobian
             out[key + "_stderr"] = bound["stderr"]
             prefix = key[: -len("elbo")]
@@ -358,10 +359,12 @@ class DDPMFamily(Family):
             out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(held)))
             out[p + "true_minus_elbo"] = out[p + "true_log_likelihood"] - out[ref]
         if ode_rows(self.options, self.data) > 0:
-            out.update(self.ode_likelihood(params, held, seed, p))
+            with self.phase("ode_likelihood", "ODE likelihood"):
+                out.update(self.ode_likelihood(params, held, seed, p))
         if self.data.kind == "vector":
             n = min(len(held), 2000)
-            samples = self.sample(params, n, seed).reshape(n, -1)
+            with self.phase("sample", f"{n} samples"):
+                samples = self.sample(params, n, seed).reshape(n, -1)
             self.keep("samples", samples)
             out[p + "sliced_wasserstein"] = sliced_wasserstein(samples, held, seed=seed)
             if p and train is not None and len(train):

@@ -126,14 +126,17 @@ class NCSNFamily(ScoreFamily):
         """The NCSN loss (all levels) per datum on the data, with standard errors; for a known
         density the explicit loss against the true blurred scores; for vectors the sliced
         Wasserstein distance of annealed-Langevin samples to the held-out data."""
-        out = self.loss_metrics(params, train, test, seed)
+        with self.phase("loss", "NCSN loss"):
+            out = self.loss_metrics(params, train, test, seed)
         held = test if test is not None and len(test) else train
         p = "test_" if held is test else ""
         if self.scaling.identity and "locs" in self.data.meta:  # a known mixture (mixture2d)
-            out[p + "explicit_loss"] = self.explicit_loss(params, held, seed)
+            with self.phase("explicit_loss", "explicit loss against the true scores"):
+                out[p + "explicit_loss"] = self.explicit_loss(params, held, seed)
         if self.data.kind == "vector":
             n = min(len(held), 2000)
-            samples = self.run_sampler(params, n, seed)[0].numpy()
+            with self.phase("sample", f"{n} samples, annealed Langevin"):
+                samples = self.run_sampler(params, n, seed)[0].numpy()
             self.keep("samples", samples)
             out.update(self.sample_distance(samples, train, held, seed, p))
         return out

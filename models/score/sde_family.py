@@ -127,12 +127,13 @@ class SDEFamily(ScoreFamily):
         sampler of the figure also gets its own ``sliced_wasserstein_<sampler>``)."""
         import torch
 
-        out = self.loss_metrics(params, train, test, seed)
+        with self.phase("loss", "score-matching loss"):
+            out = self.loss_metrics(params, train, test, seed)
         held = test if test is not None and len(test) else train
         p = "test_" if held is test else ""
         rows = held[: ode_rows(self.options, self.data)]
         if len(rows):
-            with torch.no_grad():
+            with torch.no_grad(), self.phase("ode_likelihood", f"ODE likelihood, {len(rows)} rows"):
                 out.update(
                     ode_likelihood_metrics(
                         self.sde,
@@ -151,7 +152,8 @@ class SDEFamily(ScoreFamily):
             n = min(len(held), 2000)
             solver_samples = {}
             for name in FIGURE_SAMPLERS:
-                x, _, nfe = self.run_sampler(params, n, seed, name)
+                with self.phase(f"sample {name}", f"{n} samples, {name}"):
+                    x, _, nfe = self.run_sampler(params, n, seed, name)
                 solver_samples[name] = x.numpy()
                 self.keep(f"samples:{name}", solver_samples[name])
                 self.keep(f"nfe:{name}", nfe)

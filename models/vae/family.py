@@ -126,9 +126,10 @@ class VAEFamily(Family):
         k = self.options["iwae_k"]
         data = backend.array(x)
         backend.set_params(program, data, params)
-        lw = backend.local_log_weights(
-            program, data, num_samples=max(k * self.IWAE_GROUPS, 200), seed=seed
-        )
+        with self.phase("importance_weights", f"IWAE and PSIS k-hat, {len(x)} rows"):
+            lw = backend.local_log_weights(
+                program, data, num_samples=max(k * self.IWAE_GROUPS, 200), seed=seed
+            )
         bound, err = iwae_bound(lw[: k * self.IWAE_GROUPS], k)
         khat = psis_khat(lw)[1]
         self.keep("psis_khat", khat)
