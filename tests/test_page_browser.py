@@ -45,9 +45,19 @@ def test_run_page_in_headless_chromium(tmp_path, capsys, fit):
     assert main(["report", str(out)]) == 0
     capsys.readouterr()
     figures = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    images, headings, _ = open_page(out / "index.html", tmp_path / f"{fit[0]}-page.png")
+    assert {src for src, *_ in images} == figures
+    for heading in ("Metrics", "Figures", "Model and guide"):
+        assert any(h.startswith(heading) for h in headings), (heading, headings)
+    assert any(h.startswith("model: ") for h in headings)
+
+
+def open_page(page, screenshot):
+    """Load ``page`` headless; assert no console error and every image loaded at a non-zero
+    natural size; keep a screenshot; return (images, headings, section ids)."""
     driver = browser()
     try:
-        driver.get((out / "index.html").as_uri())
+        driver.get(page.as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => "
             "[i.getAttribute('src'), i.complete, i.naturalWidth, i.naturalHeight]);"
@@ -56,16 +66,30 @@ def test_run_page_in_headless_chromium(tmp_path, capsys, fit):
             "return Array.from(document.querySelectorAll('h2, h3, summary'))"
             ".map(e => e.textContent);"
         )
+        sections = driver.execute_script(
+            "return Array.from(document.querySelectorAll('section')).map(e => e.id);"
+        )
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         driver.execute_script("window.scrollTo(0, 0);")
-        assert driver.save_screenshot(str(tmp_path / f"{fit[0]}-page.png"))
+        assert driver.save_screenshot(str(screenshot))
     finally:
         driver.quit()
     assert not errors, errors
-    assert {src for src, *_ in images} == figures
     broken = [src for src, complete, w, h in images if not (complete and w > 0 and h > 0)]
     assert not broken, broken
-    for heading in ("Metrics", "Figures", "Model and guide"):
-        assert any(h.startswith(heading) for h in headings), (heading, headings)
-    assert any(h.startswith("model: ") for h in headings)
-    assert (tmp_path / f"{fit[0]}-page.png").stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
+    return images, headings, sections
+
+
+@pytest.mark.slow
+def test_tutorial_page_in_headless_chromium(tmp_path, capsys):
+    """The README's first command: every chapter's section, every figure of every step."""
+    out = tmp_path / "tutorial"
+    assert main(["tutorial", "--out", str(out), "--quick"]) == 0
+    capsys.readouterr()
+    steps = sorted(p.name for p in out.iterdir() if p.is_dir())
+    images, headings, sections = open_page(out / "index.html", out / "screenshot.png")
+    assert sorted(sections) == steps
+    figures = {p.relative_to(out).as_posix() for s in steps for p in (out / s).glob("*.png")}
+    assert {src for src, *_ in images} == figures
+    assert sum(h.startswith("model: ") for h in headings) == len(steps)
