@@ -147,15 +147,10 @@ def run_section(run, text: str, *, anchor: str, title: str, prefix: str = "") ->
 
 
 def _posterior_table(run) -> str | None:
-    """ArviZ's summary of the small global latent sites, where the posterior has spread."""
-    from probdiff.diagnostics import summary
+    """The report's posterior summary (:func:`probdiff.report.posterior_table`) as HTML."""
+    from probdiff.report import family_for_report, posterior_table
 
-    idata = run.idata
-    if "posterior" not in idata.groups():
-        return None
-    row_dim = idata.posterior.attrs.get("row_dim", "row")
-    names = [k for k, v in idata.posterior.data_vars.items() if row_dim not in v.dims]
-    table = summary(idata, names) if names else None
+    table = posterior_table(run.idata, family_for_report(run))
     return None if table is None else table.to_html(border=0)
 
 

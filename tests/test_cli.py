@@ -358,10 +358,6 @@ def test_version(capsys):
 
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.strip() == f"probdiff {__version__}"
-    assert importlib_metadata_version("probdiff") == __version__  # one source: pyproject reads it
-
-
-def importlib_metadata_version(name: str) -> str:
     from importlib import metadata
 
-    return metadata.version(name)
+    assert metadata.version("probdiff") == __version__  # one source: pyproject reads it
