@@ -27,6 +27,20 @@ def summary(idata, var_names: list[str] | None = None, max_size: int = 64):
     return az.summary(idata, var_names=names, kind=kind, round_to=4)
 
 
+def posterior_table(idata, exclude: tuple[str, ...] = ()):
+    """:func:`summary` of the posterior's global latent sites (per-datum sites, those with the
+    ``row_dim`` of the posterior's attrs, and ``exclude`` left out), or None where there is none."""
+    if "posterior" not in idata.groups():
+        return None
+    row_dim = idata.posterior.attrs.get("row_dim", "row")
+    names = [
+        k
+        for k, v in idata.posterior.data_vars.items()
+        if k not in exclude and row_dim not in v.dims
+    ]
+    return summary(idata, names) if names else None
+
+
 def _sorted_by_first_coordinate(da: xr.DataArray, component_dim: int) -> xr.DataArray:
     values = np.moveaxis(da.values, 2 + component_dim, 2)  # (chain, draw, K, ...)
     keys = values.reshape(values.shape[:3] + (-1,))[..., 0]

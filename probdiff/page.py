@@ -147,10 +147,10 @@ def run_section(run, text: str, *, anchor: str, title: str, prefix: str = "") ->
 
 
 def _posterior_table(run) -> str | None:
-    """The report's posterior summary (:func:`probdiff.report.posterior_table`) as HTML."""
-    from probdiff.report import family_for_report, posterior_table
+    """The report's posterior summary (:func:`probdiff.diagnostics.posterior_table`) as HTML."""
+    from probdiff.diagnostics import posterior_table
 
-    table = posterior_table(run.idata, family_for_report(run))
+    table = posterior_table(run.idata, run.family_for_report().auxiliary_sites)
     return None if table is None else table.to_html(border=0)
 
 

@@ -5,20 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from probdiff.diagnostics import summary
-from probdiff.family import Family
+from probdiff.diagnostics import posterior_table
 from probdiff.figures import write_figures
 from probdiff.runfolder import load_artefacts
-
-
-def family_for_report(run) -> Family:
-    """The run's family where it can be rebuilt without running a user's code; for a user's
-    model, a family without code (figures and lines come from the folder alone)."""
-    if run.config.get("code") is None:
-        return run.family
-    from probdiff.usermodel import UserFamily
-
-    return UserFamily(dict(run.request.options), None, None)
 
 
 def report(run) -> str:
@@ -46,11 +35,11 @@ def report(run) -> str:
     for key, why in (metrics.get("skipped") or {}).items():
         lines.append(f"  {key:24s} not computed: {why}")
     idata = run.idata
-    family = family_for_report(run)
+    family = run.family_for_report()
     lines += point_lines(idata)
     if "posterior" in idata.groups():
         row_dim = idata.posterior.attrs.get("row_dim", "row")
-        table = posterior_table(idata, family)
+        table = posterior_table(idata, family.auxiliary_sites)
         if table is not None:
             lines += ["posterior summary (ArviZ):", table.to_string()]
         local = [k for k, v in idata.posterior.data_vars.items() if _per_datum(v, row_dim)]
@@ -86,20 +75,6 @@ def write_run_page(run, text: str):
         run, text, anchor=run.folder.path.name, title=f"{run.request.model} on {data}"
     )
     return write_page(run.folder.file(PAGE), title, [section])
-
-
-def posterior_table(idata, family: Family):
-    """ArviZ's summary of the posterior's global latent sites (per-datum sites and the family's
-    auxiliary sites left out), or None where there is none."""
-    if "posterior" not in idata.groups():
-        return None
-    row_dim = idata.posterior.attrs.get("row_dim", "row")
-    names = [
-        k
-        for k, v in idata.posterior.data_vars.items()
-        if k not in family.auxiliary_sites and not _per_datum(v, row_dim)
-    ]
-    return summary(idata, names) if names else None
 
 
 def _per_datum(da, row_dim: str) -> bool:

@@ -193,6 +193,15 @@ class Run:
         """The training rows its draws and figures cover (see :func:`shown_subset`)."""
         return shown_subset(self.split()[0], self.request.settings.seed)
 
+    def family_for_report(self):
+        """The family where it can be rebuilt without running a user's code; for a user's
+        model, a family without code (figures and summaries come from the folder alone)."""
+        if self.config.get("code") is None:
+            return self.family
+        from probdiff.usermodel import UserFamily
+
+        return UserFamily(dict(self.request.options), None, None)
+
     @property
     def family(self):
         """The model family, rebuilt; for a user's model this needs its code (see the module

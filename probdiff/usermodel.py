@@ -324,12 +324,13 @@ class UserFamily(Family):
     def __init__(
         self,
         options: dict,
-        data: Dataset,
-        code: UserCode,
+        data: Dataset | None,
+        code: UserCode | None,
         base_seed: int = 0,
         runtime: dict | None = None,
     ):
-        super().__init__(options, data)
+        # data and code are None for a family that only reads a finished folder (the report)
+        super().__init__(options, data)  # type: ignore[arg-type]
         self.code = code
         self.runtime = runtime or {"name": "pyro"}  # how to build a backend: get_backend(**runtime)
         self.base_seed = base_seed  # the first restart's seed: later ones re-initialise
