@@ -8,16 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli as run_cli
 
 from probdiff.cli import main
 
 FAST = ["--steps", "30", "--quiet", "--posterior-samples", "10"]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(folder: Path) -> dict:

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import cli as run_cli
 from scipy.special import log_ndtr, logsumexp
 from scipy.stats import multivariate_normal, norm
 
@@ -18,12 +19,6 @@ from probdiff.cli import main
 from probdiff.sampling import samples_name
 
 Z = 4.0  # Monte Carlo checks: within 4 standard errors
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 TINY = [

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 
-from probdiff.cli import main
 from probdiff.family import builtin_names
 
 TINY = {
@@ -57,13 +57,6 @@ USER = """
 
 def test_every_builtin_family_is_covered():
     assert set(TINY) == set(builtin_names()), "give each new family tiny settings here"
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class PageImages(HTMLParser):

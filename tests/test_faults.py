@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli
 
 from probdiff.cli import main
 from probdiff.runfolder import RunFolder
@@ -38,13 +39,6 @@ FIT = [
     "--posterior-samples",
     "5",
 ]
-
-
-def cli(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def spawn(argv, env=None):

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import cli as run_cli
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, norm
 
@@ -19,12 +20,6 @@ from probdiff.sampling import samples_name
 
 Z = 4.0  # Monte Carlo checks: within 4 standard errors
 ODE_EPS, SAMPLE_EPS = 1e-5, 1e-3  # the likelihood's and the samplers' end times
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 TINY = ["--steps", "150", "--batch-size", "128", "--quiet", "--hidden", "32,32"]

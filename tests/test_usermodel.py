@@ -22,10 +22,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from helpers import cli
 from scipy import special
 
 import probdiff
-from probdiff.cli import main
 from probdiff.errors import ProbdiffError
 
 JITTER = 5.0
@@ -36,13 +36,6 @@ def write(tmp_path: Path, name: str, source: str) -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(source))
     return path
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def flips(n: int = 100, heads: float = 0.7, seed: int = 0) -> np.ndarray:

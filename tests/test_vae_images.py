@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import cli as run_cli
 from PIL import Image
 from scipy.special import log_ndtr, logsumexp
 from scipy.stats import norm
@@ -20,12 +21,6 @@ from probdiff.cli import main
 from probdiff.data import load_dataset
 
 Z = 4.0  # Monte Carlo checks: within 4 standard errors
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def metrics(folder):
