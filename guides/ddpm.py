@@ -25,9 +25,13 @@ from pyro import poutine
 from probdiff.diffusion.schedules import Schedule
 from probdiff.models.ddpm.chain import (
     SITE_PREV,
+    SITE_U,
     SITE_XT,
     STEPS_PLATE,
+    StepProposal,
+    Tables,
     marginal,
+    marginal_rows,
     site,
     step_weight,
 )
@@ -107,3 +111,33 @@ class MarginalGuide:
                 scale = col(np.sqrt(s.posterior_variance)).expand(mean.shape)
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
                     pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
+
+
+class PerDatumGuide:
+    """The guide of :class:`probdiff.models.ddpm.chain.DDPMPerDatumModel`: x_T ~ q(x_T | x_0),
+    u ~ Uniform(0, 1) with t = proposal.steps(u), x_t ~ q(x_t | x_0), and on the rows with
+    t >= 2 x_prev ~ q(x_{t-1} | x_t, x_0), scaled as the model scales it (the model's
+    ``proposal``). docs/equations.md (2.5), (2.22)."""
+
+    def __init__(self, schedule: Schedule, proposal: StepProposal):
+        self.schedule, self.proposal = schedule, proposal
+        var = schedule.posterior_variance.copy()
+        var[1] = 1.0  # masked rows (t = 1): any finite scale
+        self.tables = Tables.of(schedule, safe_scales=np.sqrt(var))
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        s, n = self.schedule, x0.shape[0]
+        with data_plate(n, n_total, dim=-1):
+            pyro.sample(site(s.T), marginal(s, x0, s.T))
+            u = pyro.sample(SITE_U, dist.Uniform(x0.new_zeros(()), x0.new_ones(())))
+            t = self.proposal.steps(u)
+            tab = self.tables(x0)
+            xt = pyro.sample(SITE_XT, marginal_rows(tab, x0, t))
+            mean = tab["post_x0"][t][:, None] * x0 + tab["post_xt"][t][:, None] * xt
+            with (
+                poutine.scale(scale=self.proposal.weights(t, x0)),
+                poutine.mask(mask=t >= 2),
+            ):
+                pyro.sample(
+                    SITE_PREV, dist.Normal(mean, tab["safe_scales"][t][:, None]).to_event(1)
+                )

@@ -53,7 +53,8 @@ ABOUT = {
     "ddpm": "The reverse chain p(x_T) prod p(x_{t-1} | x_t) is the model and the forward "
     "noising process the guide (equations 2.3-2.6). Written backwards, each guide site meets its "
     "model site as two Gaussians whose KL is closed form (2.8-2.10), so timesteps can be "
-    "subsampled without bias (2.14); the bound is reported term by term and in bits per dimension.",
+    "subsampled without bias: one step per datum by default, Ho et al.'s Algorithm 1 as an "
+    "unbiased ELBO (2.22); the bound is reported term by term and in bits per dimension.",
     "ncsn": "A noise-conditional score network trained by denoising score matching at several "
     "noise levels (equations 3.7-3.9), written as a program whose guide is the noising "
     "process; samples come from annealed Langevin dynamics (3.10).",
@@ -64,7 +65,10 @@ ABOUT = {
 SOURCES = {
     "gmm": ("probdiff.models.gmm.model:GaussianMixture", "probdiff.guides.gmm:MixtureGuide"),
     "vae": ("probdiff.models.vae.model:VAEModel", "probdiff.guides.vae:VAEGuide"),
-    "ddpm": ("probdiff.models.ddpm.chain:DDPMTermsModel", "probdiff.guides.ddpm:MarginalGuide"),
+    "ddpm": (
+        "probdiff.models.ddpm.chain:DDPMPerDatumModel",
+        "probdiff.guides.ddpm:PerDatumGuide",
+    ),
     "ncsn": (
         "probdiff.models.score.ncsn:NCSNModel",
         "probdiff.guides.score_matching:NoiseLevelGuide",

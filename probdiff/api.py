@@ -24,7 +24,15 @@ from probdiff.run import Run, open_run
 __all__ = ["fit", "open_run"]
 
 _SETTINGS = ("batch_size", "restarts", "checkpoint_every", "eval_every", "eval_particles")
-_REQUEST = ("device", "dtype", "inference", "test_fraction", "posterior_samples", "threads")
+_REQUEST = (
+    "device",
+    "dtype",
+    "inference",
+    "test_fraction",
+    "posterior_samples",
+    "threads",
+    "data_seed",
+)
 
 
 def fit(
@@ -50,7 +58,7 @@ def fit(
     model without latent sites. ``data``: an array (rows first), a dict of arrays, or a data
     spec as on the command line. ``out``: the run folder (new or empty; default a new
     temporary folder). Further keywords: ``batch_size``, ``restarts``, ``checkpoint_every``,
-    ``eval_every``, ``device``, ``dtype``, ``inference``, ``test_fraction``,
+    ``eval_every``, ``device``, ``dtype``, ``inference``, ``test_fraction``, ``data_seed``,
     ``posterior_samples``, ``threads``, and the model's options (a user's model: ``elbo``,
     ``max_plate_nesting``, ``particles``).
     """
@@ -99,7 +107,8 @@ def fit(
         options["guide"] = guide if isinstance(guide, str) else None
         label = code.label
     spec = data if isinstance(data, str) else ""
-    dataset = as_dataset(data, seed=seed)
+    data_seed = request.get("data_seed")
+    dataset = as_dataset(data, seed=seed if data_seed is None else data_seed)
     req = FitRequest(
         model=label if code is None or not isinstance(model, str) else model,
         data=spec,
@@ -110,7 +119,7 @@ def fit(
             lr=family.default_lr if lr is None else lr,
             seed=seed,
             progress=progress,
-            **settings,
+            **{"batch_size": family.default_batch_size, **settings},
         ),
         options=options,
         **request,

@@ -102,6 +102,8 @@ def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
 
     steps = f"default {family.default_steps}" if family else "default: the model's"
     lr = f"default {family.default_lr}" if family else "default: the model's"
+    batch = getattr(family, "default_batch_size", None)
+    batch = f"default {batch}" if batch else "default: the model's, else the full data"
     inferences = tuple(getattr(family, "inferences", ("svi",))) if family else None
     p.add_argument(
         "model",
@@ -124,7 +126,7 @@ def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
         "--batch-size",
         type=_int_at_least(1),
         default=None,
-        help="minibatch size (default: full data)",
+        help=f"minibatch size ({batch})",
     )
     p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate ({lr})")
     p.add_argument(
@@ -133,7 +135,13 @@ def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
         default=None,
         help="clip each gradient entry to [-c, c] (ClippedAdam; default 10)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="seed of the fit (and of synthetic data)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the fit")
+    p.add_argument(
+        "--data-seed",
+        type=_seed,
+        default=None,
+        help="seed of built-in synthetic data and of the held-out split (default: --seed)",
+    )
     p.add_argument(
         "--restarts",
         type=_int_at_least(1, 1000),
@@ -251,7 +259,7 @@ def fit_main(argv: list[str]) -> int:
     settings = SVISettings(
         steps=args.steps if args.steps is not None else family.default_steps,
         lr=args.lr if args.lr is not None else family.default_lr,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size if args.batch_size is not None else family.default_batch_size,
         seed=args.seed,
         restarts=args.restarts,
         checkpoint_every=args.checkpoint_every,
@@ -270,6 +278,7 @@ def fit_main(argv: list[str]) -> int:
         test_fraction=args.test_fraction,
         posterior_samples=args.posterior_samples,
         threads=args.threads,
+        data_seed=args.data_seed,
         settings=settings,
         options=options,
     )

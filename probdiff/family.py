@@ -107,6 +107,7 @@ class Family:
     inferences: ClassVar[tuple[str, ...]] = ("svi",)
     default_lr: ClassVar[float] = 0.01
     default_steps: ClassVar[int] = 1000
+    default_batch_size: ClassVar[int | None] = None  # None: the whole training split
     # reparameterisation sites that repeat another variable (left out of summaries and plots)
     auxiliary_sites: ClassVar[tuple[str, ...]] = ()
     # log |dx'/dx| per datum of the map ``prepare`` applies (probdiff.scaling): added to every

@@ -74,7 +74,7 @@ def fit(
         return _resume(req, trust_model_code)
     run = RunFolder.check_new(req.out)
     if dataset is None:
-        dataset = load_dataset(req.data, seed=req.settings.seed)
+        dataset = load_dataset(req.data, seed=req.data_seed_value)
     if code is None and is_reference(req.model):
         code = user_code_from_request(req)
     family, backend, train, test = _prepare(req, dataset, code)
@@ -128,7 +128,7 @@ def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
             f"not {req.inference!r}"
         )
     backend = get_backend(req.backend, req.device, req.dtype, req.threads)
-    train, test = train_test_split(dataset, req.test_fraction, req.settings.seed)
+    train, test = train_test_split(dataset, req.test_fraction, req.data_seed_value)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
     return family, backend, train, test
 
@@ -292,10 +292,12 @@ def _fit(
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]
         program = make_program(derive(req.settings.seed, 1000 * result.best))
-        extra = {
-            "restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
-            "best_restart": result.best,
-        }
+        extra = {}
+        if req.settings.restarts > 1:
+            extra = {
+                "restart_elbos": [e + family.data_log_jacobian for e in result.final_elbos],
+                "best_restart": result.best,
+            }
     else:
         params, idata, extra = family.run_other(req.inference, x_train, req.settings, req.backend)
         seconds = time.perf_counter() - start

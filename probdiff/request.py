@@ -33,11 +33,24 @@ class FitRequest:
     test_fraction: float = 0.2
     posterior_samples: int = 200
     threads: int | None = 1
+    # the seed of built-in synthetic data and of the train/held-out split (None: --seed), so a
+    # sweep over --seed can keep one data set
+    data_seed: int | None = None
     settings: SVISettings = field(default_factory=SVISettings)
     options: dict = field(default_factory=dict)
 
+    @property
+    def data_seed_value(self) -> int:
+        """The seed of the data and its split: ``data_seed``, else the fit's ``--seed``."""
+        return self.settings.seed if self.data_seed is None else self.data_seed
+
     def validate(self) -> None:
         self.settings.validate()
+        if self.data_seed is not None:
+            from probdiff.seeds import MAX_SEED
+            from probdiff.svi import _integer
+
+            _integer("--data-seed", self.data_seed, 0, MAX_SEED)
         for name in ("model", "data", "out", "backend", "device", "dtype", "inference"):
             if not isinstance(getattr(self, name), str):
                 raise ProbdiffError(f"{name} must be a string, got {getattr(self, name)!r}")

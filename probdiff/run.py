@@ -45,6 +45,8 @@ def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
     record = config.get("data", {})
     try:
         seed = config["request"]["settings"]["seed"]
+        if config["request"].get("data_seed") is not None:
+            seed = config["request"]["data_seed"]
     except (KeyError, TypeError):
         raise ProbdiffError(f"{where} records no seed") from None
     spec = record.get("spec") or config["request"].get("data")
@@ -187,7 +189,7 @@ class Run:
     def split(self) -> tuple[Dataset, Dataset]:
         """(train, held-out) exactly as the fit split them."""
         req = self.request
-        return train_test_split(self.dataset, req.test_fraction, req.settings.seed)
+        return train_test_split(self.dataset, req.test_fraction, req.data_seed_value)
 
     def shown(self) -> Dataset:
         """The training rows its draws and figures cover (see :func:`shown_subset`)."""
@@ -280,7 +282,7 @@ class Run:
                 )
             x, prefix = family.prepare(test), "test_"
         else:
-            other = as_dataset(data, seed=req.settings.seed)
+            other = as_dataset(data, seed=req.data_seed_value)
             if (
                 self.dataset.x is not None
                 and other.x is not None

@@ -98,7 +98,9 @@ def run_svi(
     display_offset: float = 0.0,
     eval_program: Callable[[Program], Program] | None = None,
 ) -> SVIResult:
-    """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO.
+    """Fit ``settings.restarts`` times; return the restart with the highest full-data ELBO
+    (estimated with ``eval_particles`` particles on up to EVAL_ROWS rows; NaN, and not
+    estimated, for a single restart).
 
     The trace records -loss / N per step: the per-datum ELBO estimate of the whole data set
     (an unbiased minibatch estimate when batching). With ``x_test``, the held-out per-datum
@@ -144,11 +146,14 @@ def run_svi(
             eval_program(program) if eval_program else program,
         )
         state["seconds"] += time.perf_counter() - t0
-        backend.set_params(program, data, inner["params"])
-        final, _ = backend.elbo(
-            program, data, num_particles=settings.eval_particles, seed=seed, max_rows=EVAL_ROWS
-        )
-        entries[r:] = [{**inner, "finished": True, "final": final / n}]
+        final = math.nan  # with one restart there is nothing to choose: no extra estimate
+        if settings.restarts > 1:
+            backend.set_params(program, data, inner["params"])
+            final, _ = backend.elbo(
+                program, data, num_particles=settings.eval_particles, seed=seed, max_rows=EVAL_ROWS
+            )
+            final /= n
+        entries[r:] = [{**inner, "finished": True, "final": final}]
         if save:
             save(state)
     finals = [e["final"] for e in entries[: settings.restarts]]

@@ -9,8 +9,14 @@ from pyro.optim import Adam
 
 from probdiff.data import load_dataset
 from probdiff.diffusion.schedules import Schedule
-from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide
-from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel, ReverseChain
+from probdiff.guides.ddpm import BackwardGuide, ForwardGuide, MarginalGuide, PerDatumGuide
+from probdiff.models.ddpm.chain import (
+    DDPMModel,
+    DDPMPerDatumModel,
+    DDPMTermsModel,
+    ReverseChain,
+    StepProposal,
+)
 from probdiff.models.ddpm.networks import TimeMLP
 
 T = 10
@@ -26,16 +32,32 @@ def setup():
 def estimates(model, schedule, x, repeats=40, copies=10):
     """Per-datum ELBO draws of (a) Trace_ELBO with the forward guide, (a) with the backward
     guide, (b) TraceMeanField_ELBO (closed-form KLs) with the backward guide, (c) the
-    term-by-term form with 3 of the T - 1 steps subsampled. Each draw averages ``copies``
+    term-by-term form with 3 of the T - 1 steps subsampled, (d) one step per datum (Ho et
+    al.'s Algorithm 1), uniform and from a skewed proposal. Each draw averages ``copies``
     independent chains per datum (the data stacked ``copies`` times)."""
     x = x.repeat(copies, 1)
     terms = DDPMTermsModel(model.chain, subsample=3)
+    per_datum = DDPMPerDatumModel(model.chain)
+    skewed = np.linspace(1.0, 3.0, schedule.T)
+    skewed_model = DDPMPerDatumModel(model.chain, probs=skewed / skewed.sum())
     out = {}
     for name, mod, guide, elbo in (
         ("a_forward", model, ForwardGuide(schedule), Trace_ELBO()),
         ("a_backward", model, BackwardGuide(schedule), Trace_ELBO()),
         ("b_closed_form", model, BackwardGuide(schedule), TraceMeanField_ELBO()),
         ("c_subsampled", terms, MarginalGuide(schedule, 3), TraceMeanField_ELBO()),
+        (
+            "d_per_datum",
+            per_datum,
+            PerDatumGuide(schedule, per_datum.proposal),
+            TraceMeanField_ELBO(),
+        ),
+        (
+            "d_skewed",
+            skewed_model,
+            PerDatumGuide(schedule, skewed_model.proposal),
+            TraceMeanField_ELBO(),
+        ),
     ):
         with torch.no_grad():
             out[name] = np.array([-elbo.loss(mod, guide, x) / len(x) for _ in range(repeats)])
@@ -125,6 +147,120 @@ def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, va
         want = by_hand(nets[0]) - by_hand(nets[1])
         assert abs(want) > 1.0  # the two networks differ
         assert got == pytest.approx(want, rel=1e-9)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_step_proposal_draws_each_step_with_its_probability():
+    """t = steps(u) over a fine grid of u hits each step in proportion to its probability, and
+    weight 1/probs[t] makes the expected weight of every step exactly 1."""
+    probs = np.arange(1.0, T + 1) ** 2
+    probs /= probs.sum()
+    for p in (None, probs):
+        proposal = StepProposal(T, p)
+        u = (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
+        t = proposal.steps(u)
+        assert int(t.min()) == 1 and int(t.max()) == T
+        freq = np.bincount(t.numpy(), minlength=T + 1)[1:] / len(u)
+        want = np.full(T, 1 / T) if p is None else p
+        np.testing.assert_allclose(freq, want, atol=2e-5)
+        np.testing.assert_allclose(freq * proposal.row_weights[1:], 1.0, atol=2e-3)
+    with pytest.raises(ValueError, match="summing to 1"):
+        StepProposal(T, np.full(T, 0.5))
+
+
+@pytest.mark.parametrize(
+    "parameterisation,variance", [("eps", "fixed_small"), ("x0", "fixed_large")]
+)
+def test_per_datum_simple_weighting_is_algorithm_1(setup, parameterisation, variance):
+    """With weighting="simple" the per-datum program's loss is T sum_n ||eps_n -
+    eps_theta(x_{t_n}, t_n)||^2 plus a constant (Ho et al.'s Algorithm 1 summed over the
+    batch, times T): the difference of two networks' Pyro losses on the same draws equals the
+    difference computed by hand from the guide's u and x_t, t = 1 included."""
+    from pyro import poutine
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, schedule = setup
+        x = x[:80]
+        nets = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            nets.append(ReverseChain(TimeMLP(2, [16], T), schedule, parameterisation, variance))
+        abar = torch.as_tensor(schedule.abar)
+
+        def pyro_loss(chain):
+            pyro.clear_param_store()  # else pyro.module loads the other network's weights
+            pyro.set_rng_seed(11)
+            model = DDPMPerDatumModel(chain, "simple")
+            with torch.no_grad():
+                return TraceMeanField_ELBO().loss(model, PerDatumGuide(schedule, model.proposal), x)
+
+        def by_hand(chain):
+            pyro.set_rng_seed(11)
+            tr = poutine.trace(PerDatumGuide(schedule, StepProposal(T))).get_trace(x)
+            u, xt = tr.nodes["u_t"]["value"], tr.nodes["x_t"]["value"]
+            t = torch.clamp((u * T).floor().long() + 1, max=T)
+            a = abar[t][:, None]
+            eps = (xt - a.sqrt() * x) / (1 - a).sqrt()
+            assert set(t.tolist()) >= {1, T}  # the decoder's rows and the last step occur
+            with torch.no_grad():
+                return float(T * ((eps - chain.eps(xt, t)) ** 2).sum())
+
+        got = pyro_loss(nets[0]) - pyro_loss(nets[1])
+        want = by_hand(nets[0]) - by_hand(nets[1])
+        assert abs(want) > 1.0
+        assert got == pytest.approx(want, rel=1e-9)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("weighting", ["elbo", "simple"])
+def test_numpyro_per_datum_twin_gives_the_same_elbo(setup, weighting):
+    """The NumPyro per-datum model and guide, with the torch weights copied into Flax and the
+    same u, x_T, x_t, x_prev substituted, give Pyro's estimate (float64, 1e-10)."""
+    import jax.numpy as jnp
+    from numpyro import handlers
+    from pyro import poutine
+
+    from probdiff.backends import get_backend
+    from probdiff.guides.ddpm_numpyro import PerDatumGuide as NumPyroPerDatumGuide
+    from probdiff.models.ddpm import chain_numpyro as dn
+    from probdiff.program import Program
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, schedule = setup
+        x = x[:60]
+        torch.manual_seed(3)
+        chain = ReverseChain(TimeMLP(2, [16, 8], T), schedule, "eps", "fixed_small")
+        model = DDPMPerDatumModel(chain, weighting)
+        guide = PerDatumGuide(schedule, model.proposal)
+        pyro.set_rng_seed(5)
+        tr = poutine.trace(guide).get_trace(x)
+        with torch.no_grad():
+            expected = -TraceMeanField_ELBO().loss(model, poutine.replay(guide, trace=tr), x)
+        values = {k: tr.nodes[k]["value"].numpy() for k in ("u_t", f"x_{T}", "x_t", "x_prev")}
+
+        backend = get_backend("numpyro", "cpu", "float64")
+        module = dn.TimeMLP(2, (16, 8), T, dtype=jnp.float64)
+        jmodel = dn.DDPMPerDatumModel(module, schedule, model.proposal)
+        jguide = NumPyroPerDatumGuide(schedule, model.proposal)
+        prog = Program(
+            jmodel,
+            handlers.substitute(jguide, data={k: jnp.asarray(v) for k, v in values.items()}),
+            elbo="meanfield",
+        )
+        data = backend.array(x.numpy())
+        backend.start(prog, data, lr=1e-3, seed=0)
+        torch_state = {f"ddpm$$${k}": v.numpy() for k, v in chain.state_dict().items()}
+        flat = {}
+        for name, torch_name in zip(backend.params(), dn.numpyro_to_pyro_params(backend.params())):
+            value = torch_state[torch_name]
+            flat[name] = value.T if value.ndim == 2 else value
+        backend.set_params(prog, data, flat)
+        got, _ = backend.elbo(prog, data, num_particles=1, seed=0)
+        assert got == pytest.approx(float(expected), rel=1e-10)
     finally:
         torch.set_default_dtype(torch.float32)
 

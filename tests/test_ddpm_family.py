@@ -172,7 +172,7 @@ def test_fit_writes_the_bound_and_sample_quality(ddpm_run):
     true log-likelihood is SciPy's density of mixture2d on those rows; and the bound is below
     it: E_p[ELBO] <= E_p[log q] <= E_p[log p] (Gibbs), so the paired mean of log p - ELBO over
     the rows is > -4 of its standard errors (row-to-row spread and the Monte Carlo draws
-    both in it; the reported test_elbo_stderr is only the Monte Carlo part). After 60 steps
+    both in it, as in the reported test_elbo_stderr). After 60 steps
     the bound is ~270 nats (~29 s.e.) below the truth, so this direction check only catches a
     bound too high by more than that; the values are checked by the zero-network tests."""
     from probdiff import open_run
@@ -223,7 +223,7 @@ def test_a_zero_network_has_the_closed_form_bound_and_likelihood(zero_run):
     k = chain_coefficients(20, *ZERO_BETAS)
     prior, dec, kl = zero_eps_bound(x, k)
     expected = (prior + dec + kl).mean()
-    se = m["test_elbo_stderr"]
+    se = m["test_elbo_mc_stderr"]  # the Monte Carlo error given these rows
     assert abs(m["test_elbo"] - expected) < Z * se, (m["test_elbo"], expected, se)
     assert abs(m["bits_per_dim"] + expected / (d * math.log(2))) < Z * se / (d * math.log(2))
     assert m["test_bound_prior"] == pytest.approx(prior.mean(), abs=1e-6)
@@ -355,7 +355,7 @@ def test_integer_images_use_the_discretised_decoder(tmp_path):
     m = json.loads((zero / "metrics.json").read_text())
     x0 = held_out(zero) / 8.0 - 1.0
     prior, dec, kl = zero_eps_bound(x0, chain_coefficients(10), "discretized", levels=17)
-    expected, se = (prior + dec + kl).mean(), m["test_elbo_stderr"]
+    expected, se = (prior + dec + kl).mean(), m["test_elbo_mc_stderr"]
     assert abs(m["test_elbo"] - expected) < Z * se, (m["test_elbo"], expected, se)
     bits = 64 * math.log(2)
     assert abs(m["bits_per_dim"] + expected / bits) < Z * se / bits, (m["bits_per_dim"], se)
@@ -534,7 +534,7 @@ def test_png_folders_fit_and_sample(tmp_path, size, mode, channels):
     assert d == c * size[0] * size[1]
     k = chain_coefficients(5)
     prior, dec, kl = zero_eps_bound(x0, k, "discretized", levels=256)
-    expected, se = (prior + dec + kl).mean(), m["test_elbo_stderr"]
+    expected, se = (prior + dec + kl).mean(), m["test_elbo_mc_stderr"]
     assert abs(m["test_elbo"] - expected) < Z * se, (m["test_elbo"], expected, se)
     bits = d * math.log(2)
     assert abs(m["bits_per_dim"] + expected / bits) < Z * se / bits, (m["bits_per_dim"], se)

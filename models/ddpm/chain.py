@@ -33,6 +33,7 @@ PARAMETERISATIONS = ("eps", "x0", "score")
 DECODERS = ("gaussian", "discretized")
 WEIGHTINGS = ("elbo", "simple")
 STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
+SITE_U = "u_t"  # the uniform that picks each datum's step in the per-datum estimator
 
 
 def kl_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
@@ -58,6 +59,40 @@ def site(t: int) -> str:
     return f"x_{t}"
 
 
+class Tables:
+    """Per-step arrays (index t) as tensors, made once per dtype and device, so steps given
+    one per row are looked up on the device without a host round trip (and a traced step
+    holds them as constants). ``Tables.of(schedule, **extra)`` holds the schedule's."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.arrays, self._made = arrays, {}
+
+    @classmethod
+    def of(cls, schedule: Schedule, **extra: np.ndarray) -> Tables:
+        s = schedule
+        one_minus = np.where(s.abar < 1, 1 - s.abar, 1.0)
+        return cls(
+            {
+                "sqrt_abar": np.sqrt(s.abar),
+                "sqrt_one_minus_abar": np.sqrt(1 - s.abar),
+                "eps_coef": s.betas / np.sqrt(one_minus),  # (2.10)
+                "inv_sqrt_alpha": 1 / np.sqrt(s.alphas),
+                "post_x0": s.posterior_x0_coef,
+                "post_xt": s.posterior_xt_coef,
+                **extra,
+            }
+        )
+
+    def __call__(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = (like.dtype, like.device)
+        if key not in self._made:
+            self._made[key] = {
+                k: torch.as_tensor(v, dtype=like.dtype, device=like.device)
+                for k, v in self.arrays.items()
+            }
+        return self._made[key]
+
+
 class ReverseChain(nn.Module):
     """p_theta(x_{t-1} | x_t): the network, the schedule and the parameterisation."""
 
@@ -79,12 +114,17 @@ class ReverseChain(nn.Module):
         self.parameterisation, self.variance = parameterisation, variance
         self.decoder, self.levels = decoder, levels
         self.scales = np.sqrt(schedule.reverse_variance(variance))
+        self.tables = Tables.of(schedule)
 
     def decoder_dist(self, x1: torch.Tensor) -> dist.TorchDistribution:
         """p_theta(x_0 | x_1): N(mu_theta(x_1, 1), beta_1 I), or that Gaussian discretised to
         the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates;
         docs/equations.md (2.6), (2.17)."""
-        mean, scale = self.mean(x1, 1), self.step_scale(1)
+        return self.decoder_from_mean(self.mean(x1, 1))
+
+    def decoder_from_mean(self, mean: torch.Tensor) -> dist.TorchDistribution:
+        """:meth:`decoder_dist` given mu_theta(x_1, 1)."""
+        scale = self.step_scale(1)
         if self.decoder == "discretized":
             return DiscretizedGaussian(
                 mean, torch.full_like(mean, scale), self.levels, -1.0, 1.0
@@ -95,22 +135,23 @@ class ReverseChain(nn.Module):
         """The predicted noise eps_theta(x_t, t) under any parameterisation; x_t is (..., D)
         and t one int or an integer tensor of shape x_t.shape[:-1]."""
         xt, t, shape = _rows(xt, t)
-        s = self.schedule
         out = self.net(xt, t)
-        if self.parameterisation == "score":
-            out = -_coef(np.sqrt(1 - s.abar), t, xt) * out
-        elif self.parameterisation == "x0":  # invert x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
-            out = (xt - _coef(np.sqrt(s.abar), t, xt) * out) / _coef(np.sqrt(1 - s.abar), t, xt)
+        if self.parameterisation != "eps":
+            tab = self.tables(xt)
+            a, b = _coef(tab["sqrt_abar"], t), _coef(tab["sqrt_one_minus_abar"], t)
+            # score: eps = -sqrt(1 - abar) s; x0: invert x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
+            out = -b * out if self.parameterisation == "score" else (xt - a * out) / b
         return out.reshape(shape)
 
     def mean(self, xt: torch.Tensor, t) -> torch.Tensor:
         """mu_theta(x_t, t) (shapes as :meth:`eps`)."""
         xt, t, shape = _rows(xt, t)
-        s = self.schedule
-        if self.parameterisation == "x0":
-            mu = s.posterior_mean(self.net(xt, t), xt, _index(t))
+        tab = self.tables(xt)
+        if self.parameterisation == "x0":  # mu_q(x_t, x0_hat), docs/equations.md (2.5)
+            mu = _coef(tab["post_x0"], t) * self.net(xt, t) + _coef(tab["post_xt"], t) * xt
         else:
-            mu = s.mean_from_eps(xt, _index(t), self.eps(xt, t))
+            eps = self.eps(xt, t)
+            mu = (xt - _coef(tab["eps_coef"], t) * eps) * _coef(tab["inv_sqrt_alpha"], t)
         return mu.reshape(shape)
 
     def kl_weight(self) -> np.ndarray:
@@ -152,15 +193,9 @@ def _rows(xt: torch.Tensor, t):
     return rows, t, shape
 
 
-def _index(t):
-    return t if isinstance(t, int) else t.detach().cpu().numpy()
-
-
-def _coef(values: np.ndarray, t, x: torch.Tensor) -> torch.Tensor | float:
-    """values[t] broadcast against x: a float for one int t, a column for one t per row."""
-    if isinstance(t, int):
-        return float(values[t])
-    return torch.as_tensor(values[_index(t)], dtype=x.dtype, device=x.device)[:, None]
+def _coef(values: torch.Tensor, t) -> torch.Tensor:
+    """values[t] as a column against rows (R, D): one int t, or one step per row."""
+    return values[t] if isinstance(t, int) else values[t][:, None]
 
 
 class DDPMTermsModel:
@@ -217,6 +252,96 @@ class DDPMTermsModel:
                 )[:, None, None]  # t >= 2
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
                     pyro.sample(SITE_PREV, dist.Normal(self.chain.mean(xt, tt), scales).to_event(1))
+
+
+class StepProposal:
+    """How the per-datum estimator picks and weights each datum's step t in 1..T: t is the
+    inverse CDF of ``probs`` (over t = 1..T; uniform by default, Ho et al.'s Algorithm 1) at
+    a Uniform(0, 1) draw u, and its term is weighted by 1 / probs[t] (so the sum over t is
+    estimated without bias) times ``step_weights[t]`` (L_simple's w_t, docs/equations.md
+    (2.13); 1 for the bound). Shared by the model and its guide, which must scale alike.
+    docs/equations.md (2.22)."""
+
+    def __init__(self, T: int, probs: np.ndarray | None = None, step_weights=None):
+        probs = np.full(T, 1.0 / T) if probs is None else np.asarray(probs, dtype=float)
+        if probs.shape != (T,) or not np.all(probs > 0) or abs(probs.sum() - 1) > 1e-9:
+            raise ValueError(f"step probabilities must be {T} positive numbers summing to 1")
+        self.T, self.probs = T, probs
+        self.cdf = np.cumsum(probs)
+        w = np.ones(T + 1) if step_weights is None else np.asarray(step_weights, float).copy()
+        w[0] = 0.0
+        self.row_weights = np.concatenate([[0.0], 1.0 / probs]) * w  # index t
+        self._tables = Tables({"cdf": self.cdf[:-1], "w": self.row_weights})
+
+    def steps(self, u: torch.Tensor) -> torch.Tensor:
+        """t = 1 + #{cdf entries <= u}, one per datum, in 1..T."""
+        cdf = self._tables(u)["cdf"]
+        return torch.searchsorted(cdf, u.detach().contiguous(), right=True) + 1
+
+    def weights(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Each datum's scale, (N,)."""
+        return self._tables(like)["w"][t]
+
+
+def per_datum_proposal(schedule: Schedule, scales: np.ndarray, weighting: str, probs=None):
+    """The :class:`StepProposal` of the per-datum estimator: L_simple's weights are 1/lambda_t
+    for t >= 2 and 2 alpha_1 for the decoder (docs/equations.md (2.13))."""
+    weights = None
+    if weighting == "simple":
+        weights = simple_weights(schedule, scales)
+        weights[1] = 2 * schedule.alphas[1]
+    return StepProposal(schedule.T, probs, weights)
+
+
+def marginal_rows(tables: dict, x0: torch.Tensor, t: torch.Tensor) -> dist.TorchDistribution:
+    """q(x_t | x_0) with one step per row (t of shape (N,); ``tables`` from :class:`Tables`);
+    docs/equations.md (2.4)."""
+    a, b = tables["sqrt_abar"][t][:, None], tables["sqrt_one_minus_abar"][t][:, None]
+    return dist.Normal(a * x0, b.expand_as(x0)).to_event(1)
+
+
+class DDPMPerDatumModel:
+    """The ELBO with one step per datum (Ho et al.'s Algorithm 1 as a Pyro program; pair with
+    :class:`probdiff.guides.ddpm.PerDatumGuide` under ``TraceMeanField_ELBO``).
+
+    In the data plate: x_T ~ N(0, I) (prior matching, closed form); u ~ Uniform(0, 1) and
+    t = proposal.steps(u) (model and guide draw u alike, so its KL is 0); an auxiliary
+    x_t ~ q(x_t | x_0) (KL 0, as in :class:`DDPMTermsModel`); then one network call gives
+    mu_theta(x_t, t) for every row, which enters as ``x_prev`` ~ N(mu_theta, sigma_t^2)
+    on the rows with t >= 2 (against the guide's q(x_{t-1} | x_t, x_0): the KL of (2.8))
+    and as the decoder p_theta(x_0 | x_1) on the rows with t = 1. Each row is scaled by
+    1 / probs[t] (times L_simple's w_t), so the ELBO estimate is unbiased for docs/equations.md
+    (2.8) at the cost of one network evaluation per datum (docs/equations.md (2.22)).
+    """
+
+    def __init__(self, chain: ReverseChain, weighting: str = "elbo", probs=None):
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}")
+        self.chain, self.weighting, self.T = chain, weighting, chain.schedule.T
+        self.proposal = per_datum_proposal(chain.schedule, chain.scales, weighting, probs)
+        scales = chain.scales.copy()
+        scales[1] = 1.0  # rows with t = 1 are masked out of x_prev; keep their scale finite
+        self.tables = Tables.of(chain.schedule, safe_scales=scales)
+
+    def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
+        pyro.module("ddpm", self.chain, update_module_params=True)
+        n, d = x0.shape
+        with data_plate(n, n_total, dim=-1):
+            pyro.sample(site(self.T), dist.Normal(x0.new_zeros(d), x0.new_ones(d)).to_event(1))
+            u = pyro.sample(SITE_U, dist.Uniform(x0.new_zeros(()), x0.new_ones(())))
+            t = self.proposal.steps(u)
+            tab = self.tables(x0)
+            xt = pyro.sample(SITE_XT, marginal_rows(tab, x0, t))
+            mean = self.chain.mean(xt, t)
+            first = t == 1
+            with poutine.scale(scale=self.proposal.weights(t, x0)):
+                scale = tab["safe_scales"][t][:, None]
+                with poutine.mask(mask=~first):
+                    pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
+                # other rows see the data as their mean: a finite, gradient-free stand-in
+                decoder_mean = torch.where(first[:, None], mean, x0)
+                with poutine.mask(mask=first):
+                    pyro.sample("x_0", self.chain.decoder_from_mean(decoder_mean), obs=x0)
 
 
 def step_weight(weights: np.ndarray | None, t: torch.Tensor, x0: torch.Tensor):

@@ -23,7 +23,7 @@ from numpyro.contrib.module import flax_module
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
 from probdiff.diffusion.schedules import Schedule
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_XT, STEPS_PLATE, site
+from probdiff.models.ddpm.chain import SITE_PREV, SITE_U, SITE_XT, STEPS_PLATE, StepProposal, site
 from probdiff.plates import numpyro_data_plate
 
 
@@ -96,7 +96,9 @@ class ReverseChain:
         return (xt - beta / jnp.sqrt(1 - abar) * self.eps(xt, t)) / jnp.sqrt(1 - beta)
 
     def decoder_dist(self, x1):
-        mean = self.mean(x1, jnp.ones(x1.shape[:-1], jnp.int32))
+        return self.decoder_from_mean(self.mean(x1, jnp.ones(x1.shape[:-1], jnp.int32)))
+
+    def decoder_from_mean(self, mean):
         if self.decoder == "discretized":
             return DiscretizedGaussian(mean, self.scales[1], self.levels, -1.0, 1.0).to_event(1)
         return dist.Normal(mean, self.scales[1]).to_event(1)
@@ -152,6 +154,64 @@ class DDPMTermsModel:
                 mean = chain.mean(xt, jnp.broadcast_to(t[:, None], (len(t), n)))
                 with numpyro.handlers.scale(scale=step_weight(self.step_weights, t, x0)):
                     numpyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
+
+
+def steps(proposal: StepProposal, u):
+    """t in 1..T from u ~ Uniform(0, 1), as the Pyro twin's ``StepProposal.steps``."""
+    return jnp.searchsorted(jnp.asarray(proposal.cdf[:-1], u.dtype), u, side="right") + 1
+
+
+def marginal_rows(s: Schedule, x0, t):
+    """q(x_t | x_0) with one step per row (docs/equations.md (2.4))."""
+    col = lambda v: jnp.asarray(v, x0.dtype)[t][:, None]  # noqa: E731
+    return dist.Normal(
+        col(np.sqrt(s.abar)) * x0, jnp.broadcast_to(col(np.sqrt(1 - s.abar)), x0.shape)
+    ).to_event(1)
+
+
+class DDPMPerDatumModel:
+    """One step per datum as a NumPyro model (see the Pyro twin
+    :class:`probdiff.models.ddpm.chain.DDPMPerDatumModel`; docs/equations.md (2.22))."""
+
+    def __init__(
+        self,
+        module: TimeMLP,
+        schedule: Schedule,
+        proposal: StepProposal,
+        parameterisation: str = "eps",
+        variance: str = "fixed_small",
+        decoder: str = "gaussian",
+        levels: int | None = None,
+    ):
+        self.module, self.s, self.proposal = module, schedule, proposal
+        self.args = (parameterisation, variance, decoder, levels)
+
+    def __call__(self, x0, n_total: int | None = None) -> None:
+        net = flax_module(
+            "ddpm",
+            self.module,
+            x=jnp.ones((1, self.module.dim), x0.dtype),
+            t=jnp.ones((1,), jnp.int32),
+        )
+        chain = ReverseChain(net, self.s, *self.args)
+        s, n, d = self.s, x0.shape[0], x0.shape[1]
+        safe = chain.scales.copy()
+        safe[1] = 1.0  # rows with t = 1 are masked out of x_prev
+        with numpyro_data_plate(n, n_total, dim=-1):
+            numpyro.sample(site(s.T), dist.Normal(jnp.zeros(d, x0.dtype), 1.0).to_event(1))
+            u = numpyro.sample(SITE_U, dist.Uniform(jnp.zeros((), x0.dtype), 1.0))
+            t = steps(self.proposal, u)
+            xt = numpyro.sample(SITE_XT, marginal_rows(s, x0, t))
+            mean = chain.mean(xt, t)
+            first = t == 1
+            weight = jnp.asarray(self.proposal.row_weights, x0.dtype)[t]
+            with numpyro.handlers.scale(scale=weight):
+                scale = jnp.asarray(safe, x0.dtype)[t][:, None]
+                with numpyro.handlers.mask(mask=~first):
+                    numpyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
+                decoder_mean = jnp.where(first[:, None], mean, x0)
+                with numpyro.handlers.mask(mask=first):
+                    numpyro.sample("x_0", chain.decoder_from_mean(decoder_mean), obs=x0)
 
 
 def step_weight(weights, t, x0):

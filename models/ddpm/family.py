@@ -3,6 +3,9 @@
 The reverse chain is the model, the forward process the guide (:mod:`probdiff.models.ddpm.chain`,
 :mod:`probdiff.guides.ddpm`); ``--estimator`` picks how SVI estimates the ELBO:
 
+* ``per_datum`` (default): one step t per datum, uniform over 1..T and weighted by T, Ho et
+  al.'s Algorithm 1 as an unbiased ELBO at one network evaluation per datum,
+  docs/equations.md (2.22);
 * ``trace``: the full chain under plain ``Trace_ELBO`` with the guide written forwards (a),
   docs/equations.md (2.7);
 * ``closed``: every term of the rewritten ELBO with closed-form KLs (b), docs/equations.md (2.8);
@@ -30,9 +33,12 @@ from probdiff.models.score.likelihood import add_ode_rows_argument, ode_rows
 from probdiff.program import Program
 from probdiff.scaling import DataScaling
 
-ESTIMATORS = ("subsampled", "closed", "trace")
-EVAL_DRAWS = 8  # draws of the x_t per datum for the full bound
-TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of this many rows
+ESTIMATORS = ("per_datum", "subsampled", "closed", "trace")
+EVAL_DRAWS = 2  # draws of the x_t per datum for the full bound (its Monte Carlo error)
+TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of at most this many rows
+# network rows (rows x draws x T) the full bound may use per split by default: about the
+# work of a default training run, so evaluation never costs more than training
+BOUND_BUDGET = {"vector": 1_000_000, "image": 200_000}
 
 
 @register
@@ -42,6 +48,7 @@ class DDPMFamily(Family):
     backends = ("pyro", "numpyro")
     default_lr = 2e-3
     default_steps = 3000
+    default_batch_size = 256
     auxiliary_sites = ("steps",)  # the plate's subsampled indices, not a latent
     held_out_keys = (
         "bits_per_dim",
@@ -78,8 +85,9 @@ class DDPMFamily(Family):
         g.add_argument(
             "--estimator",
             choices=ESTIMATORS,
-            default="subsampled",
-            help="ELBO estimator for training (README: measured variances and speed)",
+            default="per_datum",
+            help="ELBO estimator for training: per_datum draws one step per datum (Ho et "
+            "al.'s Algorithm 1); README: measured variances and speed",
         )
         g.add_argument(
             "--subsample",
@@ -110,6 +118,14 @@ class DDPMFamily(Family):
             choices=("auto", "gaussian", "discretized"),
             default="auto",
             help="p(x_0|x_1): auto = discretized for integer images, else gaussian",
+        )
+        g.add_argument(
+            "--bound-rows",
+            type=int,
+            default=None,
+            help="rows of each split for the full bound after training (default: as many as "
+            "1e6 network evaluations allow for vectors, 2e5 for images, at least 100; "
+            "0: all)",
         )
         add_ode_rows_argument(g)
 
@@ -157,6 +173,8 @@ class DDPMFamily(Family):
         self.data_log_jacobian = self.scaling.log_jacobian
         self.dim = data.dim
         ode_rows(o, data)  # a bad --ode-rows fails now, not after training
+        if (o.get("bound_rows") or 0) < 0:
+            raise ProbdiffError(f"--bound-rows must be >= 0, got {o['bound_rows']}")
 
     @property
     def objective(self) -> str:
@@ -221,6 +239,28 @@ class DDPMFamily(Family):
         weights = simple_weights(self.schedule, scales) if weighting == "simple" else None
         k = o["subsample"] if estimator == "subsampled" else None
         module = dn.TimeMLP(self.dim, tuple(self.hidden), self.T, dtype=dtype)
+        if estimator == "per_datum":
+            from probdiff.guides.ddpm_numpyro import PerDatumGuide
+            from probdiff.models.ddpm.chain import per_datum_proposal
+
+            proposal = per_datum_proposal(self.schedule, scales, weighting)
+            model = dn.DDPMPerDatumModel(
+                module,
+                self.schedule,
+                proposal,
+                o["parameterisation"],
+                o["variance"],
+                self.decoder,
+                self.scaling.model_levels,
+            )
+            model.dtype = dtype
+            return Program(
+                model,
+                PerDatumGuide(self.schedule, proposal),
+                elbo="meanfield",
+                max_plate_nesting=1,
+                vectorize_particles=False,
+            )
         model = dn.DDPMTermsModel(
             module,
             self.schedule,
@@ -239,11 +279,20 @@ class DDPMFamily(Family):
         )
 
     def _program(self, estimator: str, chain, weighting: str = "elbo") -> Program:
-        from probdiff.guides.ddpm import ForwardGuide, MarginalGuide
-        from probdiff.models.ddpm.chain import DDPMModel, DDPMTermsModel
+        from probdiff.guides.ddpm import ForwardGuide, MarginalGuide, PerDatumGuide
+        from probdiff.models.ddpm.chain import DDPMModel, DDPMPerDatumModel, DDPMTermsModel
 
         if estimator == "trace":
             return Program(DDPMModel(chain), ForwardGuide(self.schedule), elbo="trace")
+        if estimator == "per_datum":
+            model = DDPMPerDatumModel(chain, weighting)
+            return Program(
+                model,
+                PerDatumGuide(self.schedule, model.proposal),
+                elbo="meanfield",
+                max_plate_nesting=1,
+                vectorize_particles=False,  # one step per row: rows are (N, D)
+            )
         k = self.options["subsample"] if estimator == "subsampled" else None
         model = DDPMTermsModel(chain, k, weighting)
         return Program(
@@ -255,8 +304,9 @@ class DDPMFamily(Family):
 
     # -- evaluation ---------------------------------------------------------------------------
     def trace_rows(self, n_test: int) -> int:
-        """The held-out trace evaluates all T - 1 terms per row: at most 100 000 / T rows."""
-        return min(n_test, max(1, 100_000 // self.T))
+        """The held-out trace evaluates all T - 1 terms per row: at most 20 000 / T rows (the
+        same rows each time, so the curve is smooth; the final bound uses more)."""
+        return min(n_test, max(1, 20_000 // self.T))
 
     def evaluation_program(self, program: Program) -> Program:
         """The held-out trace uses the full bound (all T - 1 KLs, closed form) on the same
@@ -272,8 +322,9 @@ class DDPMFamily(Family):
         x_t from q(x_t|x_0)), the decoder log p(x_0|x_1); ``EVAL_DRAWS`` draws per datum, by the
         torch chain (NumPyro runs are converted: the twins agree to 1e-10).
 
-        Returns per datum: ``elbo`` (mean), ``stderr`` (Monte Carlo standard error of the mean
-        over rows), ``rows`` (each row's bound, averaged over its draws), ``prior``,
+        Returns per datum: ``elbo`` (mean), ``stderr`` (standard error of the mean over the
+        rows: their spread and the draws), ``mc_stderr`` (the Monte Carlo part alone, given
+        the rows), ``rows`` (each row's bound, averaged over its draws), ``prior``,
         ``decoder``, ``kl`` (sums), and ``kl_per_step`` (T - 1,) for t = 2..T, each averaged
         over rows and draws. docs/equations.md (2.8), (2.9)."""
         import pyro
@@ -307,7 +358,8 @@ class DDPMFamily(Family):
         rows = np.concatenate(totals)
         return {
             "elbo": float(rows.mean()),
-            "stderr": math.sqrt(var) / n,
+            "stderr": float(rows.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+            "mc_stderr": math.sqrt(var) / n,
             "rows": rows,
             "prior": prior / n,
             "decoder": decoder / n,
@@ -327,16 +379,21 @@ class DDPMFamily(Family):
         out: dict = {}
         used: dict[str, np.ndarray] = {}
         rng = np.random.default_rng(seed)
+        cap = self.bound_rows()
         for key, x in (("elbo", train), ("test_elbo", test)):
             if x is None or len(x) == 0:
                 continue
-            if key == "elbo" and len(x) > TRAIN_EVAL_ROWS:
-                x = x[np.sort(rng.choice(len(x), TRAIN_EVAL_ROWS, replace=False))]
+            if key == "elbo" and len(x) > min(TRAIN_EVAL_ROWS, cap):
+                x = x[np.sort(rng.choice(len(x), min(TRAIN_EVAL_ROWS, cap), replace=False))]
+            elif len(x) > cap:
+                x = x[:cap]  # the held-out split is already in random order
             used[key] = x
+            out[key + "_rows"] = len(x)
             with self.phase(key + "_bound", f"{key.replace('_', ' ')} bound, {len(x)} rows"):
                 bound = self.variational_bound(params, x, seed)
             out[key] = bound["elbo"] + self.data_log_jacobian
             out[key + "_stderr"] = bound["stderr"]
+            out[key + "_mc_stderr"] = bound["mc_stderr"]
             prefix = key[: -len("elbo")]
             out[prefix + "bound_prior"] = bound["prior"]
             out[prefix + "bound_decoder"] = bound["decoder"] + self.data_log_jacobian
@@ -356,7 +413,7 @@ class DDPMFamily(Family):
         if self.data.log_prob is not None and self.scaling.identity:
             if "elbo" in used:  # on the same rows as elbo
                 out["true_log_likelihood"] = float(np.mean(self.data.log_prob(used["elbo"])))
-            out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(held)))
+            out[p + "true_log_likelihood"] = float(np.mean(self.data.log_prob(used[ref])))
             out[p + "true_minus_elbo"] = out[p + "true_log_likelihood"] - out[ref]
         if ode_rows(self.options, self.data) > 0:
             with self.phase("ode_likelihood", "ODE likelihood"):
@@ -372,6 +429,14 @@ class DDPMFamily(Family):
                     train[: len(test)], test, seed=seed
                 )
         return out
+
+    def bound_rows(self) -> int:
+        """Rows per split for the full bound: ``--bound-rows``, or what the budget allows."""
+        n = self.options.get("bound_rows")
+        if n is not None:
+            return n if n > 0 else 2**62
+        budget = BOUND_BUDGET.get(self.data.kind, BOUND_BUDGET["vector"])
+        return max(100, budget // (EVAL_DRAWS * self.T))
 
     def continuous_score(self, chain):
         """(sde, score(x, t)): the VP SDE whose marginals equal the chain's at t = i / T

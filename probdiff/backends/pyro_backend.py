@@ -10,15 +10,16 @@ import numpy as np
 import pyro
 import pyro.poutine.runtime
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from pyro.optim import ClippedAdam
 from pyro.poutine.util import site_is_subsample
 
+from probdiff.backends.meanfield_elbo import MeanFieldELBO
 from probdiff.errors import ProbdiffError, user_code_error
 from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
 from probdiff.seeds import derive
 
-_ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
+_ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": MeanFieldELBO}
 
 
 def torch_device(device: str) -> torch.device:
@@ -114,9 +115,16 @@ class PyroBackend:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set
         (NaN where the step met non-finite parameters)."""
         args, kw = self._program.inputs(batch, n_total)
-        with self._user_code(
-            self._program, "a training step", diverged_ok=True, inputs=(args, kw)
-        ) as outcome:
+        # Pyro's validation (shapes, supports, argument checks) on the first good step; the
+        # loop then runs without it (a NaN it would have refused shows as a NaN loss)
+        with (
+            self._user_code(
+                self._program, "a training step", diverged_ok=True, inputs=(args, kw)
+            ) as outcome,
+            pyro.validation_enabled(
+                self._good_steps == 0 and pyro.infer.util.is_validation_enabled()
+            ),
+        ):
             loss = float(self._svi.step(*args, **kw))
             self._good_steps += 1
             return loss
