@@ -114,6 +114,14 @@ def marginal(s: Schedule, x0, t):
     return dist.Normal(col(a) * x0, jnp.broadcast_to(col(b), (len(t),) + x0.shape)).to_event(1)
 
 
+def registered_chain(module: TimeMLP, schedule: Schedule, args: tuple, dtype) -> ReverseChain:
+    """The reverse chain on the network registered (``flax_module``) as ``ddpm``."""
+    net = flax_module(
+        "ddpm", module, x=jnp.ones((1, module.dim), dtype), t=jnp.ones((1,), jnp.int32)
+    )
+    return ReverseChain(net, schedule, *args)
+
+
 class DDPMTermsModel:
     """The term-by-term ELBO as a NumPyro model (see the Pyro twin for the construction)."""
 
@@ -133,13 +141,7 @@ class DDPMTermsModel:
         self.subsample, self.step_weights = subsample, step_weights
 
     def __call__(self, x0, n_total: int | None = None) -> None:
-        net = flax_module(
-            "ddpm",
-            self.module,
-            x=jnp.ones((1, self.module.dim), x0.dtype),
-            t=jnp.ones((1,), jnp.int32),
-        )
-        chain = ReverseChain(net, self.s, *self.args)
+        chain = registered_chain(self.module, self.s, self.args, x0.dtype)
         s, n, d = self.s, x0.shape[0], x0.shape[1]
         with numpyro_data_plate(n, n_total, dim=-1):
             numpyro.sample(site(s.T), dist.Normal(jnp.zeros(d, x0.dtype), 1.0).to_event(1))
@@ -187,13 +189,7 @@ class DDPMPerDatumModel:
         self.args = (parameterisation, variance, decoder, levels)
 
     def __call__(self, x0, n_total: int | None = None) -> None:
-        net = flax_module(
-            "ddpm",
-            self.module,
-            x=jnp.ones((1, self.module.dim), x0.dtype),
-            t=jnp.ones((1,), jnp.int32),
-        )
-        chain = ReverseChain(net, self.s, *self.args)
+        chain = registered_chain(self.module, self.s, self.args, x0.dtype)
         s, n, d = self.s, x0.shape[0], x0.shape[1]
         safe = chain.scales.copy()
         safe[1] = 1.0  # rows with t = 1 are masked out of x_prev
