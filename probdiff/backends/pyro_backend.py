@@ -11,10 +11,11 @@ import pyro
 import pyro.poutine.runtime
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
-from pyro.optim import ClippedAdam
+from pyro.optim import PyroOptim
 from pyro.poutine.util import site_is_subsample
 
 from probdiff.backends.meanfield_elbo import MeanFieldELBO
+from probdiff.backends.optim import clipped_adam
 from probdiff.errors import ProbdiffError, user_code_error
 from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
 from probdiff.seeds import derive
@@ -68,7 +69,7 @@ class PyroBackend:
             torch.set_num_threads(threads)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
         self._svi: SVI | None = None
-        self._optim: ClippedAdam | None = None
+        self._optim: PyroOptim | None = None
         self._good_steps = 0  # steps since start(): a refused parameter after them is divergence
 
     # -- data ---------------------------------------------------------------------------
@@ -97,7 +98,7 @@ class PyroBackend:
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         self._program = program
-        self._optim = ClippedAdam({"lr": lr, "clip_norm": clip_norm})
+        self._optim = clipped_adam({"lr": lr, "clip_norm": clip_norm})
         self._good_steps = 0
         self._svi = SVI(program.model, program.guide, self._optim, loss=make_elbo(program))
         self._create_params(program, x)
