@@ -33,10 +33,11 @@ def enum_elbo(model, guide, x) -> float:
     return -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
 
 
-def test_log_likelihood_matches_sklearn_at_the_same_parameters():
+@pytest.mark.parametrize("d", [3, 12])  # 12: distances by the expansion ||x||^2 - 2 x.mu + ...
+def test_log_likelihood_matches_sklearn_at_the_same_parameters(d):
     rng = np.random.default_rng(1)
-    p = random_params(rng, k=4, d=3)
-    x = rng.normal(0, 2, (200, 3))
+    p = random_params(rng, k=4, d=d)
+    x = rng.normal(0, 2, (200, d))
     np.testing.assert_allclose(
         gmm_em.log_likelihood(x, p), sklearn_spherical(p).score_samples(x), rtol=1e-10
     )

@@ -41,9 +41,10 @@ class TimeMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, device=x.device)
-        if t.dim() == 0:
-            t = t.expand(x.shape[0])
-        feats = time_features(t, self.T, self.embed).to(x.dtype)
+        if t.dim() == 0:  # one step for every row: its features once, broadcast
+            feats = time_features(t[None], self.T, self.embed).to(x.dtype).expand(x.shape[0], -1)
+        else:
+            feats = time_features(t, self.T, self.embed).to(x.dtype)
         return self.net(torch.cat([x, feats], dim=-1))
 
 

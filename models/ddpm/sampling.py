@@ -10,8 +10,8 @@ eps(x_t, t).
   s = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev);
   eta = 0 is deterministic; the last step goes to abar_0 = 1 (x0_hat).
 
-``eps`` takes (x, t) with x of shape (N, D) and t an int; samplers run under ``torch.no_grad``
-and draw from ``generator``. ``record`` (a list of steps) keeps the states x_t at those t.
+``eps`` takes (x, t) with x of shape (N, D) and t an int; samplers run under
+``torch.inference_mode`` and draw from ``generator``. ``record`` (a list of steps) keeps the states x_t at those t.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def ancestral(
     """DDPM ancestral sampling: (x_0 draws (n, dim), {t: x_t} for t in ``record``)."""
     sigma = np.sqrt(schedule.reverse_variance(variance))
     kept: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
+    with torch.inference_mode():
         x = torch.randn(n, dim, generator=generator, dtype=dtype)
         for t in range(schedule.T, 0, -1):
             if record is not None and t in record:
@@ -81,7 +81,7 @@ def ddim(
     abar = schedule.abar
     taus = ddim_steps(schedule.T, steps)
     kept: dict[int, torch.Tensor] = {}
-    with torch.no_grad():
+    with torch.inference_mode():
         x = torch.randn(n, dim, generator=generator, dtype=dtype)
         for i, t in enumerate(taus):
             if record is not None and t in record:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -28,6 +27,23 @@ class MixtureParams:
         return {"weights": self.weights, "locs": self.locs, "scales": self.scales}
 
 
+def logsumexp(a: np.ndarray, axis: int = -1, keepdims: bool = False) -> np.ndarray:
+    """log sum exp along ``axis``, shifted by the maximum (rows that are all -inf give -inf)."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def squared_distances(x: np.ndarray, locs: np.ndarray) -> np.ndarray:
+    """||x_n - mu_k||^2, shape (N, K): directly for few coordinates, else by the expansion
+    ||x||^2 - 2 x.mu + ||mu||^2 (no (N, K, D) array; clipped at 0 against rounding)."""
+    if x.shape[-1] <= 4:
+        return ((x[:, None, :] - locs[None]) ** 2).sum(-1)
+    sq = (x * x).sum(1)[:, None] - 2.0 * x @ locs.T + (locs * locs).sum(1)[None]
+    return np.maximum(sq, 0.0)
+
+
 def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
     """log pi_k + log N(x_n | mu_k, sigma_k^2 I), shape (N, K).
 
@@ -35,7 +51,7 @@ def component_log_joint(x: np.ndarray, p: MixtureParams) -> np.ndarray:
     (docs/equations.md (1.6)).
     """
     d = x.shape[-1]
-    sq = ((x[:, None, :] - p.locs[None]) ** 2).sum(-1)
+    sq = squared_distances(x, p.locs)
     return np.log(p.weights) - 0.5 * d * LOG_2PI - d * np.log(p.scales) - 0.5 * sq / p.scales**2
 
 
@@ -101,28 +117,40 @@ def ordered_by_first_coordinate(p: MixtureParams, min_gap: float) -> MixturePara
     return MixtureParams(np.asarray(p.weights)[order], locs, np.asarray(p.scales)[order])
 
 
+def _e_step(x: np.ndarray, p: MixtureParams) -> tuple[np.ndarray, float]:
+    """(r_nk = p(z = k | x_n), mean log p(x_n)) at ``p``, from one log-joint."""
+    lj = component_log_joint(x, p)
+    lse = logsumexp(lj, axis=1, keepdims=True)
+    return np.exp(lj - lse), float(lse.mean())
+
+
+def _m_step(x: np.ndarray, r: np.ndarray, reg: float) -> MixtureParams:
+    nk = r.sum(0) + 10 * np.finfo(float).eps
+    locs = (r.T @ x) / nk[:, None]
+    var = (r * squared_distances(x, locs)).sum(0) / (x.shape[1] * nk) + reg
+    return MixtureParams(nk / nk.sum(), locs, np.sqrt(var))
+
+
 def em_step(x: np.ndarray, p: MixtureParams, reg: float = 1e-6) -> MixtureParams:
     """One EM update for the isotropic mixture.
 
     E: r_nk = p(z = k | x_n).  M: N_k = sum_n r_nk, pi_k = N_k / N, mu_k = sum_n r_nk x_n / N_k,
     sigma_k^2 = sum_n r_nk ||x_n - mu_k||^2 / (D N_k) + reg (docs/equations.md (1.9)).
     """
-    r = responsibilities(x, p)
-    nk = r.sum(0) + 10 * np.finfo(float).eps
-    locs = (r.T @ x) / nk[:, None]
-    sq = ((x[:, None, :] - locs[None]) ** 2).sum(-1)
-    var = (r * sq).sum(0) / (x.shape[1] * nk) + reg
-    return MixtureParams(nk / nk.sum(), locs, np.sqrt(var))
+    return _m_step(x, _e_step(x, p)[0], reg)
 
 
 def em_fit(
     x: np.ndarray, init: MixtureParams, max_iter: int = 500, tol: float = 1e-8
 ) -> tuple[MixtureParams, np.ndarray]:
-    """Run EM until the mean log-likelihood improves by less than ``tol``; return (params, trace)."""
-    p, trace = init, [log_likelihood(x, init).mean()]
-    for _ in range(max_iter):
-        p = em_step(x, p)
-        trace.append(log_likelihood(x, p).mean())
-        if abs(trace[-1] - trace[-2]) < tol:
+    """Run EM until the mean log-likelihood improves by less than ``tol``; return (params,
+    trace). Each iteration's E-step gives the log-likelihood of the parameters it starts
+    from, so the trace costs no extra pass over the data."""
+    p, trace = init, []
+    for _ in range(max_iter + 1):
+        r, ll = _e_step(x, p)
+        trace.append(ll)
+        if len(trace) > max_iter or (len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol):
             break
+        p = _m_step(x, r, 1e-6)
     return p, np.asarray(trace)
