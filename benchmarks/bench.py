@@ -104,9 +104,9 @@ def hand_algorithm_1(chain, abar):
     return step
 
 
-def probdiff_ddpm(family, x, seed):
-    backend = get_backend("pyro")
-    program = family.program("pyro", x, seed)
+def probdiff_ddpm(family, x, seed, backend_name="pyro"):
+    backend = get_backend(backend_name)
+    program = family.program(backend_name, x, seed)
     data = backend.array(x)
     backend.start(program, data, lr=family.default_lr, seed=seed)
     n = len(x)
@@ -121,8 +121,12 @@ def ddpm_rows(args) -> list[dict]:
     abar = torch.as_tensor(family.schedule.abar, dtype=torch.float32)
     hand = hand_algorithm_1(family.chain(1), abar)
     _, ours = probdiff_ddpm(family, x, 1)
+    _, jitted = probdiff_ddpm(family, x, 1, "numpyro")
     times = interleaved(
-        {"probdiff": ours, "hand": lambda idx: hand(xt[idx])}, args.repeats, args.steps, batches
+        {"probdiff": ours, "numpyro": jitted, "hand": lambda idx: hand(xt[idx])},
+        args.repeats,
+        args.steps,
+        batches,
     )
     rows = [
         ratio_row(
@@ -131,7 +135,8 @@ def ddpm_rows(args) -> list[dict]:
             "probdiff",
             "hand",
             1.3,
-        )
+        ),
+        ratio_row("  the same, NumPyro backend (jit)", times, "numpyro", "hand"),
     ]
     # quality at equal wall time
     held = test[:500]
@@ -207,19 +212,20 @@ def vae_rows(args) -> list[dict]:
         loss.backward()
         opt.step()
 
-    backend = get_backend("pyro")
-    program = family.program("pyro", x, 0)
-    arr = backend.array(x)
-    backend.start(program, arr, lr=1e-3, seed=0)
+    steps = {"hand": hand}
+    for name in ("pyro", "numpyro"):
+        backend = get_backend(name)
+        program = family.program(name, x, 0)
+        arr = backend.array(x)
+        backend.start(program, arr, lr=1e-3, seed=0)
+        steps[name] = lambda idx, b=backend, a=arr: b.step(b.take(a, idx), n)
     rng = np.random.default_rng(0)
     batches = [rng.choice(n, 128, replace=False) for _ in range(400)]
-    times = interleaved(
-        {"probdiff": lambda idx: backend.step(backend.take(arr, idx), n), "hand": hand},
-        args.repeats,
-        args.steps,
-        batches,
-    )
-    return [ratio_row("VAE step, digits, MLP 128, batch 128", times, "probdiff", "hand", 1.3)]
+    times = interleaved(steps, args.repeats, args.steps, batches)
+    return [
+        ratio_row("VAE step, digits, MLP 128, batch 128", times, "pyro", "hand", 1.3),
+        ratio_row("  the same, NumPyro backend (jit)", times, "numpyro", "hand"),
+    ]
 
 
 # -- sampling -----------------------------------------------------------------------------
