@@ -29,9 +29,10 @@ from probdiff.models.ddpm.chain import (
     SITE_XT,
     STEPS_PLATE,
     StepProposal,
-    Tables,
+    forward_posterior_rows,
     marginal,
     marginal_rows,
+    per_datum_tables,
     site,
     step_weight,
 )
@@ -121,9 +122,7 @@ class PerDatumGuide:
 
     def __init__(self, schedule: Schedule, proposal: StepProposal):
         self.schedule, self.proposal = schedule, proposal
-        var = schedule.posterior_variance.copy()
-        var[1] = 1.0  # masked rows (t = 1): any finite scale
-        self.tables = Tables.of(schedule, safe_scales=np.sqrt(var))
+        self.tables = per_datum_tables(schedule)
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         s, n = self.schedule, x0.shape[0]
@@ -133,11 +132,8 @@ class PerDatumGuide:
             t = self.proposal.steps(u)
             tab = self.tables(x0)
             xt = pyro.sample(SITE_XT, marginal_rows(tab, x0, t))
-            mean = tab["post_x0"][t][:, None] * x0 + tab["post_xt"][t][:, None] * xt
             with (
                 poutine.scale(scale=self.proposal.weights(t, x0)),
                 poutine.mask(mask=t >= 2),
             ):
-                pyro.sample(
-                    SITE_PREV, dist.Normal(mean, tab["safe_scales"][t][:, None]).to_event(1)
-                )
+                pyro.sample(SITE_PREV, forward_posterior_rows(tab, x0, xt, t))

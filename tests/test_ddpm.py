@@ -327,3 +327,84 @@ def test_numpyro_twin_gives_the_same_elbo_at_the_same_weights(
         assert got == pytest.approx(float(expected), rel=1e-10)
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_importance_proposal_keeps_each_terms_last_values():
+    """The history ring: rows sharing a step take consecutive slots, counts add up, pi is
+    uniform until every step has ``history`` values, then proportional to the root mean
+    square of each step's values (mixed with the floor), and weights are 1 / pi."""
+    from probdiff.models.ddpm.chain import HISTORY_SITE, ImportanceStepProposal
+
+    pyro.clear_param_store()
+    prop = ImportanceStepProposal(4, history=3, floor=0.0)
+    like = torch.zeros(())
+    assert torch.allclose(prop.current_probs(like), torch.full((4,), 0.25))
+    prop.record(torch.tensor([2, 2, 1, 2, 2]), torch.tensor([1.0, 2.0, 5.0, 3.0, 4.0]))
+    h = pyro.param(HISTORY_SITE).detach()
+    assert h[2].tolist() == [4.0, 2.0, 3.0, 4.0]  # slots 0,1,2 then 0 again; count 4
+    assert h[1].tolist() == [5.0, 0.0, 0.0, 1.0]
+    values = torch.tensor([[0.0] * 4, [1.0, 1, 1, 3], [2, 2, 2, 3], [3, 3, 3, 3], [0, 0, 6, 3]])
+    pyro.get_param_store()[HISTORY_SITE] = values
+    rms = torch.tensor([1.0, 2.0, 3.0, (36 / 3) ** 0.5])
+    want = rms / rms.sum()
+    torch.testing.assert_close(prop.current_probs(like), want)
+    t = prop.steps(torch.tensor([0.0, 0.999]))
+    assert t.tolist() == [1, 4]
+    torch.testing.assert_close(prop.weights(t, like), 1 / want[t - 1])
+
+
+def test_importance_sampled_steps_keep_the_expectation(setup):
+    """With a learned (skewed) history the per-datum ELBO still estimates the closed bound
+    (3 standard errors), and a training call records each row's closed-form KL (or the
+    decoder's -log p), as the ELBO computes it, in the history."""
+    from pyro import poutine
+
+    from probdiff.models.ddpm.chain import HISTORY_SITE, elbo_terms
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        x, schedule = setup
+        torch.manual_seed(0)
+        chain = ReverseChain(TimeMLP(2, [16], T), schedule)
+        pyro.clear_param_store()
+        model = DDPMPerDatumModel(chain, timesteps="importance")
+        guide = PerDatumGuide(schedule, model.proposal)
+        history = torch.zeros(T + 1, 11)
+        history[1:, :-1] = torch.linspace(0.1, 20.0, T)[:, None]
+        history[:, -1] = 10
+        pyro.param(HISTORY_SITE, history)
+        probs = model.proposal.current_probs(history)
+        assert probs.max() / probs.min() > 50
+        closed = DDPMTermsModel(chain)
+        xs = x.repeat(10, 1)
+        with torch.no_grad():
+            est = {
+                name: np.array([-TraceMeanField_ELBO().loss(m, g, xs) / len(xs) for _ in range(60)])
+                for name, m, g in (
+                    ("importance", model, guide),
+                    ("closed", closed, MarginalGuide(schedule)),
+                )
+            }
+        assert_same_mean(est)
+
+        # a training call (gradients on), from an empty history, records the rows' terms
+        pyro.clear_param_store()
+        model = DDPMPerDatumModel(chain, timesteps="importance")
+        guide = PerDatumGuide(schedule, model.proposal)
+        pyro.set_rng_seed(4)
+        xb = x[:40]
+        tr = poutine.trace(guide).get_trace(xb)
+        poutine.replay(model, trace=tr)(xb)
+        history = pyro.param(HISTORY_SITE).detach()
+        t = model.proposal.steps(tr.nodes["u_t"]["value"])
+        with torch.no_grad():
+            terms = elbo_terms(model, poutine.replay(guide, trace=tr), xb)
+        # elbo_terms scales a latent site's -KL by the guide's scale (T here), not the data's
+        want = torch.where(t == 1, -terms["x_0"], -terms["x_prev"] / T)
+        counts = torch.bincount(t, minlength=T + 1)
+        assert torch.equal(history[:, -1], counts.double()) and counts.max() <= 10
+        for step in range(1, T + 1):
+            n = int(counts[step])
+            torch.testing.assert_close(history[step, :n], want[t == step], rtol=1e-10, atol=0)
+    finally:
+        torch.set_default_dtype(torch.float32)

@@ -24,6 +24,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
+from torch.distributions import kl_divergence
 
 from probdiff.diffusion.likelihoods import DiscretizedGaussian
 from probdiff.diffusion.schedules import Schedule
@@ -283,14 +284,85 @@ class StepProposal:
         return self._tables(like)["w"][t]
 
 
-def per_datum_proposal(schedule: Schedule, scales: np.ndarray, weighting: str, probs=None):
+HISTORY_SITE = "ddpm_step_history"
+
+
+class ImportanceStepProposal(StepProposal):
+    """Importance-sampled steps (Nichol and Dhariwal 2021, section 3.3): pi_t proportional
+    to sqrt(E[L_t^2]) over the last ``history`` values of each term L_t (as weighted in the
+    objective), uniform until every step has that many, mixed with ``floor`` of the uniform
+    so no pi_t is 0; docs/equations.md (2.22), (2.23).
+
+    The history is a parameter-store entry (``ddpm_step_history``: (T + 1) x (history + 1),
+    the last column counting the values seen), so checkpoints carry it and a resumed fit
+    continues exactly; it receives no gradient. Model and guide read pi from it at the start
+    of a step; the model appends the step's terms after it has drawn its sites, and only
+    when gradients are on (a training step, not an evaluation)."""
+
+    def __init__(self, T: int, step_weights=None, history: int = 10, floor: float = 1e-3):
+        super().__init__(T, None, step_weights)
+        self.history, self.floor = history, floor
+        self._w = self.row_weights / T  # the step weights alone (row_weights carry 1/pi = T)
+
+    def state(self, like: torch.Tensor) -> torch.Tensor:
+        init = lambda: torch.zeros(  # noqa: E731
+            (self.T + 1, self.history + 1), dtype=like.dtype, device=like.device
+        )
+        return pyro.param(HISTORY_SITE, init).detach()
+
+    def current_probs(self, like: torch.Tensor) -> torch.Tensor:
+        """pi_1..pi_T now, (T,)."""
+        h = self.state(like)
+        uniform = torch.full((self.T,), 1.0 / self.T, dtype=like.dtype, device=like.device)
+        if bool((h[1:, -1] < self.history).any()):
+            return uniform
+        rms = h[1:, :-1].pow(2).mean(1).sqrt()
+        return (1 - self.floor) * rms / rms.sum() + self.floor * uniform
+
+    def steps(self, u: torch.Tensor) -> torch.Tensor:
+        cdf = torch.cumsum(self.current_probs(u), 0)[:-1]
+        return torch.searchsorted(cdf, u.detach().contiguous(), right=True) + 1
+
+    def weights(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        w = torch.as_tensor(self._w, dtype=like.dtype, device=like.device)[1:]
+        return (w / self.current_probs(like))[t - 1]
+
+    def record(self, t: torch.Tensor, terms: torch.Tensor) -> None:
+        """Append each row's term (its step's ring of ``history`` slots; rows sharing a step
+        take consecutive slots)."""
+        with torch.no_grad():
+            h = pyro.param(HISTORY_SITE).unconstrained()
+            order = torch.argsort(t, stable=True)
+            ts = t[order]
+            rank = torch.arange(len(ts), device=t.device) - torch.searchsorted(ts, ts)
+            slot = (h[ts, -1].long() + rank) % self.history
+            h[ts, slot] = terms[order].to(h.dtype)
+            h[:, -1] += torch.bincount(t, minlength=self.T + 1).to(h.dtype)
+
+
+def per_datum_proposal(
+    schedule: Schedule, scales: np.ndarray, weighting: str, probs=None, timesteps="uniform"
+):
     """The :class:`StepProposal` of the per-datum estimator: L_simple's weights are 1/lambda_t
-    for t >= 2 and 2 alpha_1 for the decoder (docs/equations.md (2.13))."""
+    for t >= 2 and 2 alpha_1 for the decoder (docs/equations.md (2.13)); ``timesteps``
+    ``importance`` learns pi from the terms (:class:`ImportanceStepProposal`)."""
     weights = None
     if weighting == "simple":
         weights = simple_weights(schedule, scales)
         weights[1] = 2 * schedule.alphas[1]
+    if timesteps == "importance":
+        return ImportanceStepProposal(schedule.T, weights)
+    if timesteps != "uniform":
+        raise ValueError(f"unknown timesteps {timesteps!r}")
     return StepProposal(schedule.T, probs, weights)
+
+
+def forward_posterior_rows(tables: dict, x0, xt, t) -> dist.TorchDistribution:
+    """q(x_{t-1} | x_t, x_0) with one step per row (docs/equations.md (2.5)); rows with
+    t = 1 (a point mass) get scale 1 from ``safe_scales``."""
+    col = lambda name: tables[name][t][:, None]  # noqa: E731
+    mean = col("post_x0") * x0 + col("post_xt") * xt
+    return dist.Normal(mean, col("safe_post_scales").expand_as(mean)).to_event(1)
 
 
 def marginal_rows(tables: dict, x0: torch.Tensor, t: torch.Tensor) -> dist.TorchDistribution:
@@ -314,14 +386,16 @@ class DDPMPerDatumModel:
     (2.8) at the cost of one network evaluation per datum (docs/equations.md (2.22)).
     """
 
-    def __init__(self, chain: ReverseChain, weighting: str = "elbo", probs=None):
+    def __init__(
+        self, chain: ReverseChain, weighting: str = "elbo", probs=None, timesteps="uniform"
+    ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}")
         self.chain, self.weighting, self.T = chain, weighting, chain.schedule.T
-        self.proposal = per_datum_proposal(chain.schedule, chain.scales, weighting, probs)
-        scales = chain.scales.copy()
-        scales[1] = 1.0  # rows with t = 1 are masked out of x_prev; keep their scale finite
-        self.tables = Tables.of(chain.schedule, safe_scales=scales)
+        self.proposal = per_datum_proposal(
+            chain.schedule, chain.scales, weighting, probs, timesteps
+        )
+        self.tables = per_datum_tables(chain.schedule, chain.scales)
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
         pyro.module("ddpm", self.chain, update_module_params=True)
@@ -340,8 +414,32 @@ class DDPMPerDatumModel:
                     pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
                 # other rows see the data as their mean: a finite, gradient-free stand-in
                 decoder_mean = torch.where(first[:, None], mean, x0)
+                decoder = self.chain.decoder_from_mean(decoder_mean)
                 with poutine.mask(mask=first):
-                    pyro.sample("x_0", self.chain.decoder_from_mean(decoder_mean), obs=x0)
+                    pyro.sample("x_0", decoder, obs=x0)
+            # a training step (gradients on) adds its terms; an evaluation does not
+            if isinstance(self.proposal, ImportanceStepProposal) and torch.is_grad_enabled():
+                with torch.no_grad():  # each row's term L_t, weighted as in the objective
+                    kl = kl_divergence(
+                        forward_posterior_rows(tab, x0, xt, t),
+                        dist.Normal(mean, scale).to_event(1),
+                    )
+                    term = torch.where(first, -decoder.log_prob(x0), kl)
+                    w = torch.as_tensor(self.proposal._w, dtype=x0.dtype, device=x0.device)
+                    self.proposal.record(t, w[t] * term)
+
+
+def per_datum_tables(schedule: Schedule, scales: np.ndarray | None = None) -> Tables:
+    """The schedule's tables with the finite stand-in scales of the per-datum program (the
+    model's sigma_t, given ``scales``, and sigma_q(t)): rows with t = 1 are masked out of
+    ``x_prev``, where sigma_q(1) = 0."""
+    post = schedule.posterior_variance.copy()
+    post[1] = 1.0
+    extra = {"safe_post_scales": np.sqrt(post)}
+    if scales is not None:
+        extra["safe_scales"] = scales.copy()
+        extra["safe_scales"][1] = 1.0
+    return Tables.of(schedule, **extra)
 
 
 def step_weight(weights: np.ndarray | None, t: torch.Tensor, x0: torch.Tensor):

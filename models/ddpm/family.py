@@ -90,6 +90,13 @@ class DDPMFamily(Family):
             "al.'s Algorithm 1); README: measured variances and speed",
         )
         g.add_argument(
+            "--timesteps",
+            choices=("uniform", "importance"),
+            default="uniform",
+            help="per_datum: each datum's step uniform (Algorithm 1), or importance-sampled "
+            "with pi_t ~ sqrt(E[L_t^2]) over each term's last 10 values (Nichol and Dhariwal)",
+        )
+        g.add_argument(
             "--subsample",
             type=int,
             default=None,
@@ -161,6 +168,8 @@ class DDPMFamily(Family):
             raise ProbdiffError(
                 f"--subsample must be in 1..T-1 = {self.T - 1}, got {o['subsample']}"
             )
+        if o.get("timesteps", "uniform") != "uniform" and o["estimator"] != "per_datum":
+            raise ProbdiffError("--timesteps importance needs --estimator per_datum")
         if o["estimator"] == "trace" and o["weighting"] != "elbo":
             raise ProbdiffError("--weighting simple needs --estimator closed or subsampled")
         integer = bool(data.meta.get("integer"))
@@ -213,6 +222,8 @@ class DDPMFamily(Family):
                 "--estimator trace runs on Pyro only; NumPyro has the closed "
                 "and subsampled estimators"
             )
+        if backend == "numpyro" and self.options.get("timesteps", "uniform") != "uniform":
+            raise ProbdiffError("--timesteps importance runs on Pyro only")
         if backend == "numpyro" and self.net == "unet":
             raise ProbdiffError("the U-Net runs on Pyro only; use --net mlp with --backend numpyro")
 
@@ -285,7 +296,9 @@ class DDPMFamily(Family):
         if estimator == "trace":
             return Program(DDPMModel(chain), ForwardGuide(self.schedule), elbo="trace")
         if estimator == "per_datum":
-            model = DDPMPerDatumModel(chain, weighting)
+            model = DDPMPerDatumModel(
+                chain, weighting, timesteps=self.options.get("timesteps", "uniform")
+            )
             return Program(
                 model,
                 PerDatumGuide(self.schedule, model.proposal),
