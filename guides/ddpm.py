@@ -25,6 +25,7 @@ from pyro import poutine
 from probdiff.diffusion.schedules import Schedule
 from probdiff.models.ddpm.chain import (
     SITE_PREV,
+    SITE_PREV_VLB,
     SITE_U,
     SITE_XT,
     STEPS_PLATE,
@@ -120,8 +121,8 @@ class PerDatumGuide:
     t >= 2 x_prev ~ q(x_{t-1} | x_t, x_0), scaled as the model scales it (the model's
     ``proposal``). docs/equations.md (2.5), (2.22)."""
 
-    def __init__(self, schedule: Schedule, proposal: StepProposal):
-        self.schedule, self.proposal = schedule, proposal
+    def __init__(self, schedule: Schedule, proposal: StepProposal, hybrid: float | None = None):
+        self.schedule, self.proposal, self.hybrid = schedule, proposal, hybrid
         self.tables = per_datum_tables(schedule)
 
     def __call__(self, x0: torch.Tensor, n_total: int | None = None) -> None:
@@ -132,8 +133,15 @@ class PerDatumGuide:
             t = self.proposal.steps(u)
             tab = self.tables(x0)
             xt = pyro.sample(SITE_XT, marginal_rows(tab, x0, t))
+            posterior = forward_posterior_rows(tab, x0, xt, t)
             with (
                 poutine.scale(scale=self.proposal.weights(t, x0)),
                 poutine.mask(mask=t >= 2),
             ):
-                pyro.sample(SITE_PREV, forward_posterior_rows(tab, x0, xt, t))
+                pyro.sample(SITE_PREV, posterior)
+            if self.hybrid is not None:  # the model's hybrid sites: lambda / pi_t
+                with (
+                    poutine.scale(scale=self.hybrid * self.proposal.inverse(t, x0)),
+                    poutine.mask(mask=t >= 2),
+                ):
+                    pyro.sample(SITE_PREV_VLB, posterior)

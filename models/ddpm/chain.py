@@ -31,10 +31,12 @@ from probdiff.diffusion.schedules import Schedule
 from probdiff.plates import data_plate
 
 PARAMETERISATIONS = ("eps", "x0", "score")
+VARIANCES = ("fixed_small", "fixed_large", "learned")
 DECODERS = ("gaussian", "discretized")
 WEIGHTINGS = ("elbo", "simple")
 STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
 SITE_U = "u_t"  # the uniform that picks each datum's step in the per-datum estimator
+SITE_PREV_VLB = "x_prev_vlb"  # the hybrid objective's second view of x_{t-1}
 
 
 def kl_weights(schedule: Schedule, scales: np.ndarray) -> np.ndarray:
@@ -111,49 +113,94 @@ class ReverseChain(nn.Module):
             raise ValueError(f"unknown parameterisation {parameterisation!r}")
         if decoder not in DECODERS or (decoder == "discretized" and not levels):
             raise ValueError(f"decoder {decoder!r} (levels {levels}) is not one of {DECODERS}")
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance {variance!r}")
         self.net, self.schedule = net, schedule
         self.parameterisation, self.variance = parameterisation, variance
         self.decoder, self.levels = decoder, levels
-        self.scales = np.sqrt(schedule.reverse_variance(variance))
-        self.tables = Tables.of(schedule)
+        self.learned = variance == "learned"
+        # fixed variances; for a learned one, sigma_q(t) is the reference of L_simple's weights
+        self.scales = np.sqrt(
+            schedule.reverse_variance("fixed_small" if self.learned else variance)
+        )
+        # the ends of the learned interpolation (docs/equations.md (2.24)); sigma_q(1) = 0, so
+        # its log is taken at t = 2, as Nichol and Dhariwal do
+        post = schedule.posterior_variance.copy()
+        post[1] = post[2] if schedule.T >= 2 else schedule.betas[1]
+        post[0] = 1.0
+        betas = schedule.betas.copy()
+        betas[0] = 1.0
+        self.tables = Tables.of(schedule, log_beta=np.log(betas), log_post=np.log(post))
+
+    def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network's rows as (the parameterisation's output, the variance output v or
+        None): a learning chain's network returns both, side by side."""
+        if not self.learned:
+            return out, None
+        d = out.shape[-1] // 2
+        return out[..., :d], out[..., d:]
+
+    def _forward(self, xt: torch.Tensor, t):
+        """(mu_theta, eps_theta, v) on rows: one network call."""
+        out, v = self.split(self.net(xt, t))
+        tab = self.tables(xt)
+        if self.parameterisation == "x0":  # mu_q(x_t, x0_hat), docs/equations.md (2.5)
+            a, b = _coef(tab["sqrt_abar"], t), _coef(tab["sqrt_one_minus_abar"], t)
+            mu = _coef(tab["post_x0"], t) * out + _coef(tab["post_xt"], t) * xt
+            return mu, (xt - a * out) / b, v
+        if self.parameterisation == "score":  # eps = -sqrt(1 - abar) s
+            out = -_coef(tab["sqrt_one_minus_abar"], t) * out
+        mu = (xt - _coef(tab["eps_coef"], t) * out) * _coef(tab["inv_sqrt_alpha"], t)
+        return mu, out, v
+
+    def mean_and_scale(self, xt: torch.Tensor, t):
+        """(mu_theta(x_t, t), sigma_theta(x_t, t)): with learned variances the scale is per
+        coordinate, exp(log Sigma / 2) with log Sigma = f log beta_t + (1 - f) log
+        sigma_q(t)^2 and f = (v + 1) / 2 clamped to [0, 1] (Nichol and Dhariwal, who do not
+        clamp; docs/equations.md (2.24));
+        otherwise the fixed sigma_t (the decoder's sqrt(beta_1) at t = 1), as a float for
+        one int t or a column for one step per row."""
+        xt, t, shape = _rows(xt, t)
+        mu, _, v = self._forward(xt, t)
+        if v is None:
+            if isinstance(t, int):
+                return mu.reshape(shape), self.step_scale(t)
+            fixed = self.scales.copy()
+            fixed[1] = math.sqrt(self.schedule.betas[1])
+            col = torch.as_tensor(fixed, dtype=xt.dtype, device=xt.device)[t][:, None]
+            return mu.reshape(shape), col.expand_as(mu).reshape(shape)
+        tab = self.tables(xt)
+        frac = ((v + 1) / 2).clamp(0.0, 1.0)  # Sigma stays between sigma_q(t)^2 and beta_t
+        log_var = frac * _coef(tab["log_beta"], t) + (1 - frac) * _coef(tab["log_post"], t)
+        return mu.reshape(shape), torch.exp(0.5 * log_var).reshape(shape)
 
     def decoder_dist(self, x1: torch.Tensor) -> dist.TorchDistribution:
         """p_theta(x_0 | x_1): N(mu_theta(x_1, 1), beta_1 I), or that Gaussian discretised to
         the data's levels on [-1, 1] (Ho et al.), one event over the data's coordinates;
         docs/equations.md (2.6), (2.17)."""
+        if self.learned:
+            return self.decoder_from_mean(*self.mean_and_scale(x1, 1))
         return self.decoder_from_mean(self.mean(x1, 1))
 
-    def decoder_from_mean(self, mean: torch.Tensor) -> dist.TorchDistribution:
-        """:meth:`decoder_dist` given mu_theta(x_1, 1)."""
-        scale = self.step_scale(1)
+    def decoder_from_mean(self, mean: torch.Tensor, scale=None) -> dist.TorchDistribution:
+        """:meth:`decoder_dist` given mu_theta(x_1, 1) (and a learned scale)."""
+        if scale is None:
+            scale = self.step_scale(1)
         if self.decoder == "discretized":
-            return DiscretizedGaussian(
-                mean, torch.full_like(mean, scale), self.levels, -1.0, 1.0
-            ).to_event(1)
+            scale = scale if torch.is_tensor(scale) else torch.full_like(mean, scale)
+            return DiscretizedGaussian(mean, scale, self.levels, -1.0, 1.0).to_event(1)
         return dist.Normal(mean, scale).to_event(1)
 
     def eps(self, xt: torch.Tensor, t) -> torch.Tensor:
         """The predicted noise eps_theta(x_t, t) under any parameterisation; x_t is (..., D)
         and t one int or an integer tensor of shape x_t.shape[:-1]."""
         xt, t, shape = _rows(xt, t)
-        out = self.net(xt, t)
-        if self.parameterisation != "eps":
-            tab = self.tables(xt)
-            a, b = _coef(tab["sqrt_abar"], t), _coef(tab["sqrt_one_minus_abar"], t)
-            # score: eps = -sqrt(1 - abar) s; x0: invert x_t = sqrt(abar) x0 + sqrt(1 - abar) eps
-            out = -b * out if self.parameterisation == "score" else (xt - a * out) / b
-        return out.reshape(shape)
+        return self._forward(xt, t)[1].reshape(shape)
 
     def mean(self, xt: torch.Tensor, t) -> torch.Tensor:
         """mu_theta(x_t, t) (shapes as :meth:`eps`)."""
         xt, t, shape = _rows(xt, t)
-        tab = self.tables(xt)
-        if self.parameterisation == "x0":  # mu_q(x_t, x0_hat), docs/equations.md (2.5)
-            mu = _coef(tab["post_x0"], t) * self.net(xt, t) + _coef(tab["post_xt"], t) * xt
-        else:
-            eps = self.eps(xt, t)
-            mu = (xt - _coef(tab["eps_coef"], t) * eps) * _coef(tab["inv_sqrt_alpha"], t)
-        return mu.reshape(shape)
+        return self._forward(xt, t)[0].reshape(shape)
 
     def kl_weight(self) -> np.ndarray:
         """lambda_t of :func:`kl_weights` for this chain's variances."""
@@ -248,11 +295,15 @@ class DDPMTermsModel:
                 t = idx + 2
                 xt = pyro.sample(SITE_XT, marginal(s, x0, t))
                 tt = t[:, None].expand(len(t), n)
-                scales = torch.as_tensor(
-                    self.chain.scales[t.cpu().numpy()], dtype=x0.dtype, device=x0.device
-                )[:, None, None]  # t >= 2
+                if self.chain.learned:  # sigma_theta(x_t, t) per coordinate
+                    mean, scales = self.chain.mean_and_scale(xt, tt)
+                else:
+                    mean = self.chain.mean(xt, tt)
+                    scales = torch.as_tensor(
+                        self.chain.scales[t.cpu().numpy()], dtype=x0.dtype, device=x0.device
+                    )[:, None, None]  # t >= 2
                 with poutine.scale(scale=step_weight(self.step_weights, t, x0)):
-                    pyro.sample(SITE_PREV, dist.Normal(self.chain.mean(xt, tt), scales).to_event(1))
+                    pyro.sample(SITE_PREV, dist.Normal(mean, scales).to_event(1))
 
 
 class StepProposal:
@@ -272,7 +323,8 @@ class StepProposal:
         w = np.ones(T + 1) if step_weights is None else np.asarray(step_weights, float).copy()
         w[0] = 0.0
         self.row_weights = np.concatenate([[0.0], 1.0 / probs]) * w  # index t
-        self._tables = Tables({"cdf": self.cdf[:-1], "w": self.row_weights})
+        inverse = np.concatenate([[0.0], 1.0 / probs])
+        self._tables = Tables({"cdf": self.cdf[:-1], "w": self.row_weights, "inv": inverse})
 
     def steps(self, u: torch.Tensor) -> torch.Tensor:
         """t = 1 + #{cdf entries <= u}, one per datum, in 1..T."""
@@ -282,6 +334,10 @@ class StepProposal:
     def weights(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Each datum's scale, (N,)."""
         return self._tables(like)["w"][t]
+
+    def inverse(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """1 / pi_t per datum, without the step weights, (N,)."""
+        return self._tables(like)["inv"][t]
 
 
 HISTORY_SITE = "ddpm_step_history"
@@ -326,6 +382,9 @@ class ImportanceStepProposal(StepProposal):
     def weights(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         w = torch.as_tensor(self._w, dtype=like.dtype, device=like.device)[1:]
         return (w / self.current_probs(like))[t - 1]
+
+    def inverse(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return (1 / self.current_probs(like))[t - 1]
 
     def record(self, t: torch.Tensor, terms: torch.Tensor) -> None:
         """Append each row's term (its step's ring of ``history`` slots; rows sharing a step
@@ -384,14 +443,29 @@ class DDPMPerDatumModel:
     and as the decoder p_theta(x_0 | x_1) on the rows with t = 1. Each row is scaled by
     1 / probs[t] (times L_simple's w_t), so the ELBO estimate is unbiased for docs/equations.md
     (2.8) at the cost of one network evaluation per datum (docs/equations.md (2.22)).
+
+    A chain with learned variances (docs/equations.md (2.24)) uses sigma_theta(x_t, t) in
+    both sites under the bound; under L_simple it keeps sigma_q(t) there (the squared error
+    of eps) and adds the hybrid's lambda L_vlb: ``x_prev_vlb`` and ``x_0_vlb``, the same
+    terms with sigma_theta and the mean held fixed (no gradient), scaled by lambda / pi_t,
+    so L_simple trains the mean and L_vlb the variance (Nichol and Dhariwal's L_hybrid).
     """
 
     def __init__(
-        self, chain: ReverseChain, weighting: str = "elbo", probs=None, timesteps="uniform"
+        self,
+        chain: ReverseChain,
+        weighting: str = "elbo",
+        probs=None,
+        timesteps="uniform",
+        hybrid_lambda: float | None = None,
     ):
         if weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {weighting!r}")
         self.chain, self.weighting, self.T = chain, weighting, chain.schedule.T
+        # a learning chain under L_simple adds lambda L_vlb on the variances (the hybrid)
+        self.hybrid = None
+        if chain.learned and weighting == "simple":
+            self.hybrid = hybrid_weight(self.T) if hybrid_lambda is None else hybrid_lambda
         self.proposal = per_datum_proposal(
             chain.schedule, chain.scales, weighting, probs, timesteps
         )
@@ -406,17 +480,33 @@ class DDPMPerDatumModel:
             t = self.proposal.steps(u)
             tab = self.tables(x0)
             xt = pyro.sample(SITE_XT, marginal_rows(tab, x0, t))
-            mean = self.chain.mean(xt, t)
             first = t == 1
+            if self.chain.learned:
+                mean, learned = self.chain.mean_and_scale(xt, t)
+            else:
+                mean, learned = self.chain.mean(xt, t), None
+            scale = tab["safe_scales"][t][:, None].expand_as(mean)
+            if self.chain.learned and self.hybrid is None:  # the bound with sigma_theta
+                scale = torch.where(first[:, None], 1.0, learned)
+            # other rows see the data as their mean: a finite, gradient-free stand-in
+            decoder_mean = torch.where(first[:, None], mean, x0)
             with poutine.scale(scale=self.proposal.weights(t, x0)):
-                scale = tab["safe_scales"][t][:, None]
                 with poutine.mask(mask=~first):
                     pyro.sample(SITE_PREV, dist.Normal(mean, scale).to_event(1))
-                # other rows see the data as their mean: a finite, gradient-free stand-in
-                decoder_mean = torch.where(first[:, None], mean, x0)
-                decoder = self.chain.decoder_from_mean(decoder_mean)
+                dscale = learned if self.chain.learned and self.hybrid is None else None
+                decoder = self.chain.decoder_from_mean(decoder_mean, dscale)
                 with poutine.mask(mask=first):
                     pyro.sample("x_0", decoder, obs=x0)
+            if self.hybrid is not None:  # lambda L_vlb, the means held fixed: only sigma learns
+                with poutine.scale(scale=self.hybrid * self.proposal.inverse(t, x0)):
+                    vlb_scale = torch.where(first[:, None], 1.0, learned)
+                    with poutine.mask(mask=~first):
+                        pyro.sample(
+                            SITE_PREV_VLB, dist.Normal(mean.detach(), vlb_scale).to_event(1)
+                        )
+                    vlb_decoder = self.chain.decoder_from_mean(decoder_mean.detach(), learned)
+                    with poutine.mask(mask=first):
+                        pyro.sample("x_0_vlb", vlb_decoder, obs=x0)
             # a training step (gradients on) adds its terms; an evaluation does not
             if isinstance(self.proposal, ImportanceStepProposal) and torch.is_grad_enabled():
                 with torch.no_grad():  # each row's term L_t, weighted as in the objective
@@ -427,6 +517,13 @@ class DDPMPerDatumModel:
                     term = torch.where(first, -decoder.log_prob(x0), kl)
                     w = torch.as_tensor(self.proposal._w, dtype=x0.dtype, device=x0.device)
                     self.proposal.record(t, w[t] * term)
+
+
+def hybrid_weight(T: int) -> float:
+    """lambda of L_hybrid = L_simple + lambda L_vlb in this program's units (sums over steps
+    and coordinates, nats): Nichol and Dhariwal's 0.001 on their per-coordinate means, in
+    bits, with their T / 1000 scaling, is T / (1000 ln 2); docs/equations.md (2.24)."""
+    return T / (1000 * math.log(2))
 
 
 def per_datum_tables(schedule: Schedule, scales: np.ndarray | None = None) -> Tables:

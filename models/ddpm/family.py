@@ -78,9 +78,17 @@ class DDPMFamily(Family):
         g.add_argument("--parameterisation", choices=("eps", "x0", "score"), default="eps")
         g.add_argument(
             "--variance",
-            choices=("fixed_small", "fixed_large"),
+            choices=("fixed_small", "fixed_large", "learned"),
             default="fixed_small",
-            help="reverse-step variance: sigma_q(t)^2 or beta_t",
+            help="reverse-step variance: sigma_q(t)^2, beta_t, or learned between them per "
+            "coordinate (Nichol and Dhariwal; with --weighting simple their hybrid objective)",
+        )
+        g.add_argument(
+            "--hybrid-lambda",
+            type=float,
+            default=None,
+            help="--variance learned with --weighting simple: lambda of L_simple + lambda "
+            "L_vlb (default T / (1000 ln 2), Nichol and Dhariwal's 0.001 in these units)",
         )
         g.add_argument(
             "--estimator",
@@ -170,6 +178,22 @@ class DDPMFamily(Family):
             )
         if o.get("timesteps", "uniform") != "uniform" and o["estimator"] != "per_datum":
             raise ProbdiffError("--timesteps importance needs --estimator per_datum")
+        if o["variance"] == "learned" and o["estimator"] == "trace":
+            raise ProbdiffError(
+                "--variance learned needs --estimator per_datum, closed or subsampled"
+            )
+        if (
+            o["variance"] == "learned"
+            and o["weighting"] == "simple"
+            and o["estimator"] != "per_datum"
+        ):
+            raise ProbdiffError(
+                "--variance learned with --weighting simple (the hybrid objective) needs "
+                "--estimator per_datum"
+            )
+        lam = o.get("hybrid_lambda")
+        if lam is not None and not (lam >= 0 and math.isfinite(lam)):
+            raise ProbdiffError(f"--hybrid-lambda must be a number >= 0, got {lam}")
         if o["estimator"] == "trace" and o["weighting"] != "elbo":
             raise ProbdiffError("--weighting simple needs --estimator closed or subsampled")
         integer = bool(data.meta.get("integer"))
@@ -201,10 +225,11 @@ class DDPMFamily(Family):
         from probdiff.models.ddpm.networks import TimeMLP, UNet
 
         torch.manual_seed(seed)
+        outputs = 2 if self.options["variance"] == "learned" else 1  # eps and v
         net = (
-            UNet(self.data.event_shape, self.channels, self.T)
+            UNet(self.data.event_shape, self.channels, self.T, outputs=outputs)
             if self.net == "unet"
-            else TimeMLP(self.dim, self.hidden, self.T)
+            else TimeMLP(self.dim, self.hidden, self.T, outputs=outputs)
         )
         chain = ReverseChain(
             net,
@@ -222,6 +247,8 @@ class DDPMFamily(Family):
                 "--estimator trace runs on Pyro only; NumPyro has the closed "
                 "and subsampled estimators"
             )
+        if backend == "numpyro" and self.options["variance"] == "learned":
+            raise ProbdiffError("--variance learned runs on Pyro only")
         if backend == "numpyro" and self.options.get("timesteps", "uniform") != "uniform":
             raise ProbdiffError("--timesteps importance runs on Pyro only")
         if backend == "numpyro" and self.net == "unet":
@@ -297,11 +324,14 @@ class DDPMFamily(Family):
             return Program(DDPMModel(chain), ForwardGuide(self.schedule), elbo="trace")
         if estimator == "per_datum":
             model = DDPMPerDatumModel(
-                chain, weighting, timesteps=self.options.get("timesteps", "uniform")
+                chain,
+                weighting,
+                timesteps=self.options.get("timesteps", "uniform"),
+                hybrid_lambda=self.options.get("hybrid_lambda"),
             )
             return Program(
                 model,
-                PerDatumGuide(self.schedule, model.proposal),
+                PerDatumGuide(self.schedule, model.proposal, model.hybrid),
                 elbo="meanfield",
                 max_plate_nesting=1,
                 vectorize_particles=False,  # one step per row: rows are (N, D)
@@ -463,7 +493,7 @@ class DDPMFamily(Family):
 
         def score(x, t):
             a, std = (v.to(x.dtype)[:, None] for v in sde.marginal(t))
-            out = chain.net(x, t * self.T)
+            out = chain.split(chain.net(x, t * self.T))[0]
             eps = {"eps": out, "x0": (x - a * out) / std, "score": -std * out}[param]
             return -eps / std
 
@@ -547,6 +577,7 @@ class DDPMFamily(Family):
                     self.options["variance"],
                     record,
                     progress=bar,
+                    mean_and_scale=chain.mean_and_scale if chain.learned else None,
                 )
             else:
                 x, kept = ddim(

@@ -26,12 +26,13 @@ def time_features(t: torch.Tensor, T: int, size: int) -> torch.Tensor:
 
 
 class TimeMLP(nn.Module):
-    """[x, time_features(t)] -> hidden layers (SiLU) -> output of the data's size."""
+    """[x, time_features(t)] -> hidden layers (SiLU) -> ``outputs`` x the data's size (2 for
+    a chain that also learns its variances)."""
 
-    def __init__(self, dim: int, hidden: list[int], T: int, embed: int = 32):
+    def __init__(self, dim: int, hidden: list[int], T: int, embed: int = 32, outputs: int = 1):
         super().__init__()
         self.T, self.embed = T, embed
-        sizes = [dim + embed, *hidden, dim]
+        sizes = [dim + embed, *hidden, outputs * dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
@@ -92,7 +93,12 @@ class UNet(nn.Module):
     """
 
     def __init__(
-        self, event_shape: tuple[int, int, int], channels: list[int], T: int, embed: int = 32
+        self,
+        event_shape: tuple[int, int, int],
+        channels: list[int],
+        T: int,
+        embed: int = 32,
+        outputs: int = 1,
     ):
         super().__init__()
         c, h, w = event_shape
@@ -117,7 +123,7 @@ class UNet(nn.Module):
         for i in reversed(range(len(channels))):
             below = channels[-1] if i == len(channels) - 1 else channels[i + 1]
             self.up.append(_ResBlock(below + channels[i], channels[i], e))
-        self.out = nn.Conv2d(channels[0], c, 3, padding=1)
+        self.out = nn.Conv2d(channels[0], outputs * c, 3, padding=1)  # channel blocks
         nn.init.zeros_(self.out.weight)  # start by predicting zero
         nn.init.zeros_(self.out.bias)
 
@@ -139,4 +145,4 @@ class UNet(nn.Module):
             if h.shape[-1] != skip.shape[-1]:
                 h = nn.functional.interpolate(h, scale_factor=2, mode="nearest")
             h = block(torch.cat([h, skip], dim=1), e)
-        return self.out(h).reshape(x.shape)
+        return self.out(h).reshape(x.shape[0], -1)
