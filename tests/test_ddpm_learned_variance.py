@@ -181,3 +181,23 @@ def test_a_hybrid_fit_runs_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv[:2], "--help"])
     assert "hybrid" in capsys.readouterr().out
+
+
+def test_clipped_decoder_variance_is_the_learned_chains_lower_end(setup, float64):
+    """--decoder-variance clipped gives the decoder sigma_q(2)^2 (the published code's
+    convention), which is where the learned interpolation ends at t = 1 with v = -1: the two
+    chains' decoder terms agree on the same draws; with beta1 they differ."""
+    x, schedule = setup
+    torch.manual_seed(0)
+    eps = TimeMLP(2, [16], T)
+    learned = ReverseChain(Both(eps, -1.0), schedule, "eps", "learned")
+    clipped = ReverseChain(eps, schedule, "eps", "fixed_small", decoder_variance="clipped")
+    beta1 = ReverseChain(eps, schedule, "eps", "fixed_small")
+    assert clipped.step_scale(1) == pytest.approx(np.sqrt(schedule.posterior_variance[2]))
+    x1 = x[:50] * 0.9
+    with torch.no_grad():
+        a = learned.decoder_dist(x1).log_prob(x[:50])
+        b = clipped.decoder_dist(x1).log_prob(x[:50])
+        c = beta1.decoder_dist(x1).log_prob(x[:50])
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    assert float((a - c).abs().max()) > 1e-3

@@ -32,6 +32,7 @@ from probdiff.plates import data_plate
 
 PARAMETERISATIONS = ("eps", "x0", "score")
 VARIANCES = ("fixed_small", "fixed_large", "learned")
+DECODER_VARIANCES = ("beta1", "clipped")
 DECODERS = ("gaussian", "discretized")
 WEIGHTINGS = ("elbo", "simple")
 STEPS_PLATE, SITE_XT, SITE_PREV = "steps", "x_t", "x_prev"
@@ -107,8 +108,11 @@ class ReverseChain(nn.Module):
         variance: str = "fixed_small",
         decoder: str = "gaussian",
         levels: int | None = None,
+        decoder_variance: str = "beta1",
     ):
         super().__init__()
+        if decoder_variance not in DECODER_VARIANCES:
+            raise ValueError(f"unknown decoder variance {decoder_variance!r}")
         if parameterisation not in PARAMETERISATIONS:
             raise ValueError(f"unknown parameterisation {parameterisation!r}")
         if decoder not in DECODERS or (decoder == "discretized" and not levels):
@@ -118,6 +122,13 @@ class ReverseChain(nn.Module):
         self.net, self.schedule = net, schedule
         self.parameterisation, self.variance = parameterisation, variance
         self.decoder, self.levels = decoder, levels
+        # the fixed decoder's variance: beta_1, or sigma_q(2)^2 (Ho et al.'s and Nichol and
+        # Dhariwal's code: the log of sigma_q(t)^2 "clipped" at t = 1; docs/equations.md (2.25))
+        self.decoder_variance = decoder_variance
+        first = schedule.betas[1]
+        if decoder_variance == "clipped" and schedule.T >= 2:
+            first = schedule.posterior_variance[2]
+        self.decoder_scale = math.sqrt(first)
         self.learned = variance == "learned"
         # fixed variances; for a learned one, sigma_q(t) is the reference of L_simple's weights
         self.scales = np.sqrt(
@@ -166,7 +177,7 @@ class ReverseChain(nn.Module):
             if isinstance(t, int):
                 return mu.reshape(shape), self.step_scale(t)
             fixed = self.scales.copy()
-            fixed[1] = math.sqrt(self.schedule.betas[1])
+            fixed[1] = self.decoder_scale
             col = torch.as_tensor(fixed, dtype=xt.dtype, device=xt.device)[t][:, None]
             return mu.reshape(shape), col.expand_as(mu).reshape(shape)
         tab = self.tables(xt)
@@ -207,8 +218,9 @@ class ReverseChain(nn.Module):
         return kl_weights(self.schedule, self.scales)
 
     def step_scale(self, t: int) -> float:
-        """sigma_t of p_theta(x_{t-1} | x_t) for t >= 2; the decoder's sqrt(beta_1) at t = 1."""
-        return float(self.scales[t]) if t >= 2 else math.sqrt(self.schedule.betas[1])
+        """sigma_t of p_theta(x_{t-1} | x_t) for t >= 2; the decoder's scale at t = 1
+        (sqrt(beta_1), or sigma_q(2) with ``decoder_variance="clipped"``)."""
+        return float(self.scales[t]) if t >= 2 else self.decoder_scale
 
 
 class DDPMModel:

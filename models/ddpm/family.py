@@ -84,6 +84,13 @@ class DDPMFamily(Family):
             "coordinate (Nichol and Dhariwal; with --weighting simple their hybrid objective)",
         )
         g.add_argument(
+            "--decoder-variance",
+            choices=("beta1", "clipped"),
+            default="beta1",
+            help="fixed variances: the decoder p(x_0|x_1)'s variance, beta_1 or sigma_q(2)^2 "
+            "(the published code's clipped log-variance)",
+        )
+        g.add_argument(
             "--hybrid-lambda",
             type=float,
             default=None,
@@ -238,6 +245,7 @@ class DDPMFamily(Family):
             self.options["variance"],
             self.decoder,
             self.scaling.model_levels,
+            self.options.get("decoder_variance", "beta1"),
         )
         return chain.to(device=device, dtype=getattr(torch, dtype))
 
@@ -247,6 +255,8 @@ class DDPMFamily(Family):
                 "--estimator trace runs on Pyro only; NumPyro has the closed "
                 "and subsampled estimators"
             )
+        if backend == "numpyro" and self.options.get("decoder_variance", "beta1") != "beta1":
+            raise ProbdiffError("--decoder-variance clipped runs on Pyro only")
         if backend == "numpyro" and self.options["variance"] == "learned":
             raise ProbdiffError("--variance learned runs on Pyro only")
         if backend == "numpyro" and self.options.get("timesteps", "uniform") != "uniform":
