@@ -26,7 +26,7 @@ SUMMARIES = {
 SAMPLERS = {
     "gmm": (),  # one sampler
     "vae": ("mean", "noisy"),
-    "ddpm": ("ancestral", "ddim[:STEPS]"),
+    "ddpm": ("ancestral", "ddim[:STEPS]", "ode_heun[:STEPS]"),
     "ncsn": ("annealed_langevin[:STEPS]",),
     "sde": (
         "ode_heun[:STEPS]",

@@ -237,21 +237,26 @@ def test_a_zero_network_has_the_closed_form_bound_and_likelihood(zero_run):
     assert m["ode_bits_per_dim"] == pytest.approx(-ode.mean() / (d * math.log(2)), rel=1e-3)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "ddim:5"])
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim:5", "ode_heun:200"])
 def test_samplers_of_a_zero_network_have_the_closed_form_law(zero_run, capsys, sampler):
     """eps_theta = 0: ancestral sampling is x_{t-1} = x_t / sqrt(alpha_t) + sigma_t z (no noise
     at t = 1), so x_0 ~ N(0, v I) with v from v_T = 1 by v <- v / alpha_t + sq2_t; DDIM
-    (eta = 0, from t = T) maps x_T to x_T / sqrt(abar_T). Mean and variance of 50 000 draws
-    per coordinate within 4 standard errors (sqrt(v / n) and v sqrt(2 / n), 2.5% of v: the
-    fixed_large variance would be 4% off, no noise 37%, DDIM from T - 1 10%)."""
+    (eta = 0, from t = T) maps x_T to x_T / sqrt(abar_T); the probability-flow ODE is
+    dx/dt = -beta(t) x / 2, so from t = 1 to 1e-5 it scales x_1 ~ N(0, I) by exp(dB / 2), dB
+    = B(1) - B(1e-5), B = -log abar linear between the steps (as the ODE likelihood test).
+    Mean and variance of 50 000 draws per coordinate within 4 standard errors (sqrt(v / n)
+    and v sqrt(2 / n), 2.5% of v: the fixed_large variance would be 4% off, no noise 37%,
+    DDIM from T - 1 10%, the flow's drift with the wrong sign 92%)."""
     k = chain_coefficients(20, *ZERO_BETAS)
     if sampler == "ancestral":
         v = 1.0
         for t in range(20, 1, -1):
             v = v / k["alpha"][t] + k["sq2"][t]
         v = v / k["alpha"][1]
-    else:
+    elif sampler.startswith("ddim"):
         v = 1.0 / k["abar"][20]
+    else:
+        v = math.exp(-math.log(k["abar"][20]) - 1e-5 * 20 * -math.log(k["alpha"][1]))
     n = 50_000
     code, _, err = run_cli(capsys, "sample", str(zero_run), "-n", str(n), "--sampler", sampler)
     assert code == 0, err

@@ -34,6 +34,7 @@ from probdiff.program import Program
 from probdiff.scaling import DataScaling
 
 ESTIMATORS = ("per_datum", "subsampled", "closed", "trace")
+ODE_EPS = 1e-5  # the ODE sampler's end time, as the ODE likelihood's
 EVAL_DRAWS = 2  # draws of the x_t per datum for the full bound (its Monte Carlo error)
 TRAIN_EVAL_ROWS = 500  # elbo on the training data: a random subset of at most this many rows
 # network rows (rows x draws x T) the full bound may use per split by default: about the
@@ -561,18 +562,31 @@ class DDPMFamily(Family):
         record: list[int] | None = None,
         progress: bool = False,
     ):
-        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain (docs/equations.md (2.15),
-        (2.16))."""
+        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain: ``ancestral``,
+        ``ddim[:steps]`` (docs/equations.md (2.15), (2.16)) or ``ode_heun[:steps]``, the
+        probability-flow ODE of :meth:`continuous_score` by Heun's method from t = 1 to
+        ODE_EPS (docs/equations.md (4.13)); the ODE records no chain steps."""
         import torch
         from tqdm.auto import tqdm
 
         from probdiff.models.ddpm.sampling import ancestral, ddim
 
         name, steps = parse_sampler(
-            sampler, ("ancestral", "ddim"), "ancestral", 50, stepless=("ancestral",)
+            sampler, ("ancestral", "ddim", "ode_heun"), "ancestral", 50, stepless=("ancestral",)
         )
         chain = self.fitted_chain(params)
         gen = torch.Generator().manual_seed(seed)
+        if name == "ode_heun":
+            from probdiff.diffusion.solvers import probability_flow
+
+            sde, score = self.continuous_score(chain)
+            x = torch.randn(n, self.dim, generator=gen)
+            with (
+                torch.inference_mode(),
+                tqdm(total=steps, disable=not progress, desc="sample (ode_heun)") as bar,
+            ):
+                x, _, _ = probability_flow(sde, score, x, steps, gen, ODE_EPS, progress=bar)
+            return x, {}
         total = self.T if name == "ancestral" else min(steps, self.T)
         with tqdm(
             total=total, disable=not progress, desc=f"sample ({name})", unit="step", leave=False
@@ -601,7 +615,8 @@ class DDPMFamily(Family):
         return {}
 
     def sample(self, params, n, seed, sampler: str | None = None):
-        """x_0 from the reverse chain (``ancestral``, or ``ddim[:steps]``), in data units;
+        """x_0 from the reverse chain (``ancestral``, ``ddim[:steps]`` or ``ode_heun[:steps]``),
+        in data units;
         integer images are clipped to the range and rounded to their levels."""
         x, _ = self.run_sampler(params, n, seed, sampler, progress=n * self.T > 1e6)
         x = x.numpy().astype(float)
