@@ -594,3 +594,12 @@ def elbo_terms(model, guide, x0: torch.Tensor, closed: bool = True) -> dict[str,
             term = site["fn"].log_prob(site["value"]) - g["fn"].log_prob(g["value"])
         out[name] = term * g["scale"]
     return out
+
+
+def numpyro_to_pyro_params(params: dict) -> dict:
+    """``ddpm$params.Dense_i.{kernel,bias}`` -> the torch chain's ``ddpm$$$net.net.{2i}.*``
+    (:mod:`probdiff.twins`); a Pyro run's names are left as they are. Here, not beside the
+    Flax network, so a Pyro run never imports JAX."""
+    from probdiff.twins import flax_to_torch
+
+    return flax_to_torch(params, {"ddpm": "ddpm$$$net.net"})

@@ -23,7 +23,15 @@ from numpyro.contrib.module import flax_module
 
 from probdiff.diffusion.likelihoods_numpyro import DiscretizedGaussian
 from probdiff.diffusion.schedules import Schedule
-from probdiff.models.ddpm.chain import SITE_PREV, SITE_U, SITE_XT, STEPS_PLATE, StepProposal, site
+from probdiff.models.ddpm.chain import (
+    SITE_PREV,
+    SITE_U,
+    SITE_XT,
+    STEPS_PLATE,
+    StepProposal,
+    numpyro_to_pyro_params,  # noqa: F401  (re-exported)
+    site,
+)
 from probdiff.plates import numpyro_data_plate
 
 
@@ -214,11 +222,3 @@ def step_weight(weights, t, x0):
     if weights is None:
         return 1.0
     return jnp.asarray(weights, x0.dtype)[t][:, None]
-
-
-def numpyro_to_pyro_params(params: dict) -> dict:
-    """``ddpm$params.Dense_i.{kernel,bias}`` -> the torch chain's ``ddpm$$$net.net.{2i}.*``
-    (:mod:`probdiff.twins`)."""
-    from probdiff.twins import flax_to_torch
-
-    return flax_to_torch(params, {"ddpm": "ddpm$$$net.net"})

@@ -384,8 +384,7 @@ class DDPMFamily(Family):
         import pyro
         import torch
 
-        from probdiff.models.ddpm.chain import SITE_PREV, elbo_terms, site
-        from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+        from probdiff.models.ddpm.chain import SITE_PREV, elbo_terms, numpyro_to_pyro_params, site
 
         chain = self.fitted_chain(numpyro_to_pyro_params(params))
         program = self._program("closed", chain)
@@ -517,7 +516,7 @@ class DDPMFamily(Family):
         docs/equations.md (4.14), (4.15)."""
         import torch
 
-        from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+        from probdiff.models.ddpm.chain import numpyro_to_pyro_params
         from probdiff.models.score.likelihood import ode_likelihood_metrics
 
         rows = x[: ode_rows(self.options, self.data)]
@@ -540,7 +539,7 @@ class DDPMFamily(Family):
     def fitted_chain(self, params: dict[str, np.ndarray]):
         import torch
 
-        from probdiff.models.ddpm.chain_numpyro import numpyro_to_pyro_params
+        from probdiff.models.ddpm.chain import numpyro_to_pyro_params
 
         params = numpyro_to_pyro_params(params)
         chain = self.chain(0)
