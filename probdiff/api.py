@@ -32,6 +32,7 @@ _REQUEST = (
     "posterior_samples",
     "threads",
     "data_seed",
+    "devices",
 )
 
 
@@ -58,7 +59,8 @@ def fit(
     model without latent sites. ``data``: an array (rows first), a dict of arrays, or a data
     spec as on the command line. ``out``: the run folder (new or empty; default a new
     temporary folder). Further keywords: ``batch_size``, ``restarts``, ``checkpoint_every``,
-    ``eval_every``, ``device``, ``dtype``, ``inference``, ``test_fraction``, ``data_seed``,
+    ``eval_every``, ``device``, ``devices``, ``dtype``, ``inference``, ``test_fraction``,
+    ``data_seed``,
     ``posterior_samples``, ``threads``, and the model's options (a user's model: ``elbo``,
     ``max_plate_nesting``, ``particles``).
     """

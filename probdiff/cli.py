@@ -137,6 +137,12 @@ def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
     )
     p.add_argument("--seed", type=_seed, default=0, help="seed of the fit")
     p.add_argument(
+        "--devices",
+        type=_int_at_least(1),
+        default=1,
+        help="numpyro: split each minibatch over this many JAX devices (data parallel)",
+    )
+    p.add_argument(
         "--data-seed",
         type=_seed,
         default=None,
@@ -279,6 +285,7 @@ def fit_main(argv: list[str]) -> int:
         posterior_samples=args.posterior_samples,
         threads=args.threads,
         data_seed=args.data_seed,
+        devices=args.devices,
         settings=settings,
         options=options,
     )

@@ -127,7 +127,7 @@ def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
             f"model {req.model} supports --inference {', '.join(family.inferences)}, "
             f"not {req.inference!r}"
         )
-    backend = get_backend(req.backend, req.device, req.dtype, req.threads)
+    backend = get_backend(**runtime(req))
     train, test = train_test_split(dataset, req.test_fraction, req.data_seed_value)
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
     return family, backend, train, test

@@ -36,6 +36,7 @@ class FitRequest:
     # the seed of built-in synthetic data and of the train/held-out split (None: --seed), so a
     # sweep over --seed can keep one data set
     data_seed: int | None = None
+    devices: int = 1  # numpyro: minibatches split over this many JAX devices
     settings: SVISettings = field(default_factory=SVISettings)
     options: dict = field(default_factory=dict)
 
@@ -58,7 +59,7 @@ class FitRequest:
             raise ProbdiffError(f"options must be a mapping, got {self.options!r}")
         if isinstance(self.test_fraction, bool) or not isinstance(self.test_fraction, (int, float)):
             raise ProbdiffError(f"--test-fraction must be a number, got {self.test_fraction!r}")
-        for name in ("posterior_samples", "threads"):
+        for name in ("posterior_samples", "threads", "devices"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ProbdiffError(f"--{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -72,6 +73,8 @@ class FitRequest:
             raise ProbdiffError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ProbdiffError(f"--threads must be >= 1, got {self.threads}")
+        if self.devices < 1:
+            raise ProbdiffError(f"--devices must be >= 1, got {self.devices}")
         if self.posterior_samples < 1:
             raise ProbdiffError(f"--posterior-samples must be >= 1, got {self.posterior_samples}")
 
@@ -110,7 +113,13 @@ def make_family(
 
 def runtime(req: FitRequest) -> dict:
     """``get_backend`` arguments of a request."""
-    return {"name": req.backend, "device": req.device, "dtype": req.dtype, "threads": req.threads}
+    return {
+        "name": req.backend,
+        "device": req.device,
+        "dtype": req.dtype,
+        "threads": req.threads,
+        "devices": req.devices,
+    }
 
 
 def request_from_config(config: dict, out: str) -> FitRequest:

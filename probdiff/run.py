@@ -232,7 +232,7 @@ class Run:
         from probdiff.backends import get_backend
 
         req = self.request
-        return get_backend(req.backend, req.device, req.dtype, req.threads)
+        return get_backend(req.backend, req.device, req.dtype, req.threads)  # one device
 
     def _require_complete(self) -> None:
         if self.status != "complete":

@@ -18,12 +18,22 @@ BACKENDS = ("pyro", "numpyro")
 
 
 def get_backend(
-    name: str, device: str = "cpu", dtype: str = "float32", threads: int | None = None
+    name: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int | None = None,
+    devices: int = 1,
 ) -> Backend:
     """Return the backend object for ``name`` (imported lazily: JAX starts only when asked)."""
     backend: Backend  # mypy checks each class against the protocol here
     if name == "pyro":
         from probdiff.backends.pyro_backend import PyroBackend
+
+        if devices != 1:
+            raise ProbdiffError(
+                "--devices is for the numpyro backend (JAX's device mesh); the pyro backend "
+                "runs one process per device under torchrun"
+            )
 
         backend = PyroBackend(device=device, dtype=dtype, threads=threads)
         return backend
@@ -37,6 +47,6 @@ def get_backend(
             )
         from probdiff.backends.numpyro_backend import NumPyroBackend
 
-        backend = NumPyroBackend(device=device, dtype=dtype)
+        backend = NumPyroBackend(device=device, dtype=dtype, devices=devices)
         return backend
     raise ProbdiffError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")

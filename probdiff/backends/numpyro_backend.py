@@ -38,6 +38,32 @@ _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanFie
 _DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
+def data_parallel(device: jax.Device, count: int):
+    """(row sharding, replicated sharding) over ``count`` devices of ``device``'s platform
+    (None, None for one): a one-axis mesh ``data``. CPU devices beyond the first come from
+    XLA_FLAGS=--xla_force_host_platform_device_count=N, set before JAX starts."""
+    if count == 1:
+        return None, None
+    if not isinstance(count, int) or count < 1:
+        raise ProbdiffError(f"--devices must be a positive integer, got {count!r}")
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    available = jax.devices(device.platform)
+    if len(available) < count:
+        hint = (
+            " (for CPU devices set XLA_FLAGS=--xla_force_host_platform_device_count="
+            f"{count} before starting)"
+            if device.platform == "cpu"
+            else ""
+        )
+        raise ProbdiffError(
+            f"--devices {count} asked for, but JAX sees {len(available)} "
+            f"{device.platform} device(s){hint}"
+        )
+    mesh = Mesh(np.array(available[:count]), ("data",))
+    return NamedSharding(mesh, PartitionSpec("data")), NamedSharding(mesh, PartitionSpec())
+
+
 def jax_device(device: str) -> jax.Device:
     """``cpu`` or ``cuda`` (``cuda:N``) as a JAX device; a clear error where no GPU is visible."""
     if device == "cpu":
@@ -101,12 +127,13 @@ class NumPyroBackend:
 
     name = "numpyro"
 
-    def __init__(self, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, device: str = "cpu", dtype: str = "float32", devices: int = 1):
         if dtype not in _DTYPES:
             raise ProbdiffError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
         self.dtype_name = dtype
         self._ensure_x64()
         self.device = jax_device(device)
+        self._rows, self._replicated = data_parallel(self.device, devices)
         self.dtype = _DTYPES[dtype]
         self._program: Program | None = None
         self._svi: SVI | None = None
@@ -140,6 +167,17 @@ class NumPyroBackend:
 
     def take(self, x: Data, idx: np.ndarray) -> Data:
         return take_rows(x, jax.device_put(np.asarray(idx), self.device))
+
+    def _split(self, batch: Data) -> Data:
+        """A training batch split over the devices by rows (each device a shard; the step's
+        sums over rows become all-reduces)."""
+        count = self._rows.mesh.devices.size
+        if num_rows(batch) % count:
+            raise ProbdiffError(
+                f"a batch of {num_rows(batch)} rows does not split over {count} devices: "
+                f"use a --batch-size divisible by {count}"
+            )
+        return map_arrays(lambda a: jax.device_put(a, self._rows), batch)
 
     # -- optimisation -------------------------------------------------------------------
     def start(
@@ -200,7 +238,13 @@ class NumPyroBackend:
 
             update = self._updates[n_total] = jax.jit(update_fn)
         with jax.default_device(self.device), user_code(self._program, "a training step"):
-            self._state, loss = update(self._state, batch)
+            if self._rows is None:
+                self._state, loss = update(self._state, batch)
+            else:  # every device holds the state for the step; the fit keeps it on one
+                state, loss = update(
+                    jax.device_put(self._state, self._replicated), self._split(batch)
+                )
+                self._state = jax.device_put(state, self.device)
         return float(loss)
 
     def params(self) -> dict[str, np.ndarray]:
