@@ -255,7 +255,8 @@ def fit_main(argv: list[str]) -> int:
         changes = {k: getattr(args, k) for k in RESUME_MAY_CHANGE if getattr(args, k) is not None}
         req = resume_request(args.out, args.model, changes, progress=not args.quiet)
         run = fit(req, resume=True, trust_model_code=args.trust_model_code)
-        print(f"resumed and finished {run.path}")
+        if run is not None:  # None: a torchrun process other than the first
+            print(f"resumed and finished {run.path}")
         return 0
     if args.data is None:
         raise ProbdiffError("--data is required (a built-in name such as blobs, or a file)")
@@ -290,6 +291,8 @@ def fit_main(argv: list[str]) -> int:
         options=options,
     )
     run = fit(req)
+    if run is None:  # a torchrun process other than the first: it trained, it writes nothing
+        return 0
     metrics = run.metrics
     shown = {
         k: metrics[k]

@@ -70,6 +70,19 @@ def fit(
     Ctrl-C leaves status ``"interrupted"`` and the checkpoint.
     """
     req.validate()
+    from probdiff import distributed
+
+    rank, size = distributed.world()
+    if size > 1:
+        if req.backend != "pyro" or req.inference != "svi":
+            raise ProbdiffError("torchrun runs Pyro SVI fits (--backend pyro --inference svi)")
+        if req.settings.batch_size is None:
+            raise ProbdiffError(
+                "--batch-size is needed under torchrun: each process takes its share of "
+                "every minibatch"
+            )
+        if rank > 0:
+            return _worker(req, resume, code, dataset, trust_model_code)
     if resume:
         return _resume(req, trust_model_code)
     run = RunFolder.check_new(req.out)
@@ -99,6 +112,42 @@ def fit(
             created=created,
         )
         return _with_page(_opened(run, family, dataset))
+
+
+def _worker(req, resume, code, dataset, trust_model_code) -> None:
+    """A torchrun process other than the first: the same family, program, data and minibatches
+    (from a resumed run's folder, read only, or as the first process builds them), trained
+    in lockstep with it (the backend averages gradients); it writes nothing and returns None
+    when the loop ends (:mod:`probdiff.distributed`)."""
+    checkpoint = None
+    if resume:
+        from probdiff.run import code_from_config, dataset_from_config
+
+        run = RunFolder.existing(req.out)
+        config = run.config
+        checkpoint = run.load_checkpoint()
+        dataset = dataset_from_config(run, config)
+        code = (
+            code_from_config(run, config, trust_model_code)
+            if config.get("code") is not None
+            else None
+        )
+    else:
+        if dataset is None:
+            dataset = load_dataset(req.data, seed=req.data_seed_value)
+        if code is None and is_reference(req.model):
+            code = user_code_from_request(req)
+    family, backend, train, _ = _prepare(req, dataset, code)
+    x_train = family.prepare(train)
+    req.options.update(family.check(backend, req.backend, x_train, req.settings))
+    family.clock = Phases(show=False)
+    run_svi(
+        backend,
+        lambda seed: family.program(req.backend, x_train, seed, req.dtype, req.device),
+        x_train,
+        replace(req.settings, progress=False),
+        resume=checkpoint,
+    )
 
 
 def _with_page(opened):
@@ -446,11 +495,14 @@ def _record_data(run: RunFolder, req: FitRequest, dataset: Dataset) -> dict:
 
 
 def _config(req: FitRequest, dataset: Dataset) -> dict:
+    from probdiff import distributed
+
     request = asdict(req)
     request.pop("out")  # a run folder acts where it lies, not where it was made
     return {
         "request": request,
         "status": "running",
+        "world_size": distributed.world()[1],
         "data": {
             "name": dataset.name,
             "n": dataset.n,

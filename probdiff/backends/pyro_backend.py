@@ -71,6 +71,11 @@ class PyroBackend:
         self._svi: SVI | None = None
         self._optim: PyroOptim | None = None
         self._good_steps = 0  # steps since start(): a refused parameter after them is divergence
+        from probdiff import distributed
+
+        self.rank, self.world_size = distributed.world()
+        if self.world_size > 1:  # torchrun: each process a share of every batch
+            distributed.start(device)
 
     # -- data ---------------------------------------------------------------------------
     def array(self, x: Data) -> Data:
@@ -102,6 +107,11 @@ class PyroBackend:
         self._good_steps = 0
         self._svi = SVI(program.model, program.guide, self._optim, loss=make_elbo(program))
         self._create_params(program, x)
+        if self.world_size > 1:  # the same start everywhere, then each process its own draws
+            from probdiff import distributed
+
+            distributed.broadcast(self._ordered_params())
+            pyro.set_rng_seed(derive(seed, 7919 * self.rank) if self.rank else seed)
 
     def _create_params(self, program: Program, x: Data) -> None:
         """Create every parameter now (Pyro would at the first step) by one traced call on the
@@ -115,6 +125,8 @@ class PyroBackend:
     def step(self, batch: Data, n_total: int) -> float:
         """One gradient step; returns the loss, an estimate of -ELBO of the whole data set
         (NaN where the step met non-finite parameters)."""
+        if self.world_size > 1:
+            return self._distributed_step(batch, n_total)
         args, kw = self._program.inputs(batch, n_total)
         # Pyro's validation (shapes, supports, argument checks) on the first good step; the
         # loop then runs without it (a NaN it would have refused shows as a NaN loss)
@@ -129,6 +141,32 @@ class PyroBackend:
             loss = float(self._svi.step(*args, **kw))
             self._good_steps += 1
             return loss
+        return outcome.value
+
+    def _ordered_params(self) -> list[torch.Tensor]:
+        store = pyro.get_param_store()
+        return [store._params[name] for name in sorted(store._params)]
+
+    def _distributed_step(self, batch: Data, n_total: int) -> float:
+        """SVI's step with the gradients averaged over the processes before the update; the
+        loss returned is their mean (the combined batch's estimate)."""
+        from probdiff import distributed
+
+        mine = distributed.shard(np.arange(num_rows(batch)), self.rank, self.world_size)
+        args, kw = self._program.inputs(self.take(batch, mine), n_total)
+        svi = self._svi
+        with self._user_code(
+            self._program, "a training step", diverged_ok=True, inputs=(args, kw)
+        ) as outcome:
+            with pyro.poutine.trace(param_only=True) as capture:
+                loss = float(svi.loss_and_grads(svi.model, svi.guide, *args, **kw))
+            store = pyro.get_param_store()
+            params = [store._params[k] for k in sorted(capture.trace.nodes) if k in store]
+            distributed.average_gradients(params)
+            self._optim(params)
+            pyro.infer.util.zero_grads(set(params))
+            self._good_steps += 1
+            return distributed.average(loss)
         return outcome.value
 
     def params(self) -> dict[str, np.ndarray]:
