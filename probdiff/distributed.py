@@ -52,24 +52,24 @@ def shard(idx, rank: int, size: int):
     return idx[rank::size]
 
 
-def average_gradients(params) -> None:
-    """Mean of each parameter's gradient over the processes, in the order given."""
-    import torch.distributed as dist
-
-    size = dist.get_world_size()
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= size
-
-
-def average(value: float) -> float:
+def average_gradients(params, loss: float) -> float:
+    """Replace each parameter's gradient (in the order given; every process gives the same
+    parameters, with a gradient or None alike) by its mean over the processes, in one
+    all-reduce of a flat buffer that also carries ``loss``; returns the mean loss."""
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t) / dist.get_world_size()
+    grads = [p.grad for p in params if p.grad is not None]
+    loss_t = torch.tensor([loss], dtype=torch.float64)
+    flat = torch.cat([g.reshape(-1).double() for g in grads] + [loss_t])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].reshape(g.shape))
+        offset += n
+    return float(flat[-1])
 
 
 def broadcast(tensors) -> None:

@@ -162,11 +162,11 @@ class PyroBackend:
                 loss = float(svi.loss_and_grads(svi.model, svi.guide, *args, **kw))
             store = pyro.get_param_store()
             params = [store._params[k] for k in sorted(capture.trace.nodes) if k in store]
-            distributed.average_gradients(params)
+            loss = distributed.average_gradients(params, loss)
             self._optim(params)
             pyro.infer.util.zero_grads(set(params))
             self._good_steps += 1
-            return distributed.average(loss)
+            return loss
         return outcome.value
 
     def params(self) -> dict[str, np.ndarray]:
