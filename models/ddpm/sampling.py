@@ -42,35 +42,16 @@ def ancestral(
     """DDPM ancestral sampling: (x_0 draws (n, dim), {t: x_t} for t in ``record``). A chain
     with learned variances passes ``mean_and_scale(x, t)`` -> (mu_theta, sigma_theta), used
     in place of ``eps`` and the fixed ``variance`` (docs/equations.md (2.24))."""
-    if mean_and_scale is not None:
-        return _ancestral_learned(
-            mean_and_scale, schedule.T, n, dim, generator, record, dtype, progress
-        )
-    sigma = np.sqrt(schedule.reverse_variance(variance))
+    if mean_and_scale is None:
+        sigma = np.sqrt(schedule.reverse_variance(variance))
+
+        def mean_and_scale(x, t):
+            return schedule.mean_from_eps(x, t, eps(x, t)), float(sigma[t])
+
     kept: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
         x = torch.randn(n, dim, generator=generator, dtype=dtype)
         for t in range(schedule.T, 0, -1):
-            if record is not None and t in record:
-                kept[t] = x.clone()
-            mean = schedule.mean_from_eps(x, t, eps(x, t))
-            if t > 1:
-                mean = mean + float(sigma[t]) * torch.randn(
-                    n, dim, generator=generator, dtype=dtype
-                )
-            x = mean
-            if progress is not None:
-                progress.update(1)
-    if record is not None and 0 in record:
-        kept[0] = x.clone()
-    return x, kept
-
-
-def _ancestral_learned(mean_and_scale, T, n, dim, generator, record, dtype, progress):
-    kept: dict[int, torch.Tensor] = {}
-    with torch.inference_mode():
-        x = torch.randn(n, dim, generator=generator, dtype=dtype)
-        for t in range(T, 0, -1):
             if record is not None and t in record:
                 kept[t] = x.clone()
             mean, scale = mean_and_scale(x, t)
