@@ -252,7 +252,14 @@ def sampling_rows(args) -> list[dict]:
     xs = torch.randn(n, 2)
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        ancestral(chain.eps, family.schedule, n, 2, torch.Generator().manual_seed(0))
+        ancestral(
+            chain.eps,
+            family.schedule,
+            n,
+            2,
+            torch.Generator().manual_seed(0),
+            mean_and_scale=chain.mean_and_scale,  # as the family samples
+        )
         times["probdiff"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         with torch.inference_mode():

@@ -600,7 +600,7 @@ class DDPMFamily(Family):
                     self.options["variance"],
                     record,
                     progress=bar,
-                    mean_and_scale=chain.mean_and_scale if chain.learned else None,
+                    mean_and_scale=chain.mean_and_scale,  # one network call per step
                 )
             else:
                 x, kept = ddim(
