@@ -15,6 +15,7 @@ import pytest
 from helpers import cli
 
 from probdiff.family import builtin_names
+from probdiff.sampling import samples_name
 
 TINY = {
     "gmm": ["--data", "mixture2d:n=120", "--steps", "20"],
@@ -144,3 +145,15 @@ def test_family_contract(tmp_path, capsys, model):
     assert drawn["x"].shape[0] == 5 and int(drawn["n"]) == 5
     assert cli(capsys, "report", out)[0] == 0  # the page now shows the samples' figure too
     assert set(page_of(out).images) == on_disk(out)
+
+    # every sampler the main help lists (models.SAMPLERS) is one the family runs
+    from probdiff.models import SAMPLERS
+
+    for listed in SAMPLERS.get(model, ()):
+        sampler = listed.replace("[:STEPS]", ":3")
+        code, _, err = cli(capsys, "sample", out, "-n", 4, "--sampler", sampler, *trust)
+        assert code == 0, (sampler, err)
+        assert (out / "samples" / f"{samples_name(sampler, 0, 4)}.npz").is_file(), sampler
+    if model in SAMPLERS:
+        code, _, err = cli(capsys, "sample", out, "-n", 4, "--sampler", "nonesuch", *trust)
+        assert code != 0 and len(err.strip().splitlines()) == 1, err
