@@ -41,6 +41,19 @@ def start(device: str) -> None:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
+def finish() -> None:
+    """Leave the process group once training is over, all processes together (a process
+    that exits holding it can abort in the group's destructor, failing the job). Outside
+    torchrun, nothing (and torch is not imported)."""
+    if world()[1] == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard(idx, rank: int, size: int):
     """This process's rows of a batch: every ``size``-th from ``rank``; the batch must
     split evenly, so every process's share has the same weight."""

@@ -119,6 +119,8 @@ def _worker(req, resume, code, dataset, trust_model_code) -> None:
     (from a resumed run's folder, read only, or as the first process builds them), trained
     in lockstep with it (the backend averages gradients); it writes nothing and returns None
     when the loop ends (:mod:`probdiff.distributed`)."""
+    from probdiff import distributed
+
     checkpoint = None
     if resume:
         from probdiff.run import code_from_config, dataset_from_config
@@ -148,6 +150,7 @@ def _worker(req, resume, code, dataset, trust_model_code) -> None:
         replace(req.settings, progress=False),
         resume=checkpoint,
     )
+    distributed.finish()
 
 
 def _with_page(opened):
@@ -337,6 +340,9 @@ def _fit(
             display_offset=family.data_log_jacobian,
             eval_program=family.evaluation_program,
         )
+        from probdiff import distributed
+
+        distributed.finish()  # torchrun: training is over for every process
         params, seconds = result.params, result.seconds
         traces = [t + family.data_log_jacobian for t in result.traces]
         test_traces = [t + [0.0, family.data_log_jacobian] for t in result.test_traces]
