@@ -64,6 +64,15 @@ def estimates(model, schedule, x, repeats=40, copies=10):
     return out
 
 
+def two_chains(schedule, parameterisation, variance):
+    """Two chains whose networks differ (seeds 0 and 1), for loss differences."""
+    chains = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        chains.append(ReverseChain(TimeMLP(2, [16], T), schedule, parameterisation, variance))
+    return chains
+
+
 def assert_same_mean(values):
     names = list(values)
     for i, a in enumerate(names):
@@ -115,10 +124,7 @@ def test_unit_weights_give_l_simple_up_to_a_constant(setup, parameterisation, va
     try:
         x, schedule = setup
         x = x[:50]
-        nets = []
-        for seed in (0, 1):
-            torch.manual_seed(seed)
-            nets.append(ReverseChain(TimeMLP(2, [16], T), schedule, parameterisation, variance))
+        nets = two_chains(schedule, parameterisation, variance)
         abar = torch.as_tensor(schedule.abar)
 
         def pyro_loss(chain):
@@ -183,10 +189,7 @@ def test_per_datum_simple_weighting_is_algorithm_1(setup, parameterisation, vari
     try:
         x, schedule = setup
         x = x[:80]
-        nets = []
-        for seed in (0, 1):
-            torch.manual_seed(seed)
-            nets.append(ReverseChain(TimeMLP(2, [16], T), schedule, parameterisation, variance))
+        nets = two_chains(schedule, parameterisation, variance)
         abar = torch.as_tensor(schedule.abar)
 
         def pyro_loss(chain):

@@ -141,7 +141,11 @@ class ReverseChain(nn.Module):
         post[0] = 1.0
         betas = schedule.betas.copy()
         betas[0] = 1.0
-        self.tables = Tables.of(schedule, log_beta=np.log(betas), log_post=np.log(post))
+        fixed = self.scales.copy()
+        fixed[1] = self.decoder_scale  # sigma_t by step, the decoder's at t = 1
+        self.tables = Tables.of(
+            schedule, log_beta=np.log(betas), log_post=np.log(post), fixed_scale=fixed
+        )
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The network's rows as (the parameterisation's output, the variance output v or
@@ -176,9 +180,7 @@ class ReverseChain(nn.Module):
         if v is None:
             if isinstance(t, int):
                 return mu.reshape(shape), self.step_scale(t)
-            fixed = self.scales.copy()
-            fixed[1] = self.decoder_scale
-            col = torch.as_tensor(fixed, dtype=xt.dtype, device=xt.device)[t][:, None]
+            col = self.tables(xt)["fixed_scale"][t][:, None]
             return mu.reshape(shape), col.expand_as(mu).reshape(shape)
         tab = self.tables(xt)
         frac = ((v + 1) / 2).clamp(0.0, 1.0)  # Sigma stays between sigma_q(t)^2 and beta_t
@@ -334,7 +336,8 @@ class StepProposal:
         self.cdf = np.cumsum(probs)
         w = np.ones(T + 1) if step_weights is None else np.asarray(step_weights, float).copy()
         w[0] = 0.0
-        self.row_weights = np.concatenate([[0.0], 1.0 / probs]) * w  # index t
+        self.step_weights = w  # w_t alone (index t)
+        self.row_weights = np.concatenate([[0.0], 1.0 / probs]) * w  # w_t / pi_t
         inverse = np.concatenate([[0.0], 1.0 / probs])
         self._tables = Tables({"cdf": self.cdf[:-1], "w": self.row_weights, "inv": inverse})
 
@@ -370,7 +373,6 @@ class ImportanceStepProposal(StepProposal):
     def __init__(self, T: int, step_weights=None, history: int = 10, floor: float = 1e-3):
         super().__init__(T, None, step_weights)
         self.history, self.floor = history, floor
-        self._w = self.row_weights / T  # the step weights alone (row_weights carry 1/pi = T)
 
     def state(self, like: torch.Tensor) -> torch.Tensor:
         init = lambda: torch.zeros(  # noqa: E731
@@ -392,7 +394,7 @@ class ImportanceStepProposal(StepProposal):
         return torch.searchsorted(cdf, u.detach().contiguous(), right=True) + 1
 
     def weights(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        w = torch.as_tensor(self._w, dtype=like.dtype, device=like.device)[1:]
+        w = torch.as_tensor(self.step_weights, dtype=like.dtype, device=like.device)[1:]
         return (w / self.current_probs(like))[t - 1]
 
     def inverse(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -430,7 +432,7 @@ def per_datum_proposal(
 
 def forward_posterior_rows(tables: dict, x0, xt, t) -> dist.TorchDistribution:
     """q(x_{t-1} | x_t, x_0) with one step per row (docs/equations.md (2.5)); rows with
-    t = 1 (a point mass) get scale 1 from ``safe_scales``."""
+    t = 1 (a point mass) get scale 1 from ``safe_post_scales``."""
     col = lambda name: tables[name][t][:, None]  # noqa: E731
     mean = col("post_x0") * x0 + col("post_xt") * xt
     return dist.Normal(mean, col("safe_post_scales").expand_as(mean)).to_event(1)
@@ -527,7 +529,9 @@ class DDPMPerDatumModel:
                         dist.Normal(mean, scale).to_event(1),
                     )
                     term = torch.where(first, -decoder.log_prob(x0), kl)
-                    w = torch.as_tensor(self.proposal._w, dtype=x0.dtype, device=x0.device)
+                    w = torch.as_tensor(
+                        self.proposal.step_weights, dtype=x0.dtype, device=x0.device
+                    )
                     self.proposal.record(t, w[t] * term)
 
 
