@@ -184,8 +184,8 @@ def ddpm_rows(args) -> list[dict]:
                 "ratio": pw / hw,
             }
         )
-    # samplers of the last probdiff chain: samples per second and their quality
-    for sampler in ("ancestral", "ddim:200", "ddim:50", "ode_heun:50"):
+    # samplers of the last probdiff chain trained above: samples per second and quality
+    for sampler in ("ancestral", "ddim:200", "ddim:50", "ode_heun:50") if args.seeds else ():
         t0 = time.perf_counter()
         samples = family.sample(params, 2000, 0, sampler)
         seconds = time.perf_counter() - t0
