@@ -33,6 +33,7 @@ _REQUEST = (
     "threads",
     "data_seed",
     "devices",
+    "stream",
 )
 
 
@@ -60,7 +61,8 @@ def fit(
     spec as on the command line. ``out``: the run folder (new or empty; default a new
     temporary folder). Further keywords: ``batch_size``, ``restarts``, ``checkpoint_every``,
     ``eval_every``, ``device``, ``devices``, ``dtype``, ``inference``, ``test_fraction``,
-    ``data_seed``,
+    ``data_seed``, ``stream`` (True: keep a ``.npy`` file's rows or a PNG folder on disk,
+    read per minibatch; default: when larger than 1 GiB as float64),
     ``posterior_samples``, ``threads``, and the model's options (a user's model: ``elbo``,
     ``max_plate_nesting``, ``particles``).
     """
@@ -110,7 +112,9 @@ def fit(
         label = code.label
     spec = data if isinstance(data, str) else ""
     data_seed = request.get("data_seed")
-    dataset = as_dataset(data, seed=seed if data_seed is None else data_seed)
+    dataset = as_dataset(
+        data, seed=seed if data_seed is None else data_seed, stream=request.get("stream")
+    )
     req = FitRequest(
         model=label if code is None or not isinstance(model, str) else model,
         data=spec,

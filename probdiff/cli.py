@@ -143,6 +143,13 @@ def _common_fit_arguments(p: argparse.ArgumentParser, family=None) -> None:
         help="numpyro: split each minibatch over this many JAX devices (data parallel)",
     )
     p.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep a .npy file's rows or a PNG folder's images on disk and read them per "
+        "minibatch (default: when the data is over 1 GiB as float64)",
+    )
+    p.add_argument(
         "--data-seed",
         type=_seed,
         default=None,
@@ -287,6 +294,7 @@ def fit_main(argv: list[str]) -> int:
         threads=args.threads,
         data_seed=args.data_seed,
         devices=args.devices,
+        stream=args.stream,
         settings=settings,
         options=options,
     )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from probdiff.data import Dataset
+from probdiff.data.rows import Rows
 from probdiff.errors import ProbdiffError
 from probdiff.phases import Phases
 from probdiff.program import EVAL_ROWS, Program, num_rows, take_rows
@@ -166,8 +167,9 @@ class Family:
         is made); returns options resolved on the way, which the run's config records."""
         return {}
 
-    def prepare(self, data: Dataset) -> np.ndarray:
-        """The array the model sees; by default each datum flattened to a vector."""
+    def prepare(self, data: Dataset) -> np.ndarray | Rows:
+        """The array the model sees (rows on disk stay there, mapped as they are read); by
+        default each datum flattened to a vector."""
         return data.flat()
 
     def program(

@@ -19,7 +19,7 @@ import numpy as np
 
 from probdiff import __version__
 from probdiff.backends import get_backend
-from probdiff.data import Dataset, load_dataset, train_test_split
+from probdiff.data import Dataset, evaluation_subset, load_dataset, train_test_split
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family
 from probdiff.phases import Phases
@@ -87,7 +87,7 @@ def fit(
         return _resume(req, trust_model_code)
     run = RunFolder.check_new(req.out)
     if dataset is None:
-        dataset = load_dataset(req.data, seed=req.data_seed_value)
+        dataset = load_dataset(req.data, seed=req.data_seed_value, stream=req.stream)
     if code is None and is_reference(req.model):
         code = user_code_from_request(req)
     family, backend, train, test = _prepare(req, dataset, code)
@@ -136,7 +136,7 @@ def _worker(req, resume, code, dataset, trust_model_code) -> None:
         )
     else:
         if dataset is None:
-            dataset = load_dataset(req.data, seed=req.data_seed_value)
+            dataset = load_dataset(req.data, seed=req.data_seed_value, stream=req.stream)
         if code is None and is_reference(req.model):
             code = user_code_from_request(req)
     family, backend, train, _ = _prepare(req, dataset, code)
@@ -181,6 +181,15 @@ def _prepare(req: FitRequest, dataset: Dataset, code: UserCode | None):
         )
     backend = get_backend(**runtime(req))
     train, test = train_test_split(dataset, req.test_fraction, req.data_seed_value)
+    if dataset.streamed and req.inference != "svi":
+        raise ProbdiffError(
+            f"--inference {req.inference} needs every row in memory; {dataset.name!r} is "
+            "streamed from disk: use --inference svi, or --no-stream"
+        )
+    if dataset.streamed and req.settings.batch_size is None:
+        raise ProbdiffError(
+            f"{dataset.name!r} is streamed from disk: give --batch-size (rows read per step)"
+        )
     family.validate_request(req.inference, req.backend, req.settings, train.n, req.dtype)
     return family, backend, train, test
 
@@ -193,7 +202,7 @@ def _check_scale(dataset: Dataset) -> None:
     arrays = dataset.fields or {"x": dataset.x}
     for name, a in arrays.items():
         if a is not None and a.size and a.dtype.kind == "f":
-            top = float(np.abs(a).max())
+            top = max(abs(float(a.min())), abs(float(a.max())))
             if top > MAX_MAGNITUDE:
                 raise ProbdiffError(
                     f"data array {name!r} holds values up to {top:.3g}: beyond "
@@ -363,8 +372,15 @@ def _fit(
             if idata is None
             else None
         )
+    if train.streamed:  # metrics read a random subset of each split into memory
+        seed = req.data_seed_value
+        train_rows = evaluation_subset(train, derive(seed, 1))
+        test_rows = evaluation_subset(test, derive(seed, 2))
+        x_train, x_test = family.prepare(train_rows), family.prepare(test_rows)
     with clock("metrics", "held-out metrics"):
         metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
+    if train.streamed:
+        metrics.update({"eval_rows_train": train_rows.n, "eval_rows_test": test_rows.n})
     # draws, per-datum values and figures on at most DRAW_ROWS training rows (stated in idata)
     from probdiff.run import shown_subset
 
@@ -427,8 +443,13 @@ def _svi_inference_data(
 
 
 def _head(x, rows: int):
-    from probdiff.program import take_rows
+    """The first ``rows`` rows; of rows on disk, at most EVAL_ROWS spread over the split (a
+    file may be sorted), read now."""
+    from probdiff.data.rows import is_rows, spread_rows
+    from probdiff.program import EVAL_ROWS, num_rows, take_rows
 
+    if is_rows(x):
+        return take_rows(x, spread_rows(num_rows(x), min(rows, EVAL_ROWS)))
     return take_rows(x, slice(0, rows))
 
 

@@ -20,6 +20,36 @@ Data = Any
 # predictive draws are kept for at most DRAW_ROWS rows.
 EVAL_ROWS = 10_000
 DRAW_ROWS = 10_000
+# a vectorised ELBO call holds about particles x rows x values-per-row numbers at once; more
+# particles than fit are split over calls (see particle_groups)
+PARTICLE_VALUES = 1 << 24
+# streamed data: parameters are created by a traced call on this many rows spread over the file
+INIT_ROWS = 4096
+
+
+def lazy_array(data: Data, convert: Callable[[Any], Any]) -> Data:
+    """A backend's copy of ``data``: ``convert`` applied to each array now, or, for rows on disk
+    (:class:`probdiff.data.rows.Rows`), to each block of rows when it is read."""
+    from probdiff.data.rows import Rows
+
+    return map_arrays(
+        lambda a: a.with_convert(convert) if isinstance(a, Rows) else convert(a), data
+    )
+
+
+def head_rows(data: Data) -> Data:
+    """The first INIT_ROWS rows (read now, for rows on disk): what a probe of a program sees."""
+    return take_rows(data, np.arange(min(num_rows(data), INIT_ROWS)))
+
+
+def init_rows(data: Data) -> Data:
+    """What a traced call that creates parameters sees: ``data``, or for rows on disk
+    INIT_ROWS of them spread over the file (read now)."""
+    from probdiff.data.rows import is_rows, spread_rows
+
+    if not is_rows(data):
+        return data
+    return take_rows(data, spread_rows(num_rows(data), INIT_ROWS))
 
 
 @dataclass
@@ -98,6 +128,21 @@ def map_arrays(fn: Callable[[Any], Any], data: Data) -> Data:
 def take_rows(data: Data, idx: np.ndarray | slice) -> Data:
     """The rows ``idx`` of one array or of every named array."""
     return map_arrays(lambda a: a[idx], data)
+
+
+def particle_groups(num_particles: int, rows: int, data: Data) -> int:
+    """Into how many calls of equal size ``num_particles`` vectorised particles on ``rows``
+    rows of ``data`` are split: the fewest that keep each call within PARTICLE_VALUES numbers
+    (1 where all fit). The mean over the calls is the same estimator as one call's."""
+    arrays = data.values() if isinstance(data, Mapping) else [data]
+    width = sum(int(np.prod(a.shape[1:], dtype=np.int64)) for a in arrays)
+    for groups in range(1, num_particles + 1):
+        if (
+            num_particles % groups == 0
+            and num_particles // groups * rows * width <= PARTICLE_VALUES
+        ):
+            return groups
+    return num_particles
 
 
 def row_subset(n: int, size: int | None, seed: int) -> np.ndarray | None:

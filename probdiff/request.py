@@ -37,6 +37,9 @@ class FitRequest:
     # sweep over --seed can keep one data set
     data_seed: int | None = None
     devices: int = 1  # numpyro: minibatches split over this many JAX devices
+    # a .npy file or PNG folder kept on disk and read per minibatch (None: when larger than
+    # probdiff.data.files.STREAM_BYTES)
+    stream: bool | None = None
     settings: SVISettings = field(default_factory=SVISettings)
     options: dict = field(default_factory=dict)
 
@@ -73,6 +76,8 @@ class FitRequest:
             raise ProbdiffError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ProbdiffError(f"--threads must be >= 1, got {self.threads}")
+        if self.stream is not None and not isinstance(self.stream, bool):
+            raise ProbdiffError(f"stream must be True, False or None, got {self.stream!r}")
         if self.devices < 1:
             raise ProbdiffError(f"--devices must be >= 1, got {self.devices}")
         if self.posterior_samples < 1:

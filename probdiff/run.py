@@ -22,18 +22,25 @@ from typing import Any
 
 import numpy as np
 
-from probdiff.data import Dataset, data_sha256, load_dataset, train_test_split
+from probdiff.data import (
+    Dataset,
+    data_sha256,
+    evaluation_subset,
+    load_dataset,
+    train_test_split,
+)
 from probdiff.errors import ProbdiffError
 from probdiff.runfolder import RunFolder
+from probdiff.seeds import derive
 
 
 def shown_subset(train: Dataset, seed: int) -> Dataset:
     """The training rows a fit keeps draws for and draws figures of: all of them, or
-    ``DRAW_ROWS`` random ones (the same for ``fit`` and ``report``)."""
+    ``DRAW_ROWS`` random ones (the same for ``fit`` and ``report``), in memory."""
     from probdiff.program import DRAW_ROWS, row_subset
 
     rows = row_subset(train.n, DRAW_ROWS, seed)
-    return train if rows is None else train.subset(rows)
+    return (train if rows is None else train.subset(rows)).loaded()
 
 
 def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
@@ -72,7 +79,7 @@ def dataset_from_config(run: RunFolder, config: dict) -> Dataset:
                 f"the run's data {path} changed since the fit (SHA-256 differs): "
                 "restore it, or evaluate on it with --data"
             )
-        return load_dataset(str(path), seed=seed)
+        return load_dataset(str(path), seed=seed, stream=config["request"].get("stream"))
     return load_dataset(spec, seed=seed)
 
 
@@ -280,9 +287,10 @@ class Run:
                 raise ProbdiffError(
                     "the run has no held-out split (--test-fraction 0): pass --data"
                 )
+            test = evaluation_subset(test, derive(req.data_seed_value, 2))
             x, prefix = family.prepare(test), "test_"
         else:
-            other = as_dataset(data, seed=req.data_seed_value)
+            other = evaluation_subset(as_dataset(data, seed=req.data_seed_value), 0)
             if (
                 self.dataset.x is not None
                 and other.x is not None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probdiff.data import Dataset
+from probdiff.data.rows import Rows
 from probdiff.errors import ProbdiffError
 
 
@@ -58,7 +59,8 @@ class DataScaling:
         if likelihood == "bernoulli":
             if integer:
                 return cls(**kw, binarize=True, discrete=True)
-            if not np.isin(data.x, (0.0, 1.0)).all():
+            blocks = data.x.blocks() if isinstance(data.x, Rows) else [data.x]
+            if not all(np.isin(b, (0.0, 1.0)).all() for b in blocks):
                 raise ProbdiffError(
                     "--likelihood bernoulli needs binary data (values 0 and 1) or "
                     f"integer images; {data.name!r} has other values"
@@ -86,9 +88,10 @@ class DataScaling:
         t0, t1 = self.target
         return self.dim * math.log((t1 - t0) / (self.high - self.low))
 
-    def forward(self, data: Dataset) -> np.ndarray:
+    def forward(self, data: Dataset) -> np.ndarray | Rows:
         """``data`` flattened to (N, D) in the model's units; other data sets are checked to
-        hold the same integer levels as the fitted one."""
+        hold the same integer levels as the fitted one. Streamed rows are mapped (and checked)
+        as they are read."""
         x = data.flat()
         if self.identity:
             return x
@@ -98,9 +101,17 @@ class DataScaling:
                 f"{data.name!r} is not integer data on {self.low:g}..{self.high:g} "
                 "like the data the model was fitted to"
             )
-        if not np.array_equal(x, np.round(x)) or x.min() < self.low or x.max() > self.high:
+        if isinstance(x, Rows):
+            return x.map(lambda block: self._to_model(block, data.name))
+        return self._to_model(x, data.name)
+
+    def _to_model(self, x: np.ndarray, name: str) -> np.ndarray:
+        """Integer rows on low..high in the model's units (a one-line error for others)."""
+        if x.size and (
+            not np.array_equal(x, np.round(x)) or x.min() < self.low or x.max() > self.high
+        ):
             raise ProbdiffError(
-                f"{data.name!r} holds values that are not integers in {self.low:g}..{self.high:g}"
+                f"{name!r} holds values that are not integers in {self.low:g}..{self.high:g}"
             )
         t0, t1 = self.target
         u = (x - self.low) / (self.high - self.low)

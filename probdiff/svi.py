@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from probdiff.data import Minibatches
+from probdiff.data.rows import is_rows
 from probdiff.errors import ProbdiffError
 from probdiff.program import EVAL_ROWS, Data, Program, num_rows
 from probdiff.seeds import MAX_SEED, derive
@@ -124,6 +125,11 @@ def run_svi(
             continue
         seed = derive(settings.seed, 1000 * r)
         program = make_program(seed)
+        if is_rows(x) and not program.minibatch:
+            raise ProbdiffError(
+                "streamed data trains in minibatches: the model and guide need an n_total "
+                "keyword (a subsample plate scaled to the whole data)"
+            )
 
         def checkpoint(inner: dict, r=r) -> None:
             if save:
@@ -232,7 +238,7 @@ def _one_restart(
     )
     for step in range(len(trace), settings.steps):
         idx = batches.next_batch()
-        batch = data if batches.full_batch else backend.take(data, idx)
+        batch = data if batches.full_batch and not is_rows(data) else backend.take(data, idx)
         loss = backend.step(batch, n)  # NaN once parameters are not finite
         if not math.isfinite(loss):
             bar.close()

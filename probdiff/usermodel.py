@@ -32,7 +32,15 @@ import numpy as np
 from probdiff.data import Dataset
 from probdiff.errors import ProbdiffError
 from probdiff.family import Family
-from probdiff.program import Data, Program, num_rows, take_rows, takes_n_total
+from probdiff.program import (
+    Data,
+    Program,
+    head_rows,
+    init_rows,
+    num_rows,
+    take_rows,
+    takes_n_total,
+)
 from probdiff.seeds import derive
 
 AUTOGUIDES = {
@@ -384,7 +392,7 @@ class UserFamily(Family):
         label = self.code.label
         if ppl is not None and ppl != backend_name:
             raise ProbdiffError(f"{label} is written for {_PPL[ppl]}: fit it with --backend {ppl}")
-        probe = backend.array(take_rows(x, np.arange(min(num_rows(x), 4096))))
+        probe = backend.array(head_rows(x))
         backend.start(program, probe, settings.lr, seed)
         guide_sites, model_sites, _ = backend.trace_joint(program, probe, seed=seed)
         sampled = [s for s in model_sites if s.kind in ("latent", "observed", "factor")]
@@ -434,7 +442,7 @@ class UserFamily(Family):
         n = num_rows(x)
         if batch_size is None or batch_size >= n:
             return
-        data = backend.array(x)
+        data = backend.array(init_rows(x))  # rows on disk: a spread of them
         layout = read_layout(backend, program, data, seed)
         label = self.code.label
         if layout.subsample_size:
@@ -537,7 +545,7 @@ class UserFamily(Family):
         from probdiff.draws import read_layout
 
         x = self.prepare(self.data)
-        head = backend.array(take_rows(x, np.arange(min(num_rows(x), 4096))))
+        head = backend.array(head_rows(x))
         program = self.program(backend.name, head, self.base_seed)
         backend.set_params(program, head, params)
         return program, head, read_layout(backend, program, head, self.base_seed)

@@ -167,8 +167,12 @@ class GMMFamily(Family):
 
     # -- programs -----------------------------------------------------------------------
     def init_values(self, x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        from probdiff.data.rows import is_rows, spread_rows
         from probdiff.guides.gmm import encoder_init
+        from probdiff.program import INIT_ROWS
 
+        if is_rows(x):  # streamed data: k-means++ on rows spread over the file
+            x = x[spread_rows(len(x), INIT_ROWS)]
         init = gmm_em.kmeans_pp_init(x, self.options["components"], np.random.default_rng(seed))
         return {
             **init.as_dict(),

@@ -193,7 +193,7 @@ class VAEFamily(Family):
 
         params = numpyro_to_pyro_params(params)
         backend = get_backend("pyro")
-        x = self.prepare(self.data.subset(slice(0, 1)))
+        x = self.prepare(self.data.subset(slice(0, 1)).loaded())
         program = self.program("pyro", x, seed=0)
         data = backend.array(x)
         backend.start(program, data, lr=1e-3, seed=0)

@@ -31,7 +31,17 @@ from numpyro.optim import ClippedAdam
 from numpyro.primitives import Messenger
 
 from probdiff.errors import ProbdiffError, user_code_error
-from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
+from probdiff.program import (
+    Data,
+    Program,
+    init_rows,
+    lazy_array,
+    map_arrays,
+    num_rows,
+    particle_groups,
+    row_subset,
+    take_rows,
+)
 from probdiff.seeds import derive
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -154,7 +164,8 @@ class NumPyroBackend:
     # -- data ---------------------------------------------------------------------------
     def array(self, x: Data) -> Data:
         """``x`` (one array or named arrays) on the device: floating point in the backend's
-        dtype; integers and booleans keep their kind (JAX's default integer width)."""
+        dtype; integers and booleans keep their kind (JAX's default integer width). Rows on
+        disk stay there, put on the device as they are read."""
         self._ensure_x64()
 
         def put(a):
@@ -163,7 +174,7 @@ class NumPyroBackend:
                 a if a.dtype.kind in "iub" else a.astype(self.dtype_name), self.device
             )
 
-        return map_arrays(put, x)
+        return lazy_array(x, put)
 
     def take(self, x: Data, idx: np.ndarray) -> Data:
         return take_rows(x, jax.device_put(np.asarray(idx), self.device))
@@ -192,7 +203,7 @@ class NumPyroBackend:
         optim = ClippedAdam(step_size=lr, clip_norm=clip_norm)
         self._svi = SVI(program.model, program.guide, optim, loss=make_elbo(program))
         self._updates, self._inits = {}, {}
-        self._state = self._init(random.PRNGKey(seed), x)
+        self._state = self._init(random.PRNGKey(seed), init_rows(x))
 
     def _init(self, rng_key: jax.Array, x: jax.Array, init_params: dict | None = None):
         """``SVI.init`` on this device, with parameters kept in the backend's dtype.
@@ -271,7 +282,7 @@ class NumPyroBackend:
         flat = {k: jnp.asarray(np.asarray(params.get(k, v))) for k, v in _flatten(current).items()}
         init = self._cast(_unflatten(flat, current))
         rng_key = self._state.rng_key
-        self._state = self._init(rng_key, x, init_params=init)._replace(rng_key=rng_key)
+        self._state = self._init(rng_key, init_rows(x), init_params=init)._replace(rng_key=rng_key)
 
     def state_dict(self) -> dict:
         """NumPy-only, picklable: unconstrained parameters, Adam's moments, step, rng key."""
@@ -354,15 +365,16 @@ class NumPyroBackend:
         self._ensure_x64()
         params = self._svi.get_params(self._state)
         n = num_rows(x)
+        rows = n if max_rows is None or not program.minibatch else min(n, max_rows)
+        groups = particle_groups(num_particles, rows, x)  # calls per repeat that fit in memory
         subsets = [
             row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
-            for i in range(repeats)
+            for i in range(repeats * groups)
         ]
-        rows = n if subsets[0] is None else len(subsets[0])
-        key = (id(program), num_particles, rows, n)
+        key = (id(program), num_particles // groups, rows, n)
         cached = self._evals.get(key)
         if cached is None or cached[0] is not program:
-            loss = make_elbo(program, num_particles)
+            loss = make_elbo(program, num_particles // groups)
 
             def elbo_fn(k, p, data):
                 args, kwargs = program.inputs(data, n)
@@ -370,12 +382,16 @@ class NumPyroBackend:
 
             cached = self._evals[key] = (program, jax.jit(elbo_fn))
         with jax.default_device(self.device), user_code(program, "evaluating the ELBO"):
-            keys = random.split(random.PRNGKey(seed), repeats)
-            values = np.array(
-                [
-                    float(cached[1](k, params, x if idx is None else self.take(x, idx)))
-                    for k, idx in zip(keys, subsets)
-                ]
+            keys = random.split(random.PRNGKey(seed), repeats * groups)
+            values = (
+                np.array(
+                    [
+                        float(cached[1](k, params, x if idx is None else self.take(x, idx)))
+                        for k, idx in zip(keys, subsets)
+                    ]
+                )
+                .reshape(repeats, groups)
+                .mean(1)
             )
         err = values.std(ddof=1) / math.sqrt(repeats) if repeats > 1 else float("nan")
         return float(values.mean()), float(err)

@@ -17,7 +17,16 @@ from pyro.poutine.util import site_is_subsample
 from probdiff.backends.meanfield_elbo import MeanFieldELBO
 from probdiff.backends.optim import clipped_adam
 from probdiff.errors import ProbdiffError, user_code_error
-from probdiff.program import Data, Program, map_arrays, num_rows, row_subset, take_rows
+from probdiff.program import (
+    Data,
+    Program,
+    init_rows,
+    lazy_array,
+    num_rows,
+    particle_groups,
+    row_subset,
+    take_rows,
+)
 from probdiff.seeds import derive
 
 _ELBOS = {"trace": Trace_ELBO, "enum": TraceEnum_ELBO, "meanfield": MeanFieldELBO}
@@ -81,8 +90,8 @@ class PyroBackend:
     def array(self, x: Data) -> Data:
         """A copy of ``x`` (one array or named arrays) as tensors, never aliasing the caller's
         arrays (which steps would move): floating point in the backend's dtype, integers as
-        int64, booleans as bool."""
-        return map_arrays(self._tensor, x)
+        int64, booleans as bool. Rows on disk stay there, converted as they are read."""
+        return lazy_array(x, self._tensor)
 
     def _tensor(self, a) -> torch.Tensor:
         a = np.asarray(a)
@@ -115,7 +124,8 @@ class PyroBackend:
 
     def _create_params(self, program: Program, x: Data) -> None:
         """Create every parameter now (Pyro would at the first step) by one traced call on the
-        data (initialisers may look at it, e.g. ``x.var(0)``)."""
+        data (initialisers may look at it, e.g. ``x.var(0)``; rows on disk: a spread of them)."""
+        x = init_rows(x)
         args, kw = program.inputs(x, num_rows(x))
         with torch.no_grad(), self._user_code(program, "its first call", inputs=(args, kw)):
             guide_trace = pyro.poutine.trace(program.guide).get_trace(*args, **kw)
@@ -277,10 +287,12 @@ class PyroBackend:
         rng = pyro.util.get_rng_state()  # leave the training stream untouched
         pyro.set_rng_seed(seed)
         n = num_rows(x)
-        if program.vectorize_particles:
-            loss, calls = make_elbo(program, num_particles), repeats
+        if program.vectorize_particles:  # in groups that fit in memory (one where all do)
+            rows = n if max_rows is None or not program.minibatch else min(n, max_rows)
+            groups = particle_groups(num_particles, rows, x)
+            loss, calls = make_elbo(program, num_particles // groups), repeats * groups
         else:
-            loss, calls = make_elbo(program, 1), num_particles * repeats
+            groups, loss, calls = 1, make_elbo(program, 1), num_particles * repeats
         subsets = [
             row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
             for i in range(calls)
@@ -303,6 +315,8 @@ class PyroBackend:
                 )
         finally:
             pyro.util.set_rng_state(rng)
+        values = values.reshape(-1, groups).mean(1)  # an estimate per repeat (vectorised)
+        calls = len(values)
         err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
         return float(values.mean()), float(err)
 

@@ -12,7 +12,7 @@ One concept per module: :mod:`~probdiff.data.dataset` (the type and its checks),
 the API and command line accept) and :mod:`~probdiff.data.batches` (splits, minibatches).
 """
 
-from probdiff.data.batches import Minibatches, train_test_split
+from probdiff.data.batches import Minibatches, evaluation_subset, train_test_split
 from probdiff.data.builtin import (
     BUILTIN_DATASETS,
     SphericalGaussianMixture,
@@ -30,6 +30,7 @@ __all__ = [
     "as_dataset",
     "data_sha256",
     "dataset_from_arrays",
+    "evaluation_subset",
     "load_dataset",
     "mixture2d_density",
     "train_test_split",

@@ -35,6 +35,23 @@ def train_test_split(ds: Dataset, test_fraction: float, seed: int) -> tuple[Data
     return ds.subset(np.sort(perm[n_test:])), ds.subset(np.sort(perm[:n_test]))
 
 
+EVAL_BYTES = 64 << 20  # streamed data: the rows metrics read into memory, as float64
+EVAL_MAX_ROWS = 20_000
+
+
+def evaluation_subset(ds: Dataset, seed: int) -> Dataset:
+    """What the metrics after training read: ``ds`` itself, or for streamed data a seeded
+    random subset of its rows (at most EVAL_MAX_ROWS and EVAL_BYTES as float64, at least 1000
+    rows), read into memory. Per-datum metrics on it estimate those of ``ds`` without bias."""
+    if not ds.streamed:
+        return ds
+    size = max(1000, min(EVAL_MAX_ROWS, EVAL_BYTES // (8 * ds.dim)))
+    if size >= ds.n:
+        return ds.loaded()
+    rows = np.random.default_rng(_check_seed(seed)).choice(ds.n, size=size, replace=False)
+    return ds.subset(np.sort(rows)).loaded()
+
+
 class Minibatches:
     """Seeded, epoch-shuffled minibatches of indices ``0..n-1``.
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from probdiff.data.rows import Rows
 from probdiff.errors import ProbdiffError
 
 _INTEGER_8BIT = {"integer": True, "levels": 256, "low": 0.0, "high": 255.0}
@@ -32,9 +33,12 @@ class Dataset:
     than one array, a CSV with a header, a dict): they share their first dimension and reach a
     user's model as keyword arguments. ``x`` may then be None (no array named ``x``); the
     built-in models, which read ``x``, refuse such data.
+
+    A streamed data set (``streamed``) has ``x`` as :class:`~probdiff.data.rows.Rows`: rows on
+    disk, read when indexed; :meth:`loaded` reads a (small) subset into memory.
     """
 
-    x: np.ndarray | None
+    x: np.ndarray | Rows | None
     y: np.ndarray | None
     name: str
     kind: str
@@ -77,7 +81,7 @@ class Dataset:
             return int(self.x.shape[0])
         return int(len(next(iter((self.fields or {}).values()))))
 
-    def require_x(self) -> np.ndarray:
+    def require_x(self) -> np.ndarray | Rows:
         """``x``, or a one-line error for data the built-in models cannot read."""
         if self.x is None:
             fields = self.fields or {}
@@ -102,25 +106,40 @@ class Dataset:
         """Number of scalar entries per data point."""
         return int(math.prod(self.event_shape))
 
-    def flat(self) -> np.ndarray:
+    def flat(self) -> np.ndarray | Rows:
         """``x`` as ``(N, dim)`` (a view when ``x`` is contiguous)."""
         return self.require_x().reshape(self.n, self.dim)
 
-    def arrays(self) -> np.ndarray | dict[str, np.ndarray]:
+    def arrays(self) -> np.ndarray | Rows | dict[str, np.ndarray]:
         """What a user's model is called with: the named arrays, or the one array as loaded."""
         if self.meta.get("single") and self.fields:
             return self.fields["x"]
         return dict(self.fields) if self.fields else self.require_x()
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the rows stay on disk (read per minibatch)."""
+        return isinstance(self.x, Rows)
+
+    def loaded(self) -> Dataset:
+        """The same data set with every row in memory (itself where it is not streamed)."""
+        if not isinstance(self.x, Rows):
+            return self
+        return Dataset(self.x.load(), self.y, self.name, self.kind, self.log_prob, self.meta)
+
     def subset(self, idx: Any) -> Dataset:
         """The rows ``idx`` (indices, boolean mask or slice) of every array, keeping name,
-        kind, log_prob and meta."""
+        kind, log_prob and meta (streamed rows stay on disk)."""
         if not isinstance(idx, slice):
             idx = np.asarray(idx)
             if idx.ndim == 0:
                 idx = idx.reshape(1)
         y = None if self.y is None else self.y[idx]
-        x = None if self.x is None else self.x[idx]
+        x = (
+            self.x.subset(idx)
+            if isinstance(self.x, Rows)
+            else (None if self.x is None else self.x[idx])
+        )
         fields = None if self.fields is None else {k: v[idx] for k, v in self.fields.items()}
         return Dataset(x, y, self.name, self.kind, self.log_prob, self.meta, fields)
 

@@ -1,5 +1,9 @@
 """Data from files: ``.npy``, ``.npz`` (one array ``x``, or several named arrays), ``.csv``
-(a header names its columns) and folders of PNG images; and the content hash a run records."""
+(a header names its columns) and folders of PNG images; and the content hash a run records.
+
+A ``.npy`` file of rows or a PNG folder larger than STREAM_BYTES (as float64), or any with
+``stream=True``, is streamed: its rows stay on disk and are read per minibatch
+(:mod:`probdiff.data.rows`), after one pass at load that checks every value is finite."""
 
 from __future__ import annotations
 
@@ -20,11 +24,15 @@ from probdiff.data.dataset import (
     _one_line,
     dataset_from_arrays,
 )
+from probdiff.data.rows import NpyReader, PngReader, Rows
 from probdiff.errors import ProbdiffError
 
+STREAM_BYTES = 1 << 30  # data larger than this (as float64) is streamed from disk
 
-def _load_path(spec: str) -> Dataset:
-    """Dispatch on the file type of ``spec``."""
+
+def _load_path(spec: str, stream: bool | None = None) -> Dataset:
+    """Dispatch on the file type of ``spec``; ``stream`` True streams a ``.npy`` file of rows
+    or a PNG folder, None streams those larger than STREAM_BYTES, False loads everything."""
     path = Path(spec).expanduser()
     if not path.exists():
         raise ProbdiffError(
@@ -32,11 +40,26 @@ def _load_path(spec: str) -> Dataset:
             f"(built-ins: {', '.join(BUILTIN_DATASETS)})"
         )
     if path.is_dir():
-        return _load_png_folder(path, spec)
+        return _load_png_folder(path, spec, stream)
     suffix = path.suffix.lower()
+    if stream and suffix != ".npy":
+        raise ProbdiffError(
+            f"--stream reads .npy files and PNG folders, not {spec!r}: save the rows with "
+            "np.save(path, x)"
+        )
     if suffix == ".npz":
         return _npz_dataset(_read_npz(path, spec), spec)
     elif suffix == ".npy":
+        if stream is not False:
+            reader = NpyReader(path, spec)
+            size = int(np.prod(reader.shape, dtype=np.int64)) * 8
+            if stream and not 2 <= len(reader.shape) <= 4:
+                raise ProbdiffError(
+                    f"--stream needs rows of 2 to 4 dimensions, (N, D) to (N, C, H, W); "
+                    f"{spec!r} has shape {reader.shape}"
+                )
+            if 2 <= len(reader.shape) <= 4 and (stream or size > STREAM_BYTES):
+                return _stream_npy(reader, spec)
         x, y = _read_array(path, spec, ".npy"), None
     elif suffix == ".csv":
         return _load_csv(path, spec)
@@ -112,6 +135,35 @@ def _from_array(x: np.ndarray, y: np.ndarray | None, spec: str) -> Dataset:
         x = x[:, None, :, :]
     kind = "vector" if x.ndim == 2 else "image"
     return _finish(x, y, spec, kind, spec, meta=meta)
+
+
+def _stream_npy(reader: NpyReader, spec: str) -> Dataset:
+    """The rows of a ``.npy`` file, read on demand, after one pass checking they are finite."""
+    _check_numeric(np.empty(0, reader.dtype), spec, "x")
+    if reader.n == 0:
+        raise ProbdiffError(f"{spec!r} holds no data (0 rows)")
+    if 0 in reader.row_shape:
+        raise ProbdiffError(f"x in {spec!r} has an empty event shape {reader.row_shape}")
+    x = Rows(reader)
+    if reader.dtype.kind == "f":
+        _check_finite_blocks(x, spec)
+    if x.ndim == 3:
+        x = x.reshape(x.n, 1, *x.row_shape)
+    meta = dict(_INTEGER_8BIT) if reader.dtype == np.uint8 else {}
+    return Dataset(x, None, spec, "vector" if x.ndim == 2 else "image", None, meta)
+
+
+def _check_finite_blocks(x: Rows, spec: str) -> None:
+    """:func:`_check_finite` over the blocks of streamed rows (the first bad row named)."""
+    start, count, first = 0, 0, None
+    for block in x.blocks():
+        bad = ~np.isfinite(block.reshape(len(block), -1))
+        if first is None and bad.any():
+            first = start + int(np.argmax(bad.any(axis=1)))
+        count += int(bad.sum())
+        start += len(block)
+    if count:
+        raise ProbdiffError(f"x in {spec!r} has {count} NaN/inf entries (first in row {first})")
 
 
 def _load_csv(path: Path, spec: str) -> Dataset:
@@ -211,20 +263,24 @@ def _label_column(header: list[str] | None, spec: str) -> int | None:
     return found[0] if found else None
 
 
-def _load_png_folder(path: Path, spec: str) -> Dataset:
-    """Every ``*.png`` in a folder (sorted): grayscale ``(N,1,H,W)``, or ``(N,3,H,W)`` if all RGB."""
+def _load_png_folder(path: Path, spec: str, stream: bool | None = None) -> Dataset:
+    """Every ``*.png`` in a folder (sorted): grayscale ``(N,1,H,W)``, or ``(N,3,H,W)`` if all
+    RGB; streamed (decoded per read, sizes checked from the headers now) as ``stream`` says."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise ProbdiffError(f"no PNG images in folder {spec!r}")
+    if stream is not False:
+        heads = [_png_header(p) for p in files]
+        rgb = all(mode == "RGB" for _, mode in heads)
+        width, height = heads[0][0]
+        if stream or len(files) * (3 if rgb else 1) * width * height * 8 > STREAM_BYTES:
+            _same_size(files, [size for size, _ in heads], spec)
+            rows = Rows(PngReader(files, rgb, (width, height)))
+            meta = dict(_INTEGER_8BIT) | {"files": [p.name for p in files]}
+            return Dataset(rows, None, spec, "image", None, meta)
     images = [_open_png(p) for p in files]
     rgb = all(im.mode == "RGB" for im in images)
-    first = images[0].size
-    for p, im in zip(files, images):
-        if im.size != first:
-            raise ProbdiffError(
-                f"images in {spec!r} differ in size: {files[0].name!r} is {first[0]}x{first[1]} "
-                f"but {p.name!r} is {im.size[0]}x{im.size[1]} (width x height)"
-            )
+    _same_size(files, [im.size for im in images], spec)
     if rgb:
         arrays = [np.asarray(im).transpose(2, 0, 1) for im in images]
     else:
@@ -232,6 +288,28 @@ def _load_png_folder(path: Path, spec: str) -> Dataset:
     x = np.stack(arrays)
     meta = dict(_INTEGER_8BIT) | {"files": [p.name for p in files]}
     return _finish(x, None, spec, "image", spec, meta=meta)
+
+
+def _same_size(files: list[Path], sizes: list[tuple[int, int]], spec: str) -> None:
+    """Every image the size of the first, or a one-line error naming one that is not."""
+    first = sizes[0]
+    for p, size in zip(files, sizes):
+        if size != first:
+            raise ProbdiffError(
+                f"images in {spec!r} differ in size: {files[0].name!r} is {first[0]}x{first[1]} "
+                f"but {p.name!r} is {size[0]}x{size[1]} (width x height)"
+            )
+
+
+def _png_header(path: Path) -> tuple[tuple[int, int], str]:
+    """(size, mode) of a PNG from its header, or a ProbdiffError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size, im.mode
+    except Exception as err:
+        raise ProbdiffError(f"cannot decode image {str(path)!r}: {_one_line(err)}") from None
 
 
 def _open_png(path: Path) -> Any:

@@ -14,8 +14,10 @@ from probdiff.data.files import _from_array, _load_path
 from probdiff.errors import ProbdiffError
 
 
-def load_dataset(spec: str | os.PathLike, *, seed: int = 0) -> Dataset:
-    """Load a built-in (``name`` or ``name:key=value,...``) or a data file / PNG folder."""
+def load_dataset(spec: str | os.PathLike, *, seed: int = 0, stream: bool | None = None) -> Dataset:
+    """Load a built-in (``name`` or ``name:key=value,...``) or a data file / PNG folder;
+    ``stream`` True keeps a ``.npy`` file's rows or a PNG folder's images on disk, read per
+    minibatch (None: those larger than ``probdiff.data.files.STREAM_BYTES``)."""
     seed = _check_seed(seed, upper=_MAX_SEED)
     if not isinstance(spec, (str, os.PathLike)):
         raise ProbdiffError(f"data spec must be a name or a path, got {spec!r}")
@@ -24,18 +26,20 @@ def load_dataset(spec: str | os.PathLike, *, seed: int = 0) -> Dataset:
         raise ProbdiffError(f"empty data spec: {spec!r}")
     name, sep, rest = spec.partition(":")
     if name in BUILTIN_DATASETS:
+        if stream:
+            raise ProbdiffError(f"--stream reads .npy files and PNG folders; {name} is built in")
         params = _parse_params(name, rest if sep else "")
         return _BUILDERS[name](params, seed)
-    return _load_path(spec)
+    return _load_path(spec, stream)
 
 
-def as_dataset(data: Any, *, seed: int = 0) -> Dataset:
+def as_dataset(data: Any, *, seed: int = 0, stream: bool | None = None) -> Dataset:
     """A :class:`Dataset` from what the Python API accepts: a data spec (built-in name or
     path), one array (rows first), a dict of named arrays, or a Dataset."""
     if isinstance(data, Dataset):
         return data
     if isinstance(data, (str, os.PathLike)):
-        return load_dataset(data, seed=seed)
+        return load_dataset(data, seed=seed, stream=stream)
     if isinstance(data, dict):
         return dataset_from_arrays(data)
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
