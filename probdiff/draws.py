@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from probdiff.errors import ProbdiffError
-from probdiff.program import Data, Program, num_rows, take_rows
+from probdiff.program import Data, Program, init_rows, num_rows, take_rows
 from probdiff.seeds import derive
 from probdiff.sites import Layout, Site, is_point, per_datum
 
@@ -33,7 +33,9 @@ CHUNK_ROWS = 4096
 
 
 def read_layout(backend, program: Program, data: Data, seed: int) -> Layout:
-    """The program's :class:`Layout` from one joint trace on ``data`` (current parameters)."""
+    """The program's :class:`Layout` from one joint trace on ``data`` (current parameters;
+    rows on disk: on a spread of them)."""
+    data = init_rows(data)
     guide, model, _ = backend.trace_joint(program, data, seed=seed)
     return Layout.read(guide, model, data, num_rows(data))
 

@@ -36,7 +36,6 @@ from probdiff.program import (
     Data,
     Program,
     head_rows,
-    init_rows,
     num_rows,
     take_rows,
     takes_n_total,
@@ -442,8 +441,7 @@ class UserFamily(Family):
         n = num_rows(x)
         if batch_size is None or batch_size >= n:
             return
-        data = backend.array(init_rows(x))  # rows on disk: a spread of them
-        layout = read_layout(backend, program, data, seed)
+        layout = read_layout(backend, program, backend.array(x), seed)
         label = self.code.label
         if layout.subsample_size:
             raise ProbdiffError(

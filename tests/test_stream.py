@@ -68,6 +68,26 @@ def test_rows_statistics_match_numpy_across_blocks(tmp_path: Path, small_blocks)
     assert (r.min(), r.max()) == (x.min(), x.max())
 
 
+def _rss_file_mib() -> float:
+    """The process's resident file-backed pages (Linux), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+def test_pages_read_leave_the_process(tmp_path: Path) -> None:
+    """Reading every row of a 96 MiB file (the finite check at load, then all of it again in
+    batches) leaves the process's file-backed resident memory where it was: the pages read
+    are released after each read (they would add 96 MiB)."""
+    np.save(tmp_path / "x.npy", np.ones((6 << 20, 2)))
+    before = _rss_file_mib()
+    x = load_dataset(tmp_path / "x.npy", stream=True).x
+    for start in range(0, x.n, 1 << 18):
+        x[np.arange(start, min(start + (1 << 18), x.n))]
+    assert _rss_file_mib() - before < 16
+
+
 def test_spread_rows_cover_the_file() -> None:
     rows = spread_rows(1000, 7)
     assert rows[0] == 0 and rows[-1] == 999 and len(rows) == 7
@@ -293,6 +313,32 @@ def guide(x, n_total=None):
         out = net(x)
         pyro.sample("z", dist.Normal(out[:, :1], out[:, 1:].exp()).to_event(1))
 """
+
+
+def test_streamed_user_model_equals_the_one_in_memory(tmp_path: Path) -> None:
+    """A user's model through the Python API: parameters, predictive draws at the training
+    rows and held-out evaluation equal those of the same fit in memory."""
+    (tmp_path / "fa.py").write_text(FACTOR_MODEL)
+    np.save(tmp_path / "x.npy", _mixture(600) @ np.array([[1.0, 0.5, -0.3], [0.2, 1.0, 0.4]]))
+    runs = [
+        probdiff.fit(
+            f"{tmp_path / 'fa.py'}:model",
+            f"{tmp_path / 'fa.py'}:guide",
+            data=str(tmp_path / "x.npy"),
+            stream=stream,
+            steps=30,
+            batch_size=40,
+            out=str(tmp_path / str(stream)),
+            progress=False,
+        )
+        for stream in (True, False)
+    ]
+    for k, v in runs[1].params.items():
+        np.testing.assert_array_equal(runs[0].params[k], v, err_msg=k)
+    a, b = (r.predictive(num_samples=3, seed=1)["obs"] for r in runs)
+    assert a.shape == (3, 480, 3)
+    np.testing.assert_array_equal(a, b)
+    assert runs[0].evaluate(update=False) == runs[1].evaluate(update=False)
 
 
 def test_training_reads_a_minibatch_at_a_time(tmp_path: Path, monkeypatch) -> None:
