@@ -48,8 +48,18 @@ def evaluation_subset(ds: Dataset, seed: int) -> Dataset:
     size = max(1000, min(EVAL_MAX_ROWS, EVAL_BYTES // (8 * ds.dim)))
     if size >= ds.n:
         return ds.loaded()
-    rows = np.random.default_rng(_check_seed(seed)).choice(ds.n, size=size, replace=False)
-    return ds.subset(np.sort(rows)).loaded()
+    return ds.subset(sample_rows(ds.n, size, _check_seed(seed))).loaded()
+
+
+def sample_rows(n: int, k: int, seed: int) -> np.ndarray:
+    """A uniformly random ``k``-subset of ``0..n-1``, sorted, in memory O(k) (the rows drawn
+    with replacement, duplicates drawn again: the law is invariant under relabelling the rows,
+    so every subset is equally likely)."""
+    rng = np.random.default_rng(seed)
+    chosen = np.unique(rng.integers(n, size=k))
+    while len(chosen) < k:
+        chosen = np.union1d(chosen, rng.integers(n, size=k - len(chosen)))
+    return chosen
 
 
 class Minibatches:

@@ -80,15 +80,26 @@ class NpyReader:
     def row_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
 
+    # scattered rows are read this many at a time: each may fault in the pages around it
+    # (the kernel maps up to 64 KiB per fault), released before the next group
+    SCATTERED = 256
+
     def read(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (sorted, unique) as a new array; the pages read leave the process."""
-        try:
-            if len(idx) and idx[-1] - idx[0] == len(idx) - 1:  # a run of rows: one copy
-                return self.array[idx[0] : idx[-1] + 1].copy()
-            return self.array[idx]
-        finally:
-            if self.map is not None and hasattr(self.map, "madvise"):
-                self.map.madvise(mmap.MADV_DONTNEED)
+        if len(idx) and idx[-1] - idx[0] == len(idx) - 1:  # a run of rows: one copy
+            out = self.array[idx[0] : idx[-1] + 1].copy()
+            self._release()
+            return out
+        out = np.empty((len(idx), *self.row_shape), self.dtype)
+        for start in range(0, len(idx), self.SCATTERED):
+            out[start : start + self.SCATTERED] = self.array[idx[start : start + self.SCATTERED]]
+            self._release()
+        return out
+
+    def _release(self) -> None:
+        """Drop the mapped pages from the process (the page cache keeps them)."""
+        if self.map is not None and hasattr(self.map, "madvise"):
+            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 class PngReader:
@@ -256,7 +267,7 @@ class Rows:
     def _rows(self, idx: Any) -> np.ndarray:
         """Positions (into this view) selected by ``idx``."""
         if isinstance(idx, slice):
-            return np.arange(self.n)[idx]
+            return np.arange(*idx.indices(self.n))
         idx = np.asarray(idx)
         if idx.dtype == np.bool_:
             if idx.shape != (self.n,):
@@ -264,9 +275,11 @@ class Rows:
             return np.flatnonzero(idx)
         if idx.ndim == 0:
             idx = idx.reshape(1)
-        if idx.size and (idx.min() < -self.n or idx.max() >= self.n):
+        low, high = (int(idx.min()), int(idx.max())) if idx.size else (0, 0)
+        if low < -self.n or high >= self.n:
             raise IndexError(f"row index out of range for {self.n} rows")
-        return np.where(idx < 0, idx + self.n, idx).astype(np.int64)
+        idx = idx.astype(np.int64, copy=False)
+        return np.where(idx < 0, idx + self.n, idx) if low < 0 else idx
 
     def _base(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.index is None else self.index[rows]
