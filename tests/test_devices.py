@@ -45,3 +45,39 @@ def test_vae_conv_networks_on_another_device():
     dec = ConvDecoderNet(2, (1, 8, 8), [4, 8]).to(META)
     assert enc(on_meta(3, 64)).device.type == META
     assert dec(on_meta(3, 2)).device.type == META
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large", "learned"])
+def test_ddpm_chain_steps_stay_on_the_device(variance):
+    """The reverse chain's mean and scale (ancestral sampling's one network call per step),
+    at one step for every row and at a step per row."""
+    from probdiff.models.ddpm.chain import ReverseChain
+
+    outputs = 2 if variance == "learned" else 1
+    net = TimeMLP(2, [8], 10, outputs=outputs)
+    chain = ReverseChain(net, Schedule.make("linear", 10), "eps", variance).to(META)
+    for t in (3, torch.arange(1, 5, device=META)):
+        mean, scale = chain.mean_and_scale(on_meta(4, 2), t)
+        assert mean.device.type == META
+        assert not isinstance(scale, torch.Tensor) or scale.device.type == META
+
+
+@pytest.mark.parametrize("importance", [False, True])
+def test_ddpm_step_proposals_stay_on_the_device(importance):
+    """The per-datum estimator's draw of each row's step and its weight: looked up on the
+    device (a host round trip, e.g. ``bool(tensor)``, fails on ``meta``)."""
+    import pyro
+
+    from probdiff.models.ddpm.chain import ImportanceStepProposal, StepProposal
+
+    pyro.clear_param_store()
+    weights = torch.linspace(1, 2, 11).numpy()
+    proposal = (
+        ImportanceStepProposal(10, weights) if importance else StepProposal(10, None, weights)
+    )
+    like = on_meta(4, 2)
+    t = proposal.steps(torch.rand(4, device=META))
+    assert t.device.type == META
+    assert proposal.weights(t, like).device.type == META
+    assert proposal.inverse(t, like).device.type == META
+    pyro.clear_param_store()

@@ -221,6 +221,16 @@ def test_streamed_png_folder_errors(tmp_path: Path) -> None:
         lazy.x[np.array([1])]
 
 
+def test_sample_rows_is_a_uniform_subset() -> None:
+    """Each of the 10 pairs of 5 rows is drawn 2000 times in 20 000 seeds, within 5 binomial
+    standard errors (42)."""
+    from collections import Counter
+
+    counts = Counter(tuple(batches_mod.sample_rows(5, 2, seed)) for seed in range(20_000))
+    assert len(counts) == 10 and all(abs(c - 2000) < 5 * 42.4 for c in counts.values())
+    np.testing.assert_array_equal(batches_mod.sample_rows(7, 7, 0), np.arange(7))
+
+
 def test_evaluation_subset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     x = _mixture(500)
     np.save(tmp_path / "x.npy", x)

@@ -381,13 +381,13 @@ class ImportanceStepProposal(StepProposal):
         return pyro.param(HISTORY_SITE, init).detach()
 
     def current_probs(self, like: torch.Tensor) -> torch.Tensor:
-        """pi_1..pi_T now, (T,)."""
+        """pi_1..pi_T now, (T,); chosen on the device (no host round trip in a step)."""
         h = self.state(like)
         uniform = torch.full((self.T,), 1.0 / self.T, dtype=like.dtype, device=like.device)
-        if bool((h[1:, -1] < self.history).any()):
-            return uniform
         rms = h[1:, :-1].pow(2).mean(1).sqrt()
-        return (1 - self.floor) * rms / rms.sum() + self.floor * uniform
+        total = rms.sum().clamp_min(torch.finfo(like.dtype).tiny)  # 0 only while not warm
+        mixed = (1 - self.floor) * rms / total + self.floor * uniform
+        return torch.where((h[1:, -1] >= self.history).all(), mixed, uniform)
 
     def steps(self, u: torch.Tensor) -> torch.Tensor:
         cdf = torch.cumsum(self.current_probs(u), 0)[:-1]
