@@ -109,6 +109,8 @@ class Family:
     default_lr: ClassVar[float] = 0.01
     default_steps: ClassVar[int] = 1000
     default_batch_size: ClassVar[int | None] = None  # None: the whole training split
+    # where the fitted model draws samples (the fit's --device; make_family sets it)
+    device: str = "cpu"
     # reparameterisation sites that repeat another variable (left out of summaries and plots)
     auxiliary_sites: ClassVar[tuple[str, ...]] = ()
     # log |dx'/dx| per datum of the map ``prepare`` applies (probdiff.scaling): added to every

@@ -113,7 +113,9 @@ def make_family(
     if code is not None:
         return UserFamily(options, data, code, base_seed, runtime)
     data.require_x()
-    return get_family(model)(options, data)
+    family = get_family(model)(options, data)
+    family.device = (runtime or {}).get("device", "cpu")
+    return family
 
 
 def runtime(req: FitRequest) -> dict:

@@ -561,7 +561,8 @@ class DDPMFamily(Family):
         record: list[int] | None = None,
         progress: bool = False,
     ):
-        """(x_0 in model units (n, D), {t: x_t}) from the fitted chain: ``ancestral``,
+        """(x_0 in model units (n, D), {t: x_t}; on the CPU, drawn on the fit's device) from
+        the fitted chain: ``ancestral``,
         ``ddim[:steps]`` (docs/equations.md (2.15), (2.16)) or ``ode_heun[:steps]``, the
         probability-flow ODE of :meth:`continuous_score` by Heun's method from t = 1 to
         ODE_EPS (docs/equations.md (4.13)); the ODE records no chain steps."""
@@ -573,19 +574,19 @@ class DDPMFamily(Family):
         name, steps = parse_sampler(
             sampler, ("ancestral", "ddim", "ode_heun"), "ancestral", 50, stepless=("ancestral",)
         )
-        chain = self.fitted_chain(params)
-        gen = torch.Generator().manual_seed(seed)
+        chain = self.fitted_chain(params).to(self.device)  # on the fit's device
+        gen = torch.Generator(self.device).manual_seed(seed)
         if name == "ode_heun":
             from probdiff.diffusion.solvers import probability_flow
 
             sde, score = self.continuous_score(chain)
-            x = torch.randn(n, self.dim, generator=gen)
+            x = torch.randn(n, self.dim, generator=gen, device=self.device)
             with (
                 torch.inference_mode(),
                 tqdm(total=steps, disable=not progress, desc="sample (ode_heun)") as bar,
             ):
                 x, _, _ = probability_flow(sde, score, x, steps, gen, ODE_EPS, progress=bar)
-            return x, {}
+            return x.cpu(), {}
         total = self.T if name == "ancestral" else min(steps, self.T)
         with tqdm(
             total=total, disable=not progress, desc=f"sample ({name})", unit="step", leave=False
@@ -606,7 +607,7 @@ class DDPMFamily(Family):
                 x, kept = ddim(
                     chain.eps, self.schedule, n, self.dim, gen, steps, 0.0, record, progress=bar
                 )
-        return x, kept
+        return x.cpu(), {t: v.cpu() for t, v in kept.items()}
 
     def posterior(self, backend, program, params, x, num_samples, seed):
         """The guide is the fixed forward process q(x_1:T | x_0), not a fitted posterior, and

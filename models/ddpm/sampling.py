@@ -50,13 +50,15 @@ def ancestral(
 
     kept: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        x = torch.randn(n, dim, generator=generator, dtype=dtype)
+        x = torch.randn(n, dim, generator=generator, dtype=dtype, device=generator.device)
         for t in range(schedule.T, 0, -1):
             if record is not None and t in record:
                 kept[t] = x.clone()
             mean, scale = mean_and_scale(x, t)
             if t > 1:
-                mean = mean + scale * torch.randn(n, dim, generator=generator, dtype=dtype)
+                mean = mean + scale * torch.randn(
+                    n, dim, generator=generator, dtype=dtype, device=generator.device
+                )
             x = mean
             if progress is not None:
                 progress.update(1)
@@ -88,7 +90,7 @@ def ddim(
     taus = ddim_steps(schedule.T, steps)
     kept: dict[int, torch.Tensor] = {}
     with torch.inference_mode():
-        x = torch.randn(n, dim, generator=generator, dtype=dtype)
+        x = torch.randn(n, dim, generator=generator, dtype=dtype, device=generator.device)
         for i, t in enumerate(taus):
             if record is not None and t in record:
                 kept[t] = x.clone()
@@ -116,5 +118,5 @@ def ddim_step(
     s = eta * math.sqrt((1 - a_p) / (1 - a_t)) * math.sqrt(1 - a_t / a_p) if prev > 0 else 0.0
     out = math.sqrt(a_p) * x0 + math.sqrt(max(1 - a_p - s * s, 0.0)) * e
     if s > 0:
-        out = out + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        out = out + s * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return out
