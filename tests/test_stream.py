@@ -95,8 +95,8 @@ print(status("VmHWM") - before, status("RssFile"))
 def test_pages_read_leave_the_process(tmp_path: Path) -> None:
     """Reading a 96 MiB file (the finite check at load, every 8th row in one call, then every
     row in batches) raises the peak resident memory by the rows returned (12 MiB) and
-    buffers, not by the file: the pages read are released as the read goes (without that, the
-    peak and the resident file pages would each grow by the file's 96 MiB)."""
+    buffers, not by the file, and maps none of its pages into the process (through a memory
+    map, both would grow by the file's 96 MiB)."""
     import subprocess
     import sys
 

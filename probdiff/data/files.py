@@ -54,12 +54,14 @@ def _load_path(spec: str, stream: bool | None = None) -> Dataset:
             reader = NpyReader(path, spec)
             size = int(np.prod(reader.shape, dtype=np.int64)) * 8
             if stream and not 2 <= len(reader.shape) <= 4:
+                reader.close()
                 raise ProbdiffError(
                     f"--stream needs rows of 2 to 4 dimensions, (N, D) to (N, C, H, W); "
                     f"{spec!r} has shape {reader.shape}"
                 )
             if 2 <= len(reader.shape) <= 4 and (stream or size > STREAM_BYTES):
                 return _stream_npy(reader, spec)
+            reader.close()
         x, y = _read_array(path, spec, ".npy"), None
     elif suffix == ".csv":
         return _load_csv(path, spec)

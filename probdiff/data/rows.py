@@ -8,10 +8,10 @@ converter, the backend's tensor). Subsets compose index arrays and read nothing;
 scaling a model applies, a reshape) run on each block as it is read. Whole-data statistics
 (``mean``, ``var``, ``min``, ``max``) run over blocks of bounded size.
 
-Two readers exist: :class:`NpyReader`, a ``.npy`` file memory-mapped, whose pages are
-released from the process after every read (``madvise(MADV_DONTNEED)``: they stay in the
-page cache, not in the process), so resident memory holds the blocks in use and not the file;
-and :class:`PngReader`, a folder of PNG images decoded per read.
+Two readers exist: :class:`NpyReader`, a ``.npy`` file read with positioned reads straight
+into the rows asked for (the file's pages stay in the kernel's page cache, never in the
+process: resident memory holds the rows in use, not the file), and :class:`PngReader`, a
+folder of PNG images decoded per read.
 
 What is not bounded: the row indices of the train/held-out split and of an epoch's shuffle,
 8 bytes per row (as in any shuffled loader).
@@ -19,7 +19,7 @@ What is not bounded: the row indices of the train/held-out split and of an epoch
 
 from __future__ import annotations
 
-import mmap
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,45 +32,53 @@ BLOCK_BYTES = 32 << 20  # bytes (as float64) per block of a whole-data pass
 
 
 class NpyReader:
-    """The rows of a C-ordered ``.npy`` file through a read-only memory map."""
+    """The rows of a C-ordered ``.npy`` file, read with positioned reads (``os.preadv``).
+
+    Not through a memory map: a mapped file's pages count in the process's resident memory
+    until released, and on recent kernels each scattered row faults in the page-cache folio
+    around it (2 MiB: 128 rows of a minibatch could map 256 MiB); a file truncated under a
+    map ends the process with SIGBUS, where a read returns short and is a clear error."""
 
     def __init__(self, path: Path, spec: str):
         self.spec = spec
         try:
-            with open(path, "rb") as handle:
-                version = np.lib.format.read_magic(handle)
-                header = {
-                    (1, 0): np.lib.format.read_array_header_1_0,
-                    (2, 0): np.lib.format.read_array_header_2_0,
-                }.get(version)
-                if header is None:
-                    raise ValueError(f"unsupported .npy version {version}")
-                shape, fortran, dtype = header(handle)
-                offset = handle.tell()
-                size = Path(path).stat().st_size
-                if dtype.hasobject:
-                    raise ValueError("it holds Python objects")
-                self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            self.file = open(path, "rb")  # open for the reader's lifetime (see close)
+            version = np.lib.format.read_magic(self.file)
+            header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if header is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = header(self.file)
+            if dtype.hasobject:
+                raise ValueError("it holds Python objects")
+            if fortran and len(shape) > 1:
+                raise ProbdiffError(
+                    f"{spec!r} is stored in Fortran order: streamed rows need C order "
+                    "(np.save(path, np.ascontiguousarray(x)))"
+                )
+            self.offset, self.fd = self.file.tell(), self.file.fileno()
+            self.shape, self.dtype = tuple(int(s) for s in shape), dtype
+            need = self.offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if need > os.fstat(self.fd).st_size:
+                raise ProbdiffError(f"cannot read {spec!r} as .npy: the file is truncated")
         except (OSError, ValueError) as err:
+            self.close()
             text = str(err).strip().splitlines()
             raise ProbdiffError(
                 f"cannot read {spec!r} as .npy: {text[0] if text else type(err).__name__}"
             ) from None
-        if fortran and len(shape) > 1:
-            raise ProbdiffError(
-                f"{spec!r} is stored in Fortran order: streamed rows need C order "
-                "(np.save(path, np.ascontiguousarray(x)))"
-            )
-        need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if need > size:
-            raise ProbdiffError(f"cannot read {spec!r} as .npy: the file is truncated")
-        self.shape, self.dtype = tuple(int(s) for s in shape), dtype
-        count = int(np.prod(shape, dtype=np.int64))
-        self.array = (
-            np.frombuffer(self.map, dtype=dtype, count=count, offset=offset).reshape(shape)
-            if self.map is not None and count
-            else np.zeros(shape, dtype)
-        )
+        except ProbdiffError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the file (rows read after this fail)."""
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+
+    __del__ = close  # a data set's reader closes with it
 
     @property
     def n(self) -> int:
@@ -80,26 +88,24 @@ class NpyReader:
     def row_shape(self) -> tuple[int, ...]:
         return self.shape[1:]
 
-    # scattered rows are read this many at a time: each may fault in the pages around it
-    # (the kernel maps up to 64 KiB per fault), released before the next group
-    SCATTERED = 256
-
     def read(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` (sorted, unique) as a new array; the pages read leave the process."""
-        if len(idx) and idx[-1] - idx[0] == len(idx) - 1:  # a run of rows: one copy
-            out = self.array[idx[0] : idx[-1] + 1].copy()
-            self._release()
-            return out
+        """Rows ``idx`` (sorted, unique) as a new array: one read per run of consecutive rows,
+        straight into the result."""
         out = np.empty((len(idx), *self.row_shape), self.dtype)
-        for start in range(0, len(idx), self.SCATTERED):
-            out[start : start + self.SCATTERED] = self.array[idx[start : start + self.SCATTERED]]
-            self._release()
+        if not len(idx):
+            return out
+        width = out[0].nbytes
+        flat = out.data.cast("B")
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(idx) != 1) + 1])
+        ends = np.append(starts[1:], len(idx))
+        first = idx[starts]
+        for c in range(0, len(starts), 4096):  # Python ints a chunk at a time
+            chunk = zip(*(v[c : c + 4096].tolist() for v in (starts, ends, first)))
+            for a, b, row in chunk:
+                view = flat[a * width : b * width]
+                if os.preadv(self.fd, [view], self.offset + row * width) != len(view):
+                    raise ProbdiffError(f"{self.spec!r} changed while it was read (short read)")
         return out
-
-    def _release(self) -> None:
-        """Drop the mapped pages from the process (the page cache keeps them)."""
-        if self.map is not None and hasattr(self.map, "madvise"):
-            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 class PngReader:
