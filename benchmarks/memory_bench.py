@@ -12,7 +12,7 @@ and the figures.
 ``stream`` (the second table): the VAE on 8x8 uint8 images, from a ``.npy`` file and from a
 folder of PNG files, each size fitted with ``--no-stream`` (every row in memory, as float64,
 and again as the backend's float32 tensor) and with ``--stream`` (rows read per minibatch
-through a memory map, PNGs decoded per minibatch; metrics on a random subset of each split),
+with positioned reads, PNGs decoded per minibatch; metrics on a random subset of each split),
 1% held out (the held-out metrics of a fit in memory read every held-out row).
 
     python benchmarks/memory_bench.py [--what after,stream] [--rows 500000,2000000]
