@@ -264,6 +264,16 @@ def _same_run(a: Path, b: Path) -> None:
     assert ma["eval_rows_train"] > 0 and "eval_rows_train" not in mb
 
 
+def _fit_both_ways(capsys, tmp_path: Path, model: str, data: Path, *argv: str) -> None:
+    """Fit ``model`` on ``data`` streamed and in memory; the two runs must be the same."""
+    runs = {mode: tmp_path / mode for mode in ("--stream", "--no-stream")}
+    for mode, out in runs.items():
+        code, _, err = cli(capsys, "fit", model, "--data", data, mode, "--out", out, *argv)
+        assert code == 0, err
+    assert json.loads((runs["--stream"] / "config.json").read_text())["request"]["stream"]
+    _same_run(runs["--stream"], runs["--no-stream"])
+
+
 @pytest.mark.parametrize(
     ("model", "argv"),
     [
@@ -274,52 +284,18 @@ def _same_run(a: Path, b: Path) -> None:
 )
 def test_streamed_fit_equals_the_fit_in_memory(capsys, tmp_path: Path, model, argv) -> None:
     np.save(tmp_path / "x.npy", _mixture(600))
-    runs = {}
-    for mode in ("--stream", "--no-stream"):
-        runs[mode] = tmp_path / mode
-        code, _, err = cli(
-            capsys,
-            "fit",
-            model,
-            "--data",
-            tmp_path / "x.npy",
-            mode,
-            "--out",
-            runs[mode],
-            "--steps",
-            "30",
-            "--quiet",
-            *argv,
-        )
-        assert code == 0, err
-    assert json.loads((runs["--stream"] / "config.json").read_text())["request"]["stream"]
-    _same_run(runs["--stream"], runs["--no-stream"])
+    _fit_both_ways(capsys, tmp_path, model, tmp_path / "x.npy", "--steps", "30", "--quiet", *argv)
 
 
 def test_streamed_png_fit_of_a_vae_equals_the_fit_in_memory(capsys, tmp_path: Path) -> None:
     _png_folder(tmp_path / "p", 80, seed=5)
-    runs = {}
-    for mode in ("--stream", "--no-stream"):
-        runs[mode] = tmp_path / mode
-        code, _, err = cli(
-            capsys,
-            "fit",
-            "vae",
-            "--data",
-            tmp_path / "p",
-            mode,
-            "--out",
-            runs[mode],
-            "--steps",
-            "20",
-            "--batch-size",
-            "16",
-            "--hidden",
-            "16",
-            "--quiet",
-        )
-        assert code == 0, err
-    _same_run(runs["--stream"], runs["--no-stream"])
+    _fit_both_ways(
+        capsys,
+        tmp_path,
+        "vae",
+        tmp_path / "p",
+        *("--steps", "20", "--batch-size", "16", "--hidden", "16", "--quiet"),
+    )
 
 
 FACTOR_MODEL = """

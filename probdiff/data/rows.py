@@ -31,7 +31,26 @@ from probdiff.errors import ProbdiffError
 BLOCK_BYTES = 32 << 20  # bytes (as float64) per block of a whole-data pass
 
 
-class NpyReader:
+class _Reader:
+    """What a :class:`Rows` reads from: ``shape`` (rows first), ``dtype``, ``read(idx)``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def n(self) -> int:
+        return self.shape[0]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return self.shape[1:]
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (sorted, unique) as a new array."""
+        raise NotImplementedError
+
+
+class NpyReader(_Reader):
     """The rows of a C-ordered ``.npy`` file, read with positioned reads (``os.preadv``).
 
     Not through a memory map: a mapped file's pages count in the process's resident memory
@@ -80,14 +99,6 @@ class NpyReader:
 
     __del__ = close  # a data set's reader closes with it
 
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def row_shape(self) -> tuple[int, ...]:
-        return self.shape[1:]
-
     def read(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (sorted, unique) as a new array: one read per run of consecutive rows,
         straight into the result."""
@@ -108,7 +119,7 @@ class NpyReader:
         return out
 
 
-class PngReader:
+class PngReader(_Reader):
     """A folder of same-sized PNG images, decoded per read: grayscale ``(1, H, W)`` rows, or
     ``(3, H, W)`` where every image is RGB (as :func:`probdiff.data.files` loads them)."""
 
@@ -117,14 +128,6 @@ class PngReader:
         width, height = size
         self.shape = (len(files), 3 if rgb else 1, height, width)
         self.dtype = np.dtype(np.uint8)
-
-    @property
-    def n(self) -> int:
-        return self.shape[0]
-
-    @property
-    def row_shape(self) -> tuple[int, ...]:
-        return self.shape[1:]
 
     def read(self, idx: np.ndarray) -> np.ndarray:
         from probdiff.data.files import _open_png
@@ -157,7 +160,7 @@ class Rows:
 
     def __init__(
         self,
-        reader: NpyReader | PngReader,
+        reader: _Reader,
         index: np.ndarray | None = None,
         maps: tuple[Callable[[np.ndarray], np.ndarray], ...] = (),
         row_shape: tuple[int, ...] | None = None,
