@@ -40,11 +40,12 @@ def _family(data, device: str):
 
 
 def _timed(fn, seconds: float, warm: int = 3) -> tuple[float, int]:
-    """(seconds, calls) of ``fn`` called until ``seconds`` pass (at least 3 calls)."""
+    """(seconds, calls) of ``fn`` after ``warm`` calls, called until ``seconds`` pass (at
+    least once)."""
     for _ in range(warm):
         fn()
     calls, t0 = 0, time.perf_counter()
-    while calls < 3 or time.perf_counter() - t0 < seconds:
+    while calls < 1 or time.perf_counter() - t0 < seconds:
         fn()
         calls += 1
     if torch.cuda.is_available():
@@ -89,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--quick", action="store_true", help="the smallest shapes and batches only")
+    p.add_argument("--only", choices=("images", "2d"), default=None, help="one half of the rows")
     args = p.parse_args(argv)
-    table: list[tuple[str, str, float, str]] = []
+    print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'row':<40s} {'data':<11s} {'rate':>12s}  unit", flush=True)
+    table = Table()
 
     shapes = {"digits 8x8": None, "28x28x1": (1, 28, 28), "32x32x3": (3, 32, 32)}
-    for name, shape in shapes.items():
+    for name, shape in shapes.items() if args.only != "2d" else ():
         if args.quick and shape is not None:
             continue
         data = load_dataset("digits") if shape is None else images(shape)
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = sample_rate(family, params, 256, "ddim:50", args.seconds)
         table.append(("DDPM sampling, ddim:50", name, rate, "images/s (256 at once)"))
 
+    if args.only == "images":
+        return 0
     mixture = load_dataset("mixture2d:n=100000")
     for backend_name in ("pyro", "numpyro"):
         for batch in (256,) if args.quick else (256, 4096, 65536):
@@ -116,11 +122,16 @@ def main(argv: list[str] | None = None) -> int:
         rate = sample_rate(family, params, n, "ancestral", args.seconds)
         table.append(("DDPM sampling, ancestral T=1000", "mixture2d", rate, f"samples/s ({n})"))
 
-    print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'row':<40s} {'data':<11s} {'rate':>12s}  unit")
-    for row, data_name, rate, unit in table:
-        print(f"{row:<40s} {data_name:<11s} {rate:12.0f}  {unit}")
     return 0
+
+
+class Table(list):
+    """Rows printed as they are measured."""
+
+    def append(self, row: tuple[str, str, float, str]) -> None:
+        super().append(row)
+        name, data_name, rate, unit = row
+        print(f"{name:<40s} {data_name:<11s} {rate:12.0f}  {unit}", flush=True)
 
 
 if __name__ == "__main__":
