@@ -14,8 +14,8 @@ from helpers import cli
 from PIL import Image
 
 import probdiff
+from probdiff.data import as_dataset, evaluation_subset, load_dataset, train_test_split
 from probdiff.data import batches as batches_mod
-from probdiff.data import evaluation_subset, load_dataset, train_test_split
 from probdiff.data import files as files_mod
 from probdiff.data import rows as rows_mod
 from probdiff.data.rows import Rows, spread_rows
@@ -185,6 +185,8 @@ def test_streamed_npy_refuses_bad_files(tmp_path: Path, small_blocks) -> None:
         load_dataset(tmp_path / "x.npz", stream=True)
     with pytest.raises(ProbdiffError, match="built in"):
         load_dataset("moons", stream=True)
+    with pytest.raises(ProbdiffError, match="pass its path"):
+        as_dataset(np.zeros((5, 2)), stream=True)
 
 
 def _png_folder(path: Path, n: int, rgb: bool = False, seed: int = 0) -> np.ndarray:

@@ -40,6 +40,10 @@ def as_dataset(data: Any, *, seed: int = 0, stream: bool | None = None) -> Datas
         return data
     if isinstance(data, (str, os.PathLike)):
         return load_dataset(data, seed=seed, stream=stream)
+    if stream:
+        raise ProbdiffError(
+            "stream=True reads a .npy file or a PNG folder from disk: pass its path as data"
+        )
     if isinstance(data, dict):
         return dataset_from_arrays(data)
     if hasattr(data, "__array__") or isinstance(data, (list, tuple)):
