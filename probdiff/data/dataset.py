@@ -194,12 +194,19 @@ def _check_numeric(arr: np.ndarray, where: str, what: str) -> None:
         raise ProbdiffError(f"{what} in {where!r} is not numeric (dtype {arr.dtype})")
 
 
-def _check_finite(arr: np.ndarray, where: str, what: str) -> None:
-    """Reject NaN / inf, naming how many entries and the first row holding one."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        rows = bad.reshape(len(arr), -1).any(axis=1)
-        count, first = int(bad.sum()), int(np.argmax(rows))
+def _check_finite(arr: Any, where: str, what: str) -> None:
+    """Reject NaN / inf, naming how many entries and the first row holding one; ``arr`` is an
+    array or streamed rows (checked block by block)."""
+    start, count, first = 0, 0, None
+    for block in arr.blocks() if isinstance(arr, Rows) else [arr]:
+        if not block.size:
+            continue
+        bad = ~np.isfinite(block.reshape(len(block), -1))
+        if first is None and bad.any():
+            first = start + int(np.argmax(bad.any(axis=1)))
+        count += int(bad.sum())
+        start += len(block)
+    if count:
         raise ProbdiffError(
             f"{what} in {where!r} has {count} NaN/inf entries (first in row {first})"
         )

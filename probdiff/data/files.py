@@ -148,24 +148,11 @@ def _stream_npy(reader: NpyReader, spec: str) -> Dataset:
         raise ProbdiffError(f"x in {spec!r} has an empty event shape {reader.row_shape}")
     x = Rows(reader)
     if reader.dtype.kind == "f":
-        _check_finite_blocks(x, spec)
+        _check_finite(x, spec, "x")
     if x.ndim == 3:
         x = x.reshape(x.n, 1, *x.row_shape)
     meta = dict(_INTEGER_8BIT) if reader.dtype == np.uint8 else {}
     return Dataset(x, None, spec, "vector" if x.ndim == 2 else "image", None, meta)
-
-
-def _check_finite_blocks(x: Rows, spec: str) -> None:
-    """:func:`_check_finite` over the blocks of streamed rows (the first bad row named)."""
-    start, count, first = 0, 0, None
-    for block in x.blocks():
-        bad = ~np.isfinite(block.reshape(len(block), -1))
-        if first is None and bad.any():
-            first = start + int(np.argmax(bad.any(axis=1)))
-        count += int(bad.sum())
-        start += len(block)
-    if count:
-        raise ProbdiffError(f"x in {spec!r} has {count} NaN/inf entries (first in row {first})")
 
 
 def _load_csv(path: Path, spec: str) -> Dataset:
