@@ -12,6 +12,12 @@ class ProbdiffError(Exception):
     """
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (or its type name)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def user_code_error(
     program: str, what: str, error: BaseException, last_site: tuple[str, tuple] | None
 ) -> ProbdiffError:

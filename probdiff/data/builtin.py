@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from probdiff.data.dataset import _INTEGER_8BIT, Dataset, _finish, _one_line
-from probdiff.errors import ProbdiffError
+from probdiff.data.dataset import _INTEGER_8BIT, Dataset, _finish
+from probdiff.errors import ProbdiffError, first_line
 
 BUILTIN_DATASETS: dict[str, str] = {
     "blobs": "isotropic Gaussian blobs, known density (n=1000, centers=3, dim=2, std=1.0)",
@@ -239,7 +239,7 @@ def _patch_sources() -> tuple[np.ndarray, ...]:
             with Image.open(path) as im:
                 images.append(np.asarray(im.convert("L")))
         except Exception as err:  # a broken scikit-image install, not user input
-            reason = _one_line(err)
+            reason = first_line(err)
             raise ProbdiffError(
                 f"patches: cannot read bundled image {str(path)!r}: {reason}"
             ) from None

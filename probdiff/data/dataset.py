@@ -277,9 +277,3 @@ def _positive_int(value: Any, what: str) -> int:
     if value < 1:
         raise ProbdiffError(f"{what} must be a positive integer, got {value}")
     return value
-
-
-def _one_line(err: BaseException) -> str:
-    """The first line of an exception's message (or its type name)."""
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__

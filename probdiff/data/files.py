@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -21,11 +20,10 @@ from probdiff.data.dataset import (
     _check_finite,
     _check_numeric,
     _finish,
-    _one_line,
     dataset_from_arrays,
 )
 from probdiff.data.rows import NpyReader, PngReader, Rows
-from probdiff.errors import ProbdiffError
+from probdiff.errors import ProbdiffError, first_line
 
 STREAM_BYTES = 1 << 30  # data larger than this (as float64) is streamed from disk
 
@@ -78,7 +76,7 @@ def _read_array(path: Path, spec: str, what: str) -> np.ndarray:
         with open(path, "rb") as handle:  # our handle, so a failed parse leaks no file
             arr = np.load(handle, allow_pickle=False)
     except Exception as err:
-        raise ProbdiffError(f"cannot read {spec!r} as {what}: {_one_line(err)}") from None
+        raise ProbdiffError(f"cannot read {spec!r} as {what}: {first_line(err)}") from None
     if not isinstance(arr, np.ndarray):
         raise ProbdiffError(
             f"cannot read {spec!r} as {what}: it holds several arrays (an .npz archive?)"
@@ -92,7 +90,7 @@ def _read_npz(path: Path, spec: str) -> dict[str, np.ndarray]:
         try:
             archive = np.load(handle, allow_pickle=False)
         except Exception as err:
-            raise ProbdiffError(f"cannot read {spec!r} as .npz: {_one_line(err)}") from None
+            raise ProbdiffError(f"cannot read {spec!r} as .npz: {first_line(err)}") from None
         if isinstance(archive, np.ndarray):
             raise ProbdiffError(
                 f"cannot read {spec!r} as .npz: it holds a single array (an .npy file?)"
@@ -101,7 +99,7 @@ def _read_npz(path: Path, spec: str) -> dict[str, np.ndarray]:
             try:
                 arrays = {k: archive[k] for k in archive.files}
             except Exception as err:
-                reason = _one_line(err)
+                reason = first_line(err)
                 raise ProbdiffError(
                     f"cannot read arrays of {spec!r}: {reason} (non-numeric data?)"
                 ) from None
@@ -204,7 +202,7 @@ def _read_csv_rows(path: Path, spec: str) -> list[tuple[int, list[str]]]:
                 if any(fields):
                     rows.append((reader.line_num, fields))
     except (UnicodeDecodeError, csv.Error, OSError) as err:
-        raise ProbdiffError(f"cannot read {spec!r} as CSV text: {_one_line(err)}") from None
+        raise ProbdiffError(f"cannot read {spec!r} as CSV text: {first_line(err)}") from None
     return rows
 
 
@@ -254,29 +252,19 @@ def _label_column(header: list[str] | None, spec: str) -> int | None:
 
 def _load_png_folder(path: Path, spec: str, stream: bool | None = None) -> Dataset:
     """Every ``*.png`` in a folder (sorted): grayscale ``(N,1,H,W)``, or ``(N,3,H,W)`` if all
-    RGB; streamed (decoded per read, sizes checked from the headers now) as ``stream`` says."""
+    RGB. Sizes and modes come from the headers; the images are decoded now, or per read when
+    streamed (as ``stream`` says: None streams above STREAM_BYTES as float64)."""
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file())
     if not files:
         raise ProbdiffError(f"no PNG images in folder {spec!r}")
-    if stream is not False:
-        heads = [_png_header(p) for p in files]
-        rgb = all(mode == "RGB" for _, mode in heads)
-        width, height = heads[0][0]
-        if stream or len(files) * (3 if rgb else 1) * width * height * 8 > STREAM_BYTES:
-            _same_size(files, [size for size, _ in heads], spec)
-            rows = Rows(PngReader(files, rgb, (width, height)))
-            meta = dict(_INTEGER_8BIT) | {"files": [p.name for p in files]}
-            return Dataset(rows, None, spec, "image", None, meta)
-    images = [_open_png(p) for p in files]
-    rgb = all(im.mode == "RGB" for im in images)
-    _same_size(files, [im.size for im in images], spec)
-    if rgb:
-        arrays = [np.asarray(im).transpose(2, 0, 1) for im in images]
-    else:
-        arrays = [np.asarray(im.convert("L"))[None] for im in images]
-    x = np.stack(arrays)
+    heads = [_png_header(p) for p in files]
+    _same_size(files, [size for size, _ in heads], spec)
+    rgb = all(mode == "RGB" for _, mode in heads)
+    rows = Rows(PngReader(files, rgb, heads[0][0], spec))
     meta = dict(_INTEGER_8BIT) | {"files": [p.name for p in files]}
-    return _finish(x, None, spec, "image", spec, meta=meta)
+    if stream or (stream is None and rows.size * 8 > STREAM_BYTES):
+        return Dataset(rows, None, spec, "image", None, meta)
+    return _finish(rows.reader.read(np.arange(rows.n)), None, spec, "image", spec, meta=meta)
 
 
 def _same_size(files: list[Path], sizes: list[tuple[int, int]], spec: str) -> None:
@@ -298,19 +286,7 @@ def _png_header(path: Path) -> tuple[tuple[int, int], str]:
         with Image.open(path) as im:
             return im.size, im.mode
     except Exception as err:
-        raise ProbdiffError(f"cannot decode image {str(path)!r}: {_one_line(err)}") from None
-
-
-def _open_png(path: Path) -> Any:
-    """Decode one image fully with PIL, or raise a ProbdiffError naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except Exception as err:
-        raise ProbdiffError(f"cannot decode image {str(path)!r}: {_one_line(err)}") from None
+        raise ProbdiffError(f"cannot decode image {str(path)!r}: {first_line(err)}") from None
 
 
 def data_sha256(path: str | os.PathLike) -> str:

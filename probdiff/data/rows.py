@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from probdiff.errors import ProbdiffError
+from probdiff.errors import ProbdiffError, first_line
 
 BLOCK_BYTES = 32 << 20  # bytes (as float64) per block of a whole-data pass
 
@@ -36,6 +36,7 @@ class _Reader:
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    spec: str  # the file or folder, as given
 
     @property
     def n(self) -> int:
@@ -84,10 +85,7 @@ class NpyReader(_Reader):
                 raise ProbdiffError(f"cannot read {spec!r} as .npy: the file is truncated")
         except (OSError, ValueError) as err:
             self.close()
-            text = str(err).strip().splitlines()
-            raise ProbdiffError(
-                f"cannot read {spec!r} as .npy: {text[0] if text else type(err).__name__}"
-            ) from None
+            raise ProbdiffError(f"cannot read {spec!r} as .npy: {first_line(err)}") from None
         except ProbdiffError:
             self.close()
             raise
@@ -123,15 +121,13 @@ class PngReader(_Reader):
     """A folder of same-sized PNG images, decoded per read: grayscale ``(1, H, W)`` rows, or
     ``(3, H, W)`` where every image is RGB (as :func:`probdiff.data.files` loads them)."""
 
-    def __init__(self, files: list[Path], rgb: bool, size: tuple[int, int]):
-        self.files, self.rgb = files, rgb
+    def __init__(self, files: list[Path], rgb: bool, size: tuple[int, int], spec: str):
+        self.files, self.rgb, self.spec = files, rgb, spec
         width, height = size
         self.shape = (len(files), 3 if rgb else 1, height, width)
         self.dtype = np.dtype(np.uint8)
 
     def read(self, idx: np.ndarray) -> np.ndarray:
-        from probdiff.data.files import _open_png
-
         out = np.empty((len(idx),) + self.row_shape, np.uint8)
         for i, row in enumerate(idx):
             im = _open_png(self.files[int(row)])
@@ -139,6 +135,18 @@ class PngReader(_Reader):
                 raise ProbdiffError(f"image {str(self.files[int(row)])!r} changed size")
             out[i] = np.asarray(im).transpose(2, 0, 1) if self.rgb else np.asarray(im.convert("L"))
         return out
+
+
+def _open_png(path: Path) -> Any:
+    """Decode one image fully with PIL, or raise a ProbdiffError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except Exception as err:
+        raise ProbdiffError(f"cannot decode image {str(path)!r}: {first_line(err)}") from None
 
 
 def _as_indices(idx: Any) -> Any:
@@ -193,13 +201,8 @@ class Rows:
     def dtype(self) -> np.dtype:
         return np.dtype(np.float64)
 
-    @property
-    def source(self) -> str:
-        """Where the rows come from (a file or folder), for messages."""
-        return getattr(self.reader, "spec", "") or str(getattr(self.reader, "files", [""])[0])
-
     def __repr__(self) -> str:
-        return f"Rows(shape={self.shape}, source={self.source!r})"
+        return f"Rows(shape={self.shape}, source={self.reader.spec!r})"
 
     def __getitem__(self, idx: Any) -> Any:
         """The rows ``idx`` read now (float64, then ``convert``)."""
@@ -240,10 +243,10 @@ class Rows:
         return Rows(self.reader, self.index, self.maps, self.row_shape, convert)
 
     # -- whole-data passes -----------------------------------------------------------------
-    def blocks(self, rows: int | None = None) -> Iterator[np.ndarray]:
-        """Every row, in order, in float64 blocks of ``rows`` rows (default: BLOCK_BYTES)."""
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Every row, in order, in float64 blocks of about BLOCK_BYTES."""
         per_row = max(1, int(np.prod(self.row_shape, dtype=np.int64)) * 8)
-        rows = rows or max(1, BLOCK_BYTES // per_row)
+        rows = max(1, BLOCK_BYTES // per_row)
         for start in range(0, self.n, rows):
             yield self._read(np.arange(start, min(start + rows, self.n)))
 
