@@ -130,10 +130,12 @@ def take_rows(data: Data, idx: np.ndarray | slice) -> Data:
     return map_arrays(lambda a: a[idx], data)
 
 
-def particle_groups(num_particles: int, rows: int, data: Data) -> int:
-    """Into how many calls of equal size ``num_particles`` vectorised particles on ``rows``
-    rows of ``data`` are split: the fewest that keep each call within PARTICLE_VALUES numbers
-    (1 where all fit). The mean over the calls is the same estimator as one call's."""
+def particle_groups(num_particles: int, data: Data, max_rows: int | None = None) -> int:
+    """Into how many calls of equal size ``num_particles`` vectorised particles on ``data``
+    (on at most ``max_rows`` of its rows) are split: the fewest that keep each call within
+    PARTICLE_VALUES numbers (1 where all fit). The mean over the calls is the same estimator
+    as one call's."""
+    rows = num_rows(data) if max_rows is None else min(num_rows(data), max_rows)
     arrays = data.values() if isinstance(data, Mapping) else [data]
     width = sum(int(np.prod(a.shape[1:], dtype=np.int64)) for a in arrays)
     for groups in range(1, num_particles + 1):

@@ -366,7 +366,8 @@ class NumPyroBackend:
         params = self._svi.get_params(self._state)
         n = num_rows(x)
         rows = n if max_rows is None or not program.minibatch else min(n, max_rows)
-        groups = particle_groups(num_particles, rows, x)  # calls per repeat that fit in memory
+        # calls per repeat that fit in memory
+        groups = particle_groups(num_particles, x, max_rows if program.minibatch else None)
         subsets = [
             row_subset(n, max_rows if program.minibatch else None, derive(seed, i))
             for i in range(repeats * groups)

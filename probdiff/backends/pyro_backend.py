@@ -288,8 +288,7 @@ class PyroBackend:
         pyro.set_rng_seed(seed)
         n = num_rows(x)
         if program.vectorize_particles:  # in groups that fit in memory (one where all do)
-            rows = n if max_rows is None or not program.minibatch else min(n, max_rows)
-            groups = particle_groups(num_particles, rows, x)
+            groups = particle_groups(num_particles, x, max_rows if program.minibatch else None)
             loss, calls = make_elbo(program, num_particles // groups), repeats * groups
         else:
             groups, loss, calls = 1, make_elbo(program, 1), num_particles * repeats
@@ -316,8 +315,7 @@ class PyroBackend:
         finally:
             pyro.util.set_rng_state(rng)
         values = values.reshape(-1, groups).mean(1)  # an estimate per repeat (vectorised)
-        calls = len(values)
-        err = values.std(ddof=1) / math.sqrt(calls) if calls > 1 else float("nan")
+        err = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
         return float(values.mean()), float(err)
 
     def trace_joint(
