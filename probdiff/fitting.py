@@ -123,17 +123,7 @@ def _worker(req, resume, code, dataset, trust_model_code) -> None:
 
     checkpoint = None
     if resume:
-        from probdiff.run import code_from_config, dataset_from_config
-
-        run = RunFolder.existing(req.out)
-        config = run.config
-        checkpoint = run.load_checkpoint()
-        dataset = dataset_from_config(run, config)
-        code = (
-            code_from_config(run, config, trust_model_code)
-            if config.get("code") is not None
-            else None
-        )
+        _, checkpoint, dataset, code = _recorded(RunFolder.existing(req.out), trust_model_code)
     else:
         if dataset is None:
             dataset = load_dataset(req.data, seed=req.data_seed_value, stream=req.stream)
@@ -211,22 +201,25 @@ def _check_scale(dataset: Dataset) -> None:
                 )
 
 
-def _resume(req: FitRequest, trust_model_code: bool):
+def _recorded(run: RunFolder, trust_model_code: bool):
+    """(config, checkpoint, data, code) of a run to resume, read from its folder; the
+    checkpoint is validated before anything is written (None: a fit stopped before its first
+    checkpoint starts from step 0 with the recorded settings)."""
     from probdiff.run import code_from_config, dataset_from_config
 
+    config = run.config
+    checkpoint = run.load_checkpoint()
+    _check_checkpoint(run, checkpoint)
+    code = (
+        code_from_config(run, config, trust_model_code) if config.get("code") is not None else None
+    )
+    return config, checkpoint, dataset_from_config(run, config), code
+
+
+def _resume(req: FitRequest, trust_model_code: bool):
     run = RunFolder.existing(req.out)
     with run.lock("fit --resume"):
-        config = run.config
-        # validated before anything is written; none (a fit stopped before its first
-        # checkpoint) means starting from step 0 with the recorded settings
-        checkpoint = run.load_checkpoint()
-        _check_checkpoint(run, checkpoint)
-        dataset = dataset_from_config(run, config)
-        code = (
-            code_from_config(run, config, trust_model_code)
-            if config.get("code") is not None
-            else None
-        )
+        config, checkpoint, dataset, code = _recorded(run, trust_model_code)
         family, backend, train, test = _prepare(req, dataset, code)
         settings = asdict(req.settings)
         run.write_json(
@@ -372,15 +365,15 @@ def _fit(
             if idata is None
             else None
         )
+    eval_rows = {}
     if train.streamed:  # metrics read a random subset of each split into memory
         seed = req.data_seed_value
-        train_rows = evaluation_subset(train, derive(seed, 1))
-        test_rows = evaluation_subset(test, derive(seed, 2))
-        x_train, x_test = family.prepare(train_rows), family.prepare(test_rows)
+        rows = [evaluation_subset(d, derive(seed, i)) for i, d in ((1, train), (2, test))]
+        x_train, x_test = (family.prepare(d) for d in rows)
+        eval_rows = {"eval_rows_train": rows[0].n, "eval_rows_test": rows[1].n}
     with clock("metrics", "held-out metrics"):
         metrics = family.metrics(backend, program, params, x_train, x_test, req.settings.seed)
-    if train.streamed:
-        metrics.update({"eval_rows_train": train_rows.n, "eval_rows_test": test_rows.n})
+    metrics.update(eval_rows)
     # draws, per-datum values and figures on at most DRAW_ROWS training rows (stated in idata)
     from probdiff.run import shown_subset
 
