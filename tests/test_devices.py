@@ -66,11 +66,9 @@ def test_ddpm_chain_steps_stay_on_the_device(variance):
 def test_ddpm_step_proposals_stay_on_the_device(importance):
     """The per-datum estimator's draw of each row's step and its weight: looked up on the
     device (a host round trip, e.g. ``bool(tensor)``, fails on ``meta``)."""
-    import pyro
 
     from probdiff.models.ddpm.chain import ImportanceStepProposal, StepProposal
 
-    pyro.clear_param_store()
     weights = torch.linspace(1, 2, 11).numpy()
     proposal = (
         ImportanceStepProposal(10, weights) if importance else StepProposal(10, None, weights)
@@ -80,4 +78,3 @@ def test_ddpm_step_proposals_stay_on_the_device(importance):
     assert t.device.type == META
     assert proposal.weights(t, like).device.type == META
     assert proposal.inverse(t, like).device.type == META
-    pyro.clear_param_store()

@@ -157,3 +157,4 @@ def test_family_contract(tmp_path, capsys, model):
     if model in SAMPLERS:
         code, _, err = cli(capsys, "sample", out, "-n", 4, "--sampler", "nonesuch", *trust)
         assert code != 0 and len(err.strip().splitlines()) == 1, err
+        assert "sampler" in err, err  # unknown sampler, or: the model has one

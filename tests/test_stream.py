@@ -52,7 +52,7 @@ def test_rows_index_like_the_array(tmp_path: Path, small_blocks) -> None:
     np.testing.assert_array_equal(sub.load(), ref[[31, 10]])
     np.testing.assert_array_equal(r.reshape(50, 6)[idx], ref.reshape(50, 6)[idx])
     np.testing.assert_array_equal(np.asarray(r.map(lambda b: 2 * b + 1)), 2 * ref + 1)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="out of range for 50 rows"):
         r[np.array([50])]
 
 
@@ -64,7 +64,8 @@ def test_rows_statistics_match_numpy_across_blocks(tmp_path: Path, small_blocks)
     r = load_dataset(tmp_path / "x.npy", stream=True).x
     assert isinstance(r, Rows) and len(list(r.blocks())) == 15
     np.testing.assert_allclose(r.mean(0), x.mean(0), rtol=1e-14)
-    np.testing.assert_allclose(r.var(0), x.var(0), rtol=1e-10)
+    # merging blocks by Chan et al.'s update: 2e-14 here; E[x^2] - E[x]^2 per block: 3e-10
+    np.testing.assert_allclose(r.var(0), x.var(0), rtol=1e-12)
     assert (r.min(), r.max()) == (x.min(), x.max())
 
 

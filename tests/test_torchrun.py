@@ -4,7 +4,6 @@ one process with the whole batch; process 0 alone writes the run; resume works t
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ def test_two_processes_follow_one_and_resume_alike(tmp_path):
     assert proc.stdout.count("wrote ") == 1  # process 0 alone reports (and writes)
     np.testing.assert_allclose(trace(two), trace(one), rtol=1e-9)
     held = trace(one, "test_elbo")
-    assert np.isfinite(held).sum() >= 5
+    assert np.isfinite(held).sum() == 5  # --eval-every 5 over 25 steps
     np.testing.assert_allclose(trace(two, "test_elbo"), held, rtol=1e-9)
     p1, p2 = np.load(one / "params.npz"), np.load(two / "params.npz")
     for k in p1.files:
@@ -65,12 +64,12 @@ def test_two_processes_follow_one_and_resume_alike(tmp_path):
 
 def test_torchrun_needs_a_batch_that_splits(tmp_path):
     """Under torchrun a fit needs --batch-size (each process a share of every batch), and
-    the batch must split evenly; one-line errors, no folder left."""
+    the batch must split evenly; each refusal names itself and leaves no folder."""
     out = tmp_path / "r"
     proc = probdiff("fit", *ARGS[:3], "--steps", "2", "--out", str(out), processes=2)
     assert proc.returncode != 0 and "--batch-size is needed under torchrun" in proc.stderr
     assert not out.exists()
     args = [a if a != "100" else "99" for a in ARGS]
     proc = probdiff("fit", *args, "--steps", "2", "--out", str(out), processes=2)
-    assert proc.returncode != 0 and "divisible by 2" in proc.stderr
-    shutil.rmtree(out, ignore_errors=True)
+    assert proc.returncode != 0 and "does not split over 2 processes" in proc.stderr
+    assert not out.exists()  # refused at the first step: no checkpoint, so nothing kept
